@@ -1,0 +1,221 @@
+package exec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+)
+
+// Limits bound every tool run.
+type Limits struct {
+	DefaultTimeout time.Duration // when the call names none
+	MaxTimeout     time.Duration // tool.timeout_s is clamped to this
+	MaxOutputBytes int           // encoded output larger than this is replaced by an error
+	MaxConcurrent  int           // tools running at once
+	QueueWait      time.Duration // how long a call waits for a free slot before ErrSandboxBusy
+}
+
+// DefaultLimits are the limits used when configuration names none.
+var DefaultLimits = Limits{
+	DefaultTimeout: 10 * time.Second,
+	MaxTimeout:     30 * time.Second,
+	MaxOutputBytes: 1 << 20,
+	MaxConcurrent:  256,
+	QueueWait:      2 * time.Second,
+}
+
+// Status values of a finished call.
+const (
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusTimeout   = "timeout"
+)
+
+// Exit codes, shell-like so that agents can branch on them.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitTimeout = 124
+)
+
+// Result is the seed's result object.
+type Result struct {
+	Output    json.RawMessage `json:"output"`
+	ExitCode  int             `json:"exitCode"`
+	Simulated bool            `json:"simulated"`
+	Error     *ToolError      `json:"error,omitempty"`
+}
+
+// Call is one validated request to run a tool.
+type Call struct {
+	Tool    string
+	Args    json.RawMessage // as returned by Registry.Validate
+	DryRun  bool
+	Timeout time.Duration // 0 means Limits.DefaultTimeout
+}
+
+// Runner executes tools from a Registry under Limits.
+type Runner struct {
+	reg   *Registry
+	lim   Limits
+	slots chan struct{}
+	log   *slog.Logger
+}
+
+// NewRunner returns a Runner. Zero fields of lim take DefaultLimits' values.
+func NewRunner(reg *Registry, lim Limits, log *slog.Logger) *Runner {
+	if lim.DefaultTimeout <= 0 {
+		lim.DefaultTimeout = DefaultLimits.DefaultTimeout
+	}
+	if lim.MaxTimeout <= 0 {
+		lim.MaxTimeout = DefaultLimits.MaxTimeout
+	}
+	if lim.DefaultTimeout > lim.MaxTimeout {
+		lim.DefaultTimeout = lim.MaxTimeout
+	}
+	if lim.MaxOutputBytes <= 0 {
+		lim.MaxOutputBytes = DefaultLimits.MaxOutputBytes
+	}
+	if lim.MaxConcurrent <= 0 {
+		lim.MaxConcurrent = DefaultLimits.MaxConcurrent
+	}
+	if lim.QueueWait <= 0 {
+		lim.QueueWait = DefaultLimits.QueueWait
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Runner{reg: reg, lim: lim, slots: make(chan struct{}, lim.MaxConcurrent), log: log}
+}
+
+// Registry returns the registry the runner executes from.
+func (r *Runner) Registry() *Registry { return r.reg }
+
+// Limits returns the effective limits.
+func (r *Runner) Limits() Limits { return r.lim }
+
+// Timeout turns a requested timeout in seconds into the effective one.
+func (r *Runner) Timeout(seconds float64) time.Duration {
+	if seconds <= 0 {
+		return r.lim.DefaultTimeout
+	}
+	d := time.Duration(seconds * float64(time.Second))
+	if d > r.lim.MaxTimeout || d <= 0 {
+		return r.lim.MaxTimeout
+	}
+	return d
+}
+
+// Run executes a call. The error is non-nil only when the call was refused before the tool
+// started (unknown or blocked tool, dry-run-only tool in real mode, sandbox full); every
+// failure inside the tool, including a panic or a deadline, is reported in the Result and
+// the status.
+func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
+	tool, err := r.reg.Lookup(c.Tool)
+	if err != nil {
+		return Result{}, "", err
+	}
+	if !c.DryRun && isDryRunOnly(tool) {
+		return Result{}, "", fmt.Errorf("%w: %s can only be simulated", ErrDryRunOnly, c.Tool)
+	}
+	if err := r.acquire(ctx); err != nil {
+		return Result{}, "", err
+	}
+	defer func() { <-r.slots }()
+
+	timeout := c.Timeout
+	if timeout <= 0 || timeout > r.lim.MaxTimeout {
+		timeout = r.Timeout(timeout.Seconds())
+	}
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	type outcome struct {
+		out any
+		err error
+	}
+	done := make(chan outcome, 1) // buffered: a late tool never blocks on send
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				r.log.Error("tool panicked", "tool", c.Tool, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				done <- outcome{err: Failf("tool_panic", "the tool failed unexpectedly")}
+			}
+		}()
+		var o outcome
+		if c.DryRun {
+			o.out, o.err = tool.Simulate(runCtx, c.Args)
+		} else {
+			o.out, o.err = tool.Run(runCtx, c.Args)
+		}
+		done <- o
+	}()
+
+	res := Result{Simulated: c.DryRun}
+	select {
+	case o := <-done:
+		if o.err != nil {
+			if runCtx.Err() != nil && errors.Is(o.err, context.DeadlineExceeded) {
+				return timedOut(res, timeout), StatusTimeout, nil
+			}
+			return failed(res, o.err), StatusFailed, nil
+		}
+		out, err := json.Marshal(o.out)
+		if err != nil {
+			return failed(res, Failf("output_not_encodable", "%v", err)), StatusFailed, nil
+		}
+		if len(out) > r.lim.MaxOutputBytes {
+			return failed(res, Failf("output_too_large", "output is %d bytes, the limit is %d", len(out), r.lim.MaxOutputBytes)), StatusFailed, nil
+		}
+		res.Output = out
+		res.ExitCode = ExitOK
+		return res, StatusCompleted, nil
+	case <-runCtx.Done():
+		// The tool goroutine sees runCtx cancelled and returns on its own; its send lands in
+		// the buffered channel, so it never outlives its own cleanup.
+		if ctx.Err() != nil && !errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+			return failed(res, Failf("cancelled", "the request was cancelled")), StatusFailed, nil
+		}
+		return timedOut(res, timeout), StatusTimeout, nil
+	}
+}
+
+func (r *Runner) acquire(ctx context.Context) error {
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(r.lim.QueueWait)
+	defer t.Stop()
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: %d tools already running", ErrSandboxBusy, r.lim.MaxConcurrent)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrSandboxBusy, ctx.Err())
+	}
+}
+
+func failed(res Result, err error) Result {
+	var te *ToolError
+	if !errors.As(err, &te) {
+		te = &ToolError{Code: "tool_error", Message: err.Error()}
+	}
+	res.Output = json.RawMessage("null")
+	res.ExitCode = ExitFailed
+	res.Error = te
+	return res
+}
+
+func timedOut(res Result, d time.Duration) Result {
+	res.Output = json.RawMessage("null")
+	res.ExitCode = ExitTimeout
+	res.Error = Failf("timeout", "the tool did not finish within %s", d)
+	return res
+}

@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/secureexec/secureexec/exec"
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/store"
+)
+
+// problem is an RFC 9457 problem+json body. Error repeats Detail for clients of the
+// original API, which read an "error" string.
+type problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Code      string `json:"code"`
+	Error     string `json:"error"`
+	Field     string `json:"field,omitempty"`
+	JobID     string `json:"jobId,omitempty"`
+	ProofHash string `json:"proofHash,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// deniedError is a call refused by IAM; it was sealed and audited like any other.
+type deniedError struct {
+	reason    string
+	detail    string
+	jobID     string
+	proofHash string
+}
+
+func (e *deniedError) Error() string { return "iam_denied: " + e.reason }
+
+// errInternal is what an unexpected failure (a bug, a recovered panic) becomes.
+var errInternal = errors.New("internal_error")
+
+// errJobStoreUnavailable means the audit store could not be read in time.
+var errJobStoreUnavailable = errors.New("audit_store_unavailable")
+
+// classify is the one place where an error becomes an HTTP status, a reason code and a
+// Retry-After. Handlers never pick statuses themselves.
+func classify(err error) (status int, code, field string, retryAfter int) {
+	var (
+		tooBig  *http.MaxBytesError
+		reqErr  *requestError
+		argsErr *exec.ArgsError
+		payErr  *payments.PaymentError
+		denied  *deniedError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, "body_too_large", "", 0
+	case errors.As(err, &reqErr):
+		return http.StatusBadRequest, reqErr.Code, reqErr.Field, 0
+	case errors.Is(err, errUnsupportedMediaType):
+		return http.StatusUnsupportedMediaType, "unsupported_media_type", "", 0
+	case errors.As(err, &argsErr):
+		return http.StatusBadRequest, "invalid_args", argsField(argsErr.Field), 0
+	case errors.Is(err, exec.ErrUnknownTool):
+		return http.StatusBadRequest, "unknown_tool", "tool.name", 0
+	case errors.Is(err, exec.ErrDryRunOnly):
+		return http.StatusBadRequest, "dry_run_only", "dryRun", 0
+	case errors.Is(err, exec.ErrToolBlocked):
+		return http.StatusForbidden, "tool_blocked", "tool.name", 0
+	case errors.As(err, &denied):
+		return http.StatusForbidden, "iam_denied", "", 0
+	case errors.As(err, &payErr):
+		return http.StatusPaymentRequired, payErr.Reason, "", 0
+	case errors.Is(err, errPaymentRequired):
+		return http.StatusPaymentRequired, "payment_required", "", 0
+	case errors.Is(err, payments.ErrUnavailable):
+		return http.StatusServiceUnavailable, "payment_backend_unavailable", "", 2
+	case errors.Is(err, exec.ErrSandboxBusy):
+		return http.StatusServiceUnavailable, "sandbox_busy", "", 1
+	case errors.Is(err, errJobStoreUnavailable):
+		return http.StatusServiceUnavailable, "audit_store_unavailable", "", 2
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "job_not_found", "", 0
+	case errors.Is(err, errRouteNotFound):
+		return http.StatusNotFound, "not_found", "", 0
+	case errors.Is(err, errMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "method_not_allowed", "", 0
+	default:
+		// Never a 500: an unexpected failure is reported as temporary.
+		return http.StatusServiceUnavailable, "internal_error", "", 1
+	}
+}
+
+// argsField turns the JSON pointer of a bad argument ("/items/3/name") into the dotted
+// field name the rest of the API uses ("tool.args.items.3.name").
+func argsField(pointer string) string {
+	f := "tool.args"
+	for _, seg := range strings.Split(strings.Trim(pointer, "/"), "/") {
+		if seg != "" {
+			f += "." + strings.NewReplacer("~1", "/", "~0", "~").Replace(seg)
+		}
+	}
+	return f
+}
+
+// writeError answers with the problem+json body for err.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, field, retryAfter := classify(err)
+	p := problem{
+		Type:      "urn:secureexec:problem:" + code,
+		Title:     http.StatusText(status),
+		Status:    status,
+		Code:      code,
+		Field:     field,
+		RequestID: w.Header().Get(headerRequestID),
+	}
+	p.Detail = err.Error()
+	var denied *deniedError
+	if errors.As(err, &denied) {
+		p.Detail = denied.detail
+		p.JobID, p.ProofHash = denied.jobID, denied.proofHash
+	}
+	if code == "internal_error" {
+		s.log.Error("unexpected failure", "err", err, "path", r.URL.Path, "request_id", p.RequestID)
+		p.Detail = "an unexpected error occurred; it has been logged, retry later"
+	} else {
+		s.log.Debug("request refused", "code", code, "status", status, "err", err)
+	}
+	p.Error = p.Detail
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	writeJSON(w, status, "application/problem+json", p)
+}
+
+// writeJSON encodes v as the whole response. Encoding our own types cannot fail; a
+// failure to write means the client went away, and there is nobody left to tell.
+func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encoding a response", "err", err)
+		status, b = http.StatusServiceUnavailable, []byte(`{"code":"internal_error","error":"response encoding failed"}`)
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/exec"
+	"github.com/secureexec/secureexec/identity"
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/store"
+)
+
+// execResponse is the seed's 200 body, plus the IAM outcome in detail.
+type execResponse struct {
+	JobID           string           `json:"jobId"`
+	Tool            string           `json:"tool"`
+	DryRun          bool             `json:"dryRun"`
+	Status          string           `json:"status"`
+	Result          exec.Result      `json:"result"`
+	IAMApproved     bool             `json:"iamApproved"`
+	IAM             identity.Outcome `json:"iam"`
+	ProofHash       string           `json:"proofHash"`
+	PaymentProtocol string           `json:"paymentProtocol"`
+	LatencyMs       int64            `json:"latencyMs"`
+	Timestamp       string           `json:"timestamp"`
+	SchemaVersion   string           `json:"schemaVersion"`
+}
+
+const (
+	endpointTool     = "/exec/tool"
+	endpointSimulate = "/exec/simulate"
+)
+
+func (s *Server) handleTool(w http.ResponseWriter, r *http.Request) { s.execute(w, r, endpointTool) }
+func (s *Server) handleSimulate(w http.ResponseWriter, r *http.Request) {
+	s.execute(w, r, endpointSimulate)
+}
+
+// execute is the one path every call takes:
+// decode -> validate -> price -> pay -> IAM -> run -> seal -> audit -> respond.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string) {
+	start := s.now()
+	req, err := decodeExecRequest(w, r, s.cfg.MaxBodyBytes, s.cfg.MaxJSONDepth)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	dryRun := endpoint == endpointSimulate || req.DryRun == nil || *req.DryRun
+	args, err := s.runner.Registry().Validate(req.Tool.Name, req.Tool.Args)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+
+	mode := payments.ModeReal
+	switch {
+	case endpoint == endpointSimulate:
+		mode = payments.ModeSimulate
+	case dryRun:
+		mode = payments.ModeDryRun
+	}
+	price := s.prices.Price(req.Tool.Name, mode, endpoint)
+	pay, err := s.pay.authorize(r.Context(), r, price)
+	if err != nil {
+		s.metrics.payments.WithLabelValues(credentialScheme(r), "refused").Inc()
+		if errors.Is(err, errPaymentRequired) || isPaymentError(err) {
+			s.writePaymentRequired(w, r, price, err)
+			return
+		}
+		s.writeError(w, r, err)
+		return
+	}
+
+	agentID := req.AgentID
+	if pay.protocol == protocolInternal && agentID == "" {
+		agentID = s.pay.cfg.InternalAgentID
+	}
+	rec := &Record{
+		SchemaVersion: SchemaVersion,
+		JobID:         uuid.NewString(),
+		Timestamp:     formatTimestamp(start),
+		Endpoint:      endpoint,
+		AgentID:       agentID,
+		DryRun:        dryRun,
+		Context:       req.Context,
+		Payment:       paymentRef(pay),
+	}
+	timeout := s.runner.Limits().DefaultTimeout
+	if req.Tool.TimeoutS != nil {
+		timeout = s.runner.Timeout(*req.Tool.TimeoutS)
+	}
+	rec.Tool = RecordTool{Name: req.Tool.Name, Args: args, TimeoutMs: timeout.Milliseconds()}
+
+	rec.IAM = s.iam.Decide(r.Context(), identity.Request{
+		JobID: rec.JobID, AgentID: agentID, Payer: payer(pay), Tool: req.Tool.Name, DryRun: dryRun,
+		PriceAtomic: price.Amount, Internal: pay.protocol == protocolInternal,
+	})
+	if !rec.IAM.Approved {
+		rec.Status = statusDenied
+		rec.Result = exec.Result{Output: []byte("null"), ExitCode: exec.ExitFailed, Simulated: dryRun,
+			Error: exec.Failf("iam_denied", "%s", denialDetail(rec.IAM))}
+		_, hash := s.finish(rec, start, pay)
+		s.writeError(w, r, &deniedError{reason: rec.IAM.Reason, detail: denialDetail(rec.IAM), jobID: rec.JobID, proofHash: hash})
+		return
+	}
+
+	res, status, err := s.runner.Run(r.Context(), exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rec.Result, rec.Status = res, status
+	latency, hash := s.finish(rec, start, pay)
+	s.metrics.tools.WithLabelValues(rec.Tool.Name, string(mode), rec.Status).Inc()
+
+	w.Header().Set(headerProofHash, hash)
+	writeJSON(w, http.StatusOK, "application/json", execResponse{
+		JobID: rec.JobID, Tool: rec.Tool.Name, DryRun: dryRun, Status: rec.Status, Result: rec.Result,
+		IAMApproved: rec.IAM.Approved, IAM: rec.IAM, ProofHash: hash, PaymentProtocol: pay.protocol,
+		LatencyMs: latency, Timestamp: rec.Timestamp, SchemaVersion: SchemaVersion,
+	})
+}
+
+// finish seals the record and hands it to the audit log, which never blocks.
+func (s *Server) finish(rec *Record, start time.Time, pay payment) (latencyMs int64, hash string) {
+	canonical, hash := seal(rec)
+	latencyMs = s.now().Sub(start).Milliseconds()
+	s.audit.Submit(store.Entry{
+		JobID: rec.JobID, Timestamp: start, CallerAgentID: rec.AgentID, ToolName: rec.Tool.Name,
+		DryRun: rec.DryRun, Status: rec.Status, IAMApproved: rec.IAM.Approved, ProofHash: hash,
+		LatencyMs: int(latencyMs), PaymentProtocol: pay.protocol, SchemaVersion: SchemaVersion,
+		Record: canonical,
+	})
+	s.metrics.payments.WithLabelValues(pay.protocol, "accepted").Inc()
+	return latencyMs, hash
+}
+
+func paymentRef(p payment) PaymentRef {
+	ref := PaymentRef{Protocol: p.protocol, Amount: strconv.FormatUint(p.price.Amount, 10), Currency: p.price.Currency}
+	if p.auth != nil {
+		ref.Payer, ref.Reference = p.auth.Payer, p.auth.Reference
+	}
+	if p.protocol == protocolNone || p.protocol == protocolInternal {
+		ref.Amount = "0"
+	}
+	return ref
+}
+
+func payer(p payment) string {
+	if p.auth == nil {
+		return ""
+	}
+	return p.auth.Payer
+}
+
+func isPaymentError(err error) bool {
+	var pe *payments.PaymentError
+	return errors.As(err, &pe)
+}
+
+func denialDetail(o identity.Outcome) string {
+	d := "denied by " + o.Source + ": " + o.Reason
+	for _, v := range o.Violations {
+		d += "; " + v
+	}
+	return d
+}
+
+// handleJob answers GET /exec/jobs/{jobId} with the stored record and its proof hash.
+func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
+	id := muxVar(r, "jobId")
+	if _, err := uuid.Parse(id); err != nil {
+		s.writeError(w, r, badRequest("invalid_job_id", "jobId", "jobId must be a UUID"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	e, err := s.audit.Get(ctx, id)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("reading a job", "job_id", id, "err", err)
+			err = errJobStoreUnavailable
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/json", e)
+}

@@ -1,0 +1,80 @@
+package proof
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gowebpki/jcs"
+)
+
+// ErrMismatch is returned by Verify when a record does not hash to the claimed proof hash.
+var ErrMismatch = errors.New("proof_hash_mismatch")
+
+// ErrMalformedHash is returned by Verify when the claimed hash is not "0x" + 64 hex digits.
+var ErrMalformedHash = errors.New("malformed_proof_hash")
+
+// Canonicalize returns the RFC 8785 canonical form of a JSON document.
+func Canonicalize(doc []byte) ([]byte, error) {
+	out, err := jcs.Transform(doc)
+	if err != nil {
+		return nil, fmt.Errorf("canonicalize: %w", err)
+	}
+	return out, nil
+}
+
+// HashCanonical returns the proof hash of bytes that are already canonical.
+func HashCanonical(canonical []byte) string {
+	sum := sha256.Sum256(canonical)
+	return "0x" + hex.EncodeToString(sum[:])
+}
+
+// Hash returns the proof hash of a JSON document: "0x" + hex(SHA-256(JCS(doc))).
+func Hash(doc []byte) (string, error) {
+	c, err := Canonicalize(doc)
+	if err != nil {
+		return "", err
+	}
+	return HashCanonical(c), nil
+}
+
+// Seal marshals v to JSON, canonicalises it and returns the canonical bytes and their hash.
+func Seal(v any) (canonical []byte, hash string, err error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, "", fmt.Errorf("seal: %w", err)
+	}
+	c, err := Canonicalize(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	return c, HashCanonical(c), nil
+}
+
+// Verify recomputes the hash of doc and compares it with want (case-insensitive hex, "0x"
+// prefix required). It returns nil on a match, ErrMismatch (wrapped, with both hashes) on a
+// mismatch, and another error when either input is malformed.
+func Verify(doc []byte, want string) error {
+	if !wellFormed(want) {
+		return fmt.Errorf("%w: %q", ErrMalformedHash, want)
+	}
+	got, err := Hash(doc)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(got, want) {
+		return fmt.Errorf("%w: record hashes to %s, claimed %s", ErrMismatch, got, strings.ToLower(want))
+	}
+	return nil
+}
+
+func wellFormed(h string) bool {
+	if len(h) != 66 || (h[:2] != "0x" && h[:2] != "0X") {
+		return false
+	}
+	_, err := hex.DecodeString(h[2:])
+	return err == nil
+}

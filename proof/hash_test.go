@@ -1,0 +1,121 @@
+package proof
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+type vector struct {
+	Name      string `json:"name"`
+	Input     string `json:"input"`
+	Canonical string `json:"canonical"`
+	ProofHash string `json:"proofHash"`
+}
+
+// The vectors were computed outside this package (see testdata/vectors.json): a change to
+// canonicalisation or hashing that alters any proof hash breaks this test.
+func TestGoldenVectors(t *testing.T) {
+	raw, err := os.ReadFile("testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(raw, &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) < 5 {
+		t.Fatalf("only %d vectors", len(vs))
+	}
+	for _, v := range vs {
+		t.Run(v.Name, func(t *testing.T) {
+			c, err := Canonicalize([]byte(v.Input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(c) != v.Canonical {
+				t.Fatalf("canonical\n got %s\nwant %s", c, v.Canonical)
+			}
+			h, err := Hash([]byte(v.Input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h != v.ProofHash {
+				t.Fatalf("hash %s, want %s", h, v.ProofHash)
+			}
+			if err := Verify([]byte(v.Input), strings.ToUpper(v.ProofHash[2:4])+v.ProofHash[4:]); err == nil {
+				t.Fatal("a hash without 0x must be malformed")
+			}
+			if err := Verify([]byte(v.Input), "0x"+strings.ToUpper(v.ProofHash[2:])); err != nil {
+				t.Fatalf("upper-case hex must verify: %v", err)
+			}
+		})
+	}
+}
+
+func TestVerify(t *testing.T) {
+	doc := []byte(`{"jobId":"j1","result":{"output":{"n":1},"exitCode":0}}`)
+	good, err := Hash(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		doc  string
+		hash string
+		want error
+	}{
+		{"same record", string(doc), good, nil},
+		{"reordered and reformatted", `{ "result": {"exitCode": 0, "output": {"n": 1.0}}, "jobId": "j1" }`, good, nil},
+		{"changed value", `{"jobId":"j1","result":{"output":{"n":2},"exitCode":0}}`, good, ErrMismatch},
+		{"extra field", `{"jobId":"j1","x":null,"result":{"output":{"n":1},"exitCode":0}}`, good, ErrMismatch},
+		{"short hash", string(doc), good[:10], ErrMalformedHash},
+		{"non-hex hash", string(doc), "0x" + strings.Repeat("z", 64), ErrMalformedHash},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Verify([]byte(tc.doc), tc.hash)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Verify = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if err := Verify([]byte(`{"a":`), good); err == nil || errors.Is(err, ErrMismatch) {
+		t.Fatalf("malformed JSON must fail as malformed, got %v", err)
+	}
+}
+
+func TestSealMatchesHash(t *testing.T) {
+	v := struct {
+		B string `json:"b"`
+		A int    `json:"a"`
+	}{"<&>", 7}
+	c, h, err := Seal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c) != `{"a":7,"b":"<&>"}` {
+		t.Fatalf("canonical %s", c)
+	}
+	if h2, _ := Hash(c); h2 != h {
+		t.Fatalf("Seal hash %s != Hash %s", h, h2)
+	}
+}
+
+func FuzzCanonicalize(f *testing.F) {
+	for _, s := range []string{`{}`, `[1,2]`, `{"a":"\u00e9"}`, `1e400`, `{"a":1,"a":2}`, `"\ud800"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := Canonicalize(doc)
+		if err != nil {
+			return
+		}
+		// Canonical form is a fixed point.
+		c2, err := Canonicalize(c)
+		if err != nil || string(c2) != string(c) {
+			t.Fatalf("not idempotent: %q -> %q (%v)", c, c2, err)
+		}
+	})
+}
