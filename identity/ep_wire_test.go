@@ -1,0 +1,92 @@
+package identity
+
+import (
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestAmountUSD(t *testing.T) {
+	for _, tc := range []struct {
+		atomic uint64
+		want   string
+	}{
+		{0, ""},
+		{1, "0.000001"},
+		{10_000, "0.01"},
+		{100_000, "0.1"},
+		{1_000_000, "1"},
+		{1_500_000, "1.5"},
+		{100_000_001, "100.000001"},
+		{123_456_789, "123.456789"},
+		{math.MaxUint64, "18446744073709.551615"},
+	} {
+		if got := amountUSD(tc.atomic); string(got) != tc.want {
+			t.Errorf("amountUSD(%d) = %q, want %q", tc.atomic, got, tc.want)
+		}
+	}
+}
+
+func TestDecodeEPResponse(t *testing.T) {
+	hash := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name    string
+		body    string
+		want    epAnswer
+		wantErr bool
+	}{
+		{"live approve", `{"valid":true,"risk_score":"LOW","violations":[],"proof_hash":"` + hash + `","plan_summary":"AGENT:a | HTTP_GET EXECUTE $0.01","policy_set_id":"olympus-v1","chain":"base","timestamp":"2026-03-23T00:00:00.000Z","erc7710_delegation":{"valid":true}}`,
+			epAnswer{Valid: true, RiskScore: "LOW", ProofHash: hash}, false},
+		{"live deny", `{"valid":false,"risk_score":"HIGH","violations":["Single trade exceeds $100 policy limit","Leverage exceeds 3x policy limit"],"proof_hash":"` + hash + `"}`,
+			epAnswer{Valid: false, RiskScore: "HIGH", ProofHash: hash, Violations: []string{"Single trade exceeds $100 policy limit", "Leverage exceeds 3x policy limit"}}, false},
+		{"whitespace everywhere", " \n{ \"valid\" : true , \"risk_score\" : 73 }\n ", epAnswer{Valid: true, RiskScore: "73"}, false},
+		{"0x proof hash", `{"valid":true,"proof_hash":"0x` + strings.ToUpper(hash) + `"}`, epAnswer{Valid: true, ProofHash: hash}, false},
+		{"non-hex proof hash dropped", `{"valid":true,"proof_hash":"` + strings.Repeat("zz", 32) + `"}`, epAnswer{Valid: true}, false},
+		{"numeric proof hash dropped", `{"valid":true,"proof_hash":12}`, epAnswer{Valid: true}, false},
+		{"object risk dropped", `{"valid":true,"risk_score":{"level":"LOW"}}`, epAnswer{Valid: true}, false},
+		{"risk with spaces dropped", `{"valid":true,"risk_score":"LOW RISK"}`, epAnswer{Valid: true}, false},
+		{"non-string violations skipped", `{"valid":false,"violations":["a",1,null,{"x":1},"b",""]}`, epAnswer{Violations: []string{"a", "b"}}, false},
+		{"violations not an array", `{"valid":false,"violations":"a"}`, epAnswer{}, false},
+		{"violations capped", `{"valid":false,"violations":[` + strings.Repeat(`"v",`, 40) + `"v"]}`, epAnswer{Violations: repeatStr("v", maxViolations)}, false},
+		{"long violation truncated", `{"valid":false,"violations":["` + strings.Repeat("é", 200) + `"]}`, epAnswer{Violations: []string{strings.Repeat("é", 128)}}, false},
+		{"duplicate unrelated keys are fine", `{"x":1,"x":2,"valid":true}`, epAnswer{Valid: true}, false},
+		{"empty body", ``, epAnswer{}, true},
+		{"not JSON", `<html>`, epAnswer{}, true},
+		{"array", `[true]`, epAnswer{}, true},
+		{"missing valid", `{"approved":true}`, epAnswer{}, true},
+		{"valid string", `{"valid":"true"}`, epAnswer{}, true},
+		{"valid number", `{"valid":1}`, epAnswer{}, true},
+		{"valid null", `{"valid":null}`, epAnswer{}, true},
+		{"valid upper-case key", `{"VALID":true}`, epAnswer{}, true},
+		{"duplicate valid", `{"valid":true,"valid":false}`, epAnswer{}, true},
+		{"duplicate proof_hash", `{"valid":true,"proof_hash":"a","proof_hash":"b"}`, epAnswer{}, true},
+		{"trailing data", `{"valid":true}{"valid":false}`, epAnswer{}, true},
+		{"truncated", `{"valid":true,"risk_score":"LO`, epAnswer{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeEPResponse([]byte(tc.body))
+			if tc.wantErr {
+				if !errors.Is(err, errBadResponse) {
+					t.Fatalf("err = %v, want errBadResponse", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("decode =\n %#v\nwant\n %#v", got, tc.want)
+			}
+		})
+	}
+}
+
+func repeatStr(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
