@@ -56,6 +56,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		s.writeError(w, r, err)
 		return
 	}
+	// Refuse what can never run before asking for (and claiming) a payment.
+	if err := s.runner.Admissible(req.Tool.Name, dryRun); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 
 	mode := payments.ModeReal
 	switch {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -137,10 +139,26 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	r.NotFoundHandler = s.requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: %s", errRouteNotFound, r.URL.Path))
 	}))
-	r.MethodNotAllowedHandler = s.requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, fmt.Errorf("%w: %s %s", errMethodNotAllowed, r.Method, r.URL.Path))
+	r.MethodNotAllowedHandler = s.requestID(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowedMethods(r, req), ", "))
+		s.writeError(w, req, fmt.Errorf("%w: %s %s", errMethodNotAllowed, req.Method, req.URL.Path))
 	}))
 	return r
+}
+
+// allowedMethods lists the methods the router serves at the request's path, for the Allow
+// header that RFC 9110 requires on a 405.
+func allowedMethods(router *mux.Router, req *http.Request) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if router.Match(probe, &match) && match.MatchErr == nil {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
 }
 
 const (
@@ -210,7 +228,7 @@ type toolPrice struct {
 	Mode         payments.Mode `json:"mode"`
 	Endpoint     string        `json:"endpoint"`
 	Amount       string        `json:"amount"`
-	AmountAtomic uint64        `json:"amountAtomic"`
+	AmountAtomic string        `json:"amountAtomic"`
 	Currency     string        `json:"currency"`
 }
 
@@ -221,7 +239,7 @@ func (s *Server) handleTools(w http.ResponseWriter, r *http.Request) {
 		endpoint string
 	}{{payments.ModeSimulate, endpointSimulate}, {payments.ModeDryRun, endpointTool}, {payments.ModeReal, endpointTool}} {
 		p := s.prices.Price("", m.mode, m.endpoint)
-		prices = append(prices, toolPrice{Mode: m.mode, Endpoint: m.endpoint, Amount: p.Decimal(), AmountAtomic: p.Amount, Currency: p.Currency})
+		prices = append(prices, toolPrice{Mode: m.mode, Endpoint: m.endpoint, Amount: p.Decimal(), AmountAtomic: strconv.FormatUint(p.Amount, 10), Currency: p.Currency})
 	}
 	writeJSON(w, http.StatusOK, "application/json", toolsResponse{
 		Allowed: s.runner.Registry().List(), Blocked: exec.BlockedList(), Prices: prices, SchemaVersion: SchemaVersion,

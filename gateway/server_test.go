@@ -462,3 +462,29 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestMethodNotAllowedNamesTheAllowedMethods(t *testing.T) {
+	h := newHarness(t)
+	w := h.do("DELETE", "/exec/tool", "")
+	if w.Code != 405 || w.Header().Get("Allow") != "POST" {
+		t.Fatalf("status %d Allow %q", w.Code, w.Header().Get("Allow"))
+	}
+}
+
+type dryOnlyTool struct{ echoTool }
+
+func (dryOnlyTool) Name() string     { return "dry_only" }
+func (dryOnlyTool) DryRunOnly() bool { return true }
+
+func TestDryRunOnlyToolIsRefusedBeforePayment(t *testing.T) {
+	h := newHarness(t)
+	reg, _ := exec.NewRegistry(dryOnlyTool{})
+	h.srv.runner = exec.NewRunner(reg, exec.DefaultLimits, nil)
+	w := h.do("POST", "/exec/tool", `{"tool":{"name":"dry_only","args":{"text":"x"}},"dryRun":false}`, "Authorization", "Fake good")
+	if w.Code != 400 || decode[problem](t, w).Code != "dry_run_only" {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if len(h.rail.verified) != 0 {
+		t.Fatal("a call that can never run must not claim a payment")
+	}
+}

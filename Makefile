@@ -1,0 +1,50 @@
+# SecureExec. `make run` serves on the embedded default; `make test` runs every test
+# against the live Postgres and Redis on 127.0.0.1 (started by .ci/run when they are down).
+
+GO       ?= go
+BIN      := bin/secureexec
+PKGS     := ./...
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+
+.PHONY: build run test test-short fuzz bench bench-load lint services tools clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/secureexec
+
+run: build
+	./$(BIN) serve
+
+# Every test, with the race detector, against the real Postgres and Redis.
+test:
+	SECUREEXEC_TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(GO) test -race -count=1 $(PKGS)
+
+# Unit tests only, no services needed.
+test-short:
+	SECUREEXEC_SKIP_PG=1 $(GO) test -short -count=1 $(PKGS)
+
+# Each fuzz target for a short, bounded run.
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Go benchmarks (see docs/PERFORMANCE.md).
+bench:
+	SECUREEXEC_TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# The HTTP load benchmark of docs/PERFORMANCE.md: gateway + bare handler, same run.
+bench-load: build
+	bash scripts/bench-load.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+services:
+	bash .ci/services.sh
+
+clean:
+	rm -rf bin secureexec-data
