@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -115,7 +116,7 @@ func (r *Registry) Validate(name string, args json.RawMessage) (json.RawMessage,
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) {
 			leaf := deepestCause(ve)
-			return nil, &ArgsError{Tool: name, Field: "/" + strings.Join(leaf.InstanceLocation, "/"), Reason: leaf.ErrorKind.LocalizedString(english)}
+			return nil, &ArgsError{Tool: name, Field: argsErrorField(leaf), Reason: leaf.ErrorKind.LocalizedString(english)}
 		}
 		return nil, &ArgsError{Tool: name, Reason: err.Error()}
 	}
@@ -133,6 +134,36 @@ func deepestCause(ve *jsonschema.ValidationError) *jsonschema.ValidationError {
 	}
 	return ve
 }
+
+// argsErrorField is the JSON pointer (RFC 6901) of the value a caller has to fix. For a
+// missing or unexpected property the library reports the enclosing object; pointing at the
+// property itself ("/url", not "") tells the caller which one.
+func argsErrorField(ve *jsonschema.ValidationError) string {
+	loc := ve.InstanceLocation
+	var prop []string
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Required:
+		prop = k.Missing
+	case *kind.DependentRequired:
+		prop = k.Missing
+	case *kind.Dependency:
+		prop = k.Missing
+	case *kind.AdditionalProperties:
+		prop = k.Properties
+	}
+	if len(prop) > 0 {
+		loc = append(loc[:len(loc):len(loc)], prop[0])
+	}
+	var b strings.Builder
+	for _, tok := range loc {
+		b.WriteByte('/')
+		b.WriteString(argsPointerEscaper.Replace(tok))
+	}
+	return b.String()
+}
+
+// argsPointerEscaper escapes a JSON pointer token; "~" first, as RFC 6901 requires.
+var argsPointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // ToolInfo is a tool's entry in GET /exec/tools.
 type ToolInfo struct {

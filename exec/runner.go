@@ -125,7 +125,6 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	if err := r.acquire(ctx); err != nil {
 		return Result{}, "", err
 	}
-	defer func() { <-r.slots }()
 
 	timeout := c.Timeout
 	if timeout <= 0 || timeout > r.lim.MaxTimeout {
@@ -140,6 +139,10 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	}
 	done := make(chan outcome, 1) // buffered: a late tool never blocks on send
 	go func() {
+		// The slot is held until the tool returns, not until Run does: a tool that is slow to
+		// notice its deadline still occupies the sandbox, so MaxConcurrent bounds the tools
+		// actually running.
+		defer func() { <-r.slots }()
 		defer func() {
 			if p := recover(); p != nil {
 				r.log.Error("tool panicked", "tool", c.Tool, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -159,8 +162,10 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	select {
 	case o := <-done:
 		if o.err != nil {
-			if runCtx.Err() != nil && errors.Is(o.err, context.DeadlineExceeded) {
-				return timedOut(res, timeout), StatusTimeout, nil
+			// A tool that noticed the deadline or the cancellation first reports the same
+			// outcome as the runner noticing it first; which one wins the select is a race.
+			if runCtx.Err() != nil && (errors.Is(o.err, context.DeadlineExceeded) || errors.Is(o.err, context.Canceled)) {
+				return runInterrupted(ctx, runCtx, res, timeout)
 			}
 			return failed(res, o.err), StatusFailed, nil
 		}
@@ -177,11 +182,16 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	case <-runCtx.Done():
 		// The tool goroutine sees runCtx cancelled and returns on its own; its send lands in
 		// the buffered channel, so it never outlives its own cleanup.
-		if ctx.Err() != nil && !errors.Is(runCtx.Err(), context.DeadlineExceeded) {
-			return failed(res, Failf("cancelled", "the request was cancelled")), StatusFailed, nil
-		}
-		return timedOut(res, timeout), StatusTimeout, nil
+		return runInterrupted(ctx, runCtx, res, timeout)
 	}
+}
+
+// runInterrupted reports a call whose context ended: cancelled by the caller, or timed out.
+func runInterrupted(ctx, runCtx context.Context, res Result, timeout time.Duration) (Result, string, error) {
+	if ctx.Err() != nil && !errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+		return failed(res, Failf("cancelled", "the request was cancelled")), StatusFailed, nil
+	}
+	return timedOut(res, timeout), StatusTimeout, nil
 }
 
 func (r *Runner) acquire(ctx context.Context) error {

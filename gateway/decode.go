@@ -54,7 +54,8 @@ const (
 func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, maxDepth int) (*execRequest, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "text/plain") {
+		// curl -d sends form-urlencoded by default; the body must still be JSON.
+		if err != nil || (mt != "application/json" && mt != "text/plain" && mt != "application/x-www-form-urlencoded") {
 			return nil, fmt.Errorf("%w: %q, send application/json", errUnsupportedMediaType, ct)
 		}
 	}

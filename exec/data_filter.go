@@ -1,0 +1,731 @@
+package exec
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/big"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DataFilterConfig bounds data_filter. Zero fields take the defaults in DefaultDataFilterConfig.
+type DataFilterConfig struct {
+	MaxItems      int // items in data
+	MaxConditions int // conditions over where and every any group together
+	DefaultLimit  int // items returned when the call names no limit
+	MaxLimit      int // largest limit a call may ask for
+}
+
+// DefaultDataFilterConfig is the configuration NewDataFilter uses for zero fields.
+var DefaultDataFilterConfig = DataFilterConfig{
+	MaxItems:      10_000,
+	MaxConditions: 64,
+	DefaultLimit:  100,
+	MaxLimit:      1_000,
+}
+
+// datafilterMaxPathSegments bounds a dotted field path.
+const datafilterMaxPathSegments = 16
+
+// datafilterMaxIntDigits is the longest integer literal compared exactly (as a big.Int);
+// longer ones are compared as float64, so a hostile literal cannot cost quadratic time.
+const datafilterMaxIntDigits = 400
+
+// DataFilter is the data_filter tool: it filters an array of objects by conditions, sorts it
+// stably, projects fields and pages the result.
+//
+// Semantics, chosen to be deterministic for any JSON:
+//   - a field is a dotted path ("a.b.0.c"); a numeric segment indexes an array;
+//   - numbers compare as numbers, exactly (integers as big integers, 1 == 1.0), strings as
+//     strings (byte order, which is code point order); gt/gte/lt/lte between other kinds, or
+//     between a number and a string, do not match;
+//   - a missing field matches only ne, nin and exists:false; null is a present value;
+//   - where is a conjunction; any is a list of groups, each a conjunction, of which at least
+//     one must match;
+//   - sort orders kinds null < boolean < number < string < array < object, then by value
+//     (arrays and objects tie); items missing the field come last in either order;
+//   - select lists paths; each becomes a key of the projected object, as written; missing
+//     ones are left out.
+type DataFilter struct {
+	cfg DataFilterConfig
+}
+
+// NewDataFilter returns the data_filter tool; zero config fields take the defaults.
+func NewDataFilter(cfg ...DataFilterConfig) *DataFilter {
+	c := DefaultDataFilterConfig
+	if len(cfg) > 0 {
+		o := cfg[0]
+		if o.MaxItems > 0 {
+			c.MaxItems = o.MaxItems
+		}
+		if o.MaxConditions > 0 {
+			c.MaxConditions = o.MaxConditions
+		}
+		if o.DefaultLimit > 0 {
+			c.DefaultLimit = o.DefaultLimit
+		}
+		if o.MaxLimit > 0 {
+			c.MaxLimit = o.MaxLimit
+		}
+	}
+	c.DefaultLimit = min(c.DefaultLimit, c.MaxLimit)
+	return &DataFilter{cfg: c}
+}
+
+// DataFilterOutput is data_filter's result.
+type DataFilterOutput struct {
+	Items    []json.RawMessage `json:"items"`    // the page, each item as given or projected
+	Total    int               `json:"total"`    // items that matched, before paging
+	Returned int               `json:"returned"` // len(items)
+	Offset   int               `json:"offset"`
+	Limit    int               `json:"limit"`
+}
+
+type datafilterCondArgs struct {
+	Field string          `json:"field"`
+	Op    string          `json:"op"`
+	Value json.RawMessage `json:"value"`
+}
+
+type datafilterSortArgs struct {
+	Field string `json:"field"`
+	Order string `json:"order"`
+}
+
+type datafilterArgs struct {
+	Data   []json.RawMessage      `json:"data"`
+	Where  []datafilterCondArgs   `json:"where"`
+	Any    [][]datafilterCondArgs `json:"any"`
+	Sort   []datafilterSortArgs   `json:"sort"`
+	Select []string               `json:"select"`
+	Offset *int                   `json:"offset"`
+	Limit  *int                   `json:"limit"`
+}
+
+// Name implements Tool.
+func (*DataFilter) Name() string { return "data_filter" }
+
+// Description implements Tool.
+func (*DataFilter) Description() string {
+	return "Filter, sort, project and page an array of objects (eq, ne, gt, gte, lt, lte, in, nin, contains, prefix, exists, regex)"
+}
+
+var datafilterSchema = json.RawMessage(`{
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["data"],
+  "properties": {
+    "data": {"type": "array", "maxItems": 10000, "items": {"type": "object", "maxProperties": 1000}},
+    "where": {"type": "array", "maxItems": 32, "items": {"$ref": "#/$defs/cond"},
+      "description": "conditions that must all hold"},
+    "any": {"type": "array", "maxItems": 16,
+      "items": {"type": "array", "minItems": 1, "maxItems": 32, "items": {"$ref": "#/$defs/cond"}},
+      "description": "groups of conditions; at least one group must hold entirely"},
+    "sort": {"type": "array", "maxItems": 8, "items": {
+      "type": "object", "additionalProperties": false, "required": ["field"],
+      "properties": {
+        "field": {"$ref": "#/$defs/field"},
+        "order": {"type": "string", "enum": ["asc", "desc"], "default": "asc"}
+      }}},
+    "select": {"type": "array", "maxItems": 64, "uniqueItems": true, "items": {"$ref": "#/$defs/field"}},
+    "offset": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 0},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+  },
+  "$defs": {
+    "field": {"type": "string", "minLength": 1, "maxLength": 256, "description": "dotted path, e.g. \"user.address.city\" or \"tags.0\""},
+    "cond": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["field", "op"],
+      "properties": {
+        "field": {"$ref": "#/$defs/field"},
+        "op": {"type": "string", "enum": ["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "prefix", "exists", "regex"]},
+        "value": {"maxLength": 4096, "maxItems": 256, "maxProperties": 64}
+      },
+      "allOf": [
+        {"if": {"required": ["op"], "properties": {"op": {"enum": ["eq", "ne", "contains"]}}},
+         "then": {"required": ["value"]}},
+        {"if": {"required": ["op"], "properties": {"op": {"enum": ["gt", "gte", "lt", "lte"]}}},
+         "then": {"required": ["value"], "properties": {"value": {"type": ["number", "string"]}}}},
+        {"if": {"required": ["op"], "properties": {"op": {"enum": ["in", "nin"]}}},
+         "then": {"required": ["value"], "properties": {"value": {"type": "array"}}}},
+        {"if": {"required": ["op"], "properties": {"op": {"const": "prefix"}}},
+         "then": {"required": ["value"], "properties": {"value": {"type": "string"}}}},
+        {"if": {"required": ["op"], "properties": {"op": {"const": "regex"}}},
+         "then": {"required": ["value"], "properties": {"value": {"type": "string", "maxLength": 256}}}},
+        {"if": {"required": ["op"], "properties": {"op": {"const": "exists"}}},
+         "then": {"properties": {"value": {"type": "boolean"}}}}
+      ]
+    }
+  }
+}`)
+
+// Schema implements Tool.
+func (*DataFilter) Schema() json.RawMessage { return datafilterSchema }
+
+// Simulate filters for real: data_filter is a pure computation with no side effect, so the
+// dry run returns the actual answer, under exactly the bounds of Run.
+func (d *DataFilter) Simulate(ctx context.Context, args json.RawMessage) (any, error) {
+	return d.filter(ctx, args)
+}
+
+// Run filters the data.
+func (d *DataFilter) Run(ctx context.Context, args json.RawMessage) (any, error) {
+	return d.filter(ctx, args)
+}
+
+type datafilterCond struct {
+	path   []string
+	op     string
+	value  any
+	num    *datafilterNum // value as a number, for ordering
+	set    []any          // in, nin
+	re     *regexp.Regexp // regex
+	exists bool           // exists
+}
+
+type datafilterSort struct {
+	path []string
+	desc bool
+}
+
+type datafilterItem struct {
+	raw  json.RawMessage
+	doc  any
+	keys []datafilterKey // sort keys, one per sort field
+}
+
+func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("data_filter: %w", err)
+	}
+	var a datafilterArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, Failf("invalid_args", "args do not decode: %v", err)
+	}
+	if len(a.Data) > d.cfg.MaxItems {
+		return nil, Failf("too_many_items", "data has %d items, the limit is %d", len(a.Data), d.cfg.MaxItems)
+	}
+	offset, limit := 0, d.cfg.DefaultLimit
+	if a.Offset != nil {
+		if *a.Offset < 0 {
+			return nil, Failf("invalid_args", "offset must not be negative")
+		}
+		offset = *a.Offset
+	}
+	if a.Limit != nil {
+		if *a.Limit < 1 || *a.Limit > d.cfg.MaxLimit {
+			return nil, Failf("invalid_args", "limit must be between 1 and %d", d.cfg.MaxLimit)
+		}
+		limit = *a.Limit
+	}
+
+	where, groups, err := d.conditions(a.Where, a.Any)
+	if err != nil {
+		return nil, err
+	}
+	sorts := make([]datafilterSort, 0, len(a.Sort))
+	for _, s := range a.Sort {
+		path, err := datafilterPath(s.Field)
+		if err != nil {
+			return nil, err
+		}
+		sorts = append(sorts, datafilterSort{path: path, desc: s.Order == "desc"})
+	}
+	selects := make([][]string, 0, len(a.Select))
+	for _, f := range a.Select {
+		path, err := datafilterPath(f)
+		if err != nil {
+			return nil, err
+		}
+		selects = append(selects, path)
+	}
+
+	matched := make([]datafilterItem, 0, min(len(a.Data), 1024))
+	for i, rawItem := range a.Data {
+		if i&255 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("data_filter: %w", err)
+			}
+		}
+		doc, err := datafilterDecode(rawItem)
+		if err != nil {
+			return nil, Failf("invalid_args", "data item %d is not JSON: %v", i, err)
+		}
+		if _, ok := doc.(map[string]any); !ok {
+			return nil, Failf("invalid_args", "data item %d is not an object", i)
+		}
+		if !datafilterMatch(doc, where, groups) {
+			continue
+		}
+		item := datafilterItem{raw: rawItem, doc: doc}
+		for _, s := range sorts {
+			item.keys = append(item.keys, datafilterKeyOf(datafilterLookup(doc, s.path)))
+		}
+		matched = append(matched, item)
+	}
+
+	if len(sorts) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("data_filter: %w", err)
+		}
+		sort.SliceStable(matched, func(i, j int) bool {
+			for k, s := range sorts {
+				c := datafilterCompareKeys(matched[i].keys[k], matched[j].keys[k], s.desc)
+				if c != 0 {
+					return c < 0
+				}
+			}
+			return false
+		})
+	}
+
+	out := DataFilterOutput{Items: []json.RawMessage{}, Total: len(matched), Offset: offset, Limit: limit}
+	if offset < len(matched) {
+		page := matched[offset:min(len(matched), offset+limit)]
+		for _, it := range page {
+			if len(selects) == 0 {
+				out.Items = append(out.Items, it.raw)
+				continue
+			}
+			proj, err := datafilterProject(it.doc, a.Select, selects)
+			if err != nil {
+				return nil, err
+			}
+			out.Items = append(out.Items, proj)
+		}
+	}
+	out.Returned = len(out.Items)
+	return out, nil
+}
+
+func (d *DataFilter) conditions(where []datafilterCondArgs, anyOf [][]datafilterCondArgs) ([]datafilterCond, [][]datafilterCond, error) {
+	total := len(where)
+	for _, g := range anyOf {
+		total += len(g)
+	}
+	if total > d.cfg.MaxConditions {
+		return nil, nil, Failf("too_many_conditions", "%d conditions, the limit is %d", total, d.cfg.MaxConditions)
+	}
+	prepared := func(cs []datafilterCondArgs) ([]datafilterCond, error) {
+		out := make([]datafilterCond, 0, len(cs))
+		for _, c := range cs {
+			pc, err := datafilterPrepare(c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, pc)
+		}
+		return out, nil
+	}
+	w, err := prepared(where)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups := make([][]datafilterCond, 0, len(anyOf))
+	for _, g := range anyOf {
+		pg, err := prepared(g)
+		if err != nil {
+			return nil, nil, err
+		}
+		groups = append(groups, pg)
+	}
+	return w, groups, nil
+}
+
+func datafilterPrepare(c datafilterCondArgs) (datafilterCond, error) {
+	path, err := datafilterPath(c.Field)
+	if err != nil {
+		return datafilterCond{}, err
+	}
+	pc := datafilterCond{path: path, op: c.Op}
+	hasValue := len(bytes.TrimSpace(c.Value)) > 0
+	if hasValue {
+		if pc.value, err = datafilterDecode(c.Value); err != nil {
+			return pc, Failf("invalid_args", "condition on %q: value is not JSON", c.Field)
+		}
+	}
+	need := func(what string, ok bool) error {
+		if !ok {
+			return Failf("invalid_args", "condition on %q: %s needs %s", c.Field, c.Op, what)
+		}
+		return nil
+	}
+	switch c.Op {
+	case "eq", "ne", "contains":
+		err = need("a value", hasValue)
+	case "gt", "gte", "lt", "lte":
+		switch v := pc.value.(type) {
+		case json.Number:
+			n := datafilterParseNum(v)
+			pc.num = &n
+		case string:
+		default:
+			err = need("a number or string value", false)
+		}
+	case "in", "nin":
+		set, ok := pc.value.([]any)
+		err = need("an array value", ok)
+		pc.set = set
+	case "prefix":
+		_, ok := pc.value.(string)
+		err = need("a string value", ok)
+	case "regex":
+		pattern, ok := pc.value.(string)
+		if err = need("a string pattern", ok && len(pattern) <= 256); err == nil {
+			if pc.re, err = regexp.Compile(pattern); err != nil {
+				err = Failf("invalid_regex", "condition on %q: %v", c.Field, err)
+			}
+		}
+	case "exists":
+		pc.exists = true
+		if hasValue {
+			b, ok := pc.value.(bool)
+			err = need("a boolean value", ok)
+			pc.exists = b
+		}
+	default:
+		err = Failf("invalid_args", "unknown operator %q", c.Op)
+	}
+	return pc, err
+}
+
+func datafilterPath(field string) ([]string, error) {
+	if field == "" || len(field) > 256 {
+		return nil, Failf("invalid_field", "a field path has 1 to 256 characters")
+	}
+	path := strings.Split(field, ".")
+	if len(path) > datafilterMaxPathSegments {
+		return nil, Failf("invalid_field", "field %q has more than %d segments", field, datafilterMaxPathSegments)
+	}
+	for _, seg := range path {
+		if seg == "" {
+			return nil, Failf("invalid_field", "field %q has an empty segment", field)
+		}
+	}
+	return path, nil
+}
+
+func datafilterDecode(raw json.RawMessage) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// datafilterLookup follows path through objects and arrays.
+func datafilterLookup(doc any, path []string) (any, bool) {
+	cur := doc
+	for _, seg := range path {
+		switch c := cur.(type) {
+		case map[string]any:
+			v, ok := c[seg]
+			if !ok {
+				return nil, false
+			}
+			cur = v
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			cur = c[i]
+		default:
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+func datafilterMatch(doc any, where []datafilterCond, groups [][]datafilterCond) bool {
+	for i := range where {
+		if !where[i].matches(doc) {
+			return false
+		}
+	}
+	if len(groups) == 0 {
+		return true
+	}
+	for _, g := range groups {
+		all := true
+		for i := range g {
+			if !g[i].matches(doc) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *datafilterCond) matches(doc any) bool {
+	v, present := datafilterLookup(doc, c.path)
+	switch c.op {
+	case "exists":
+		return present == c.exists
+	case "ne":
+		return !present || !datafilterEqual(v, c.value)
+	case "nin":
+		return !present || !c.in(v)
+	}
+	if !present {
+		return false
+	}
+	switch c.op {
+	case "eq":
+		return datafilterEqual(v, c.value)
+	case "in":
+		return c.in(v)
+	case "gt", "gte", "lt", "lte":
+		cmp, ok := c.order(v)
+		if !ok {
+			return false
+		}
+		switch c.op {
+		case "gt":
+			return cmp > 0
+		case "gte":
+			return cmp >= 0
+		case "lt":
+			return cmp < 0
+		default:
+			return cmp <= 0
+		}
+	case "contains":
+		switch x := v.(type) {
+		case string:
+			s, ok := c.value.(string)
+			return ok && strings.Contains(x, s)
+		case []any:
+			for _, e := range x {
+				if datafilterEqual(e, c.value) {
+					return true
+				}
+			}
+		}
+		return false
+	case "prefix":
+		x, ok1 := v.(string)
+		p, ok2 := c.value.(string)
+		return ok1 && ok2 && strings.HasPrefix(x, p)
+	case "regex":
+		x, ok := v.(string)
+		return ok && c.re.MatchString(x)
+	}
+	return false
+}
+
+func (c *datafilterCond) in(v any) bool {
+	for _, e := range c.set {
+		if datafilterEqual(v, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// order compares the field's value with the condition's; ok is false when they are not both
+// numbers or both strings.
+func (c *datafilterCond) order(v any) (int, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		if c.num == nil {
+			return 0, false
+		}
+		return datafilterParseNum(x).cmp(*c.num), true
+	case string:
+		s, ok := c.value.(string)
+		if !ok {
+			return 0, false
+		}
+		return strings.Compare(x, s), true
+	}
+	return 0, false
+}
+
+// datafilterNum is a JSON number: an exact integer when the literal is one (and not absurdly
+// long), a float64 otherwise. JSON has no NaN, and overflow gives ±Inf, which orders fine.
+type datafilterNum struct {
+	i *big.Int
+	f float64
+}
+
+func datafilterParseNum(n json.Number) datafilterNum {
+	s := n.String()
+	if len(s) <= datafilterMaxIntDigits && !strings.ContainsAny(s, ".eE") {
+		if i, ok := new(big.Int).SetString(s, 10); ok {
+			return datafilterNum{i: i}
+		}
+	}
+	f, _ := strconv.ParseFloat(s, 64) // a range error still yields ±Inf or 0, which is what we want
+	return datafilterNum{f: f}
+}
+
+func (a datafilterNum) cmp(b datafilterNum) int {
+	switch {
+	case a.i != nil && b.i != nil:
+		return a.i.Cmp(b.i)
+	case a.i == nil && b.i == nil:
+		switch {
+		case a.f < b.f:
+			return -1
+		case a.f > b.f:
+			return 1
+		}
+		return 0
+	}
+	return a.big().Cmp(b.big())
+}
+
+// big converts exactly: a float64 is a binary fraction a big.Float holds without rounding.
+func (a datafilterNum) big() *big.Float {
+	if a.i != nil {
+		return new(big.Float).SetInt(a.i)
+	}
+	if math.IsInf(a.f, 0) {
+		return new(big.Float).SetInf(a.f < 0)
+	}
+	return new(big.Float).SetFloat64(a.f)
+}
+
+// datafilterEqual is JSON equality with numbers compared by value.
+func datafilterEqual(a, b any) bool {
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case json.Number:
+		y, ok := b.(json.Number)
+		return ok && (x == y || datafilterParseNum(x).cmp(datafilterParseNum(y)) == 0)
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !datafilterEqual(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, xv := range x {
+			yv, ok := y[k]
+			if !ok || !datafilterEqual(xv, yv) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// datafilterKey is a precomputed sort key.
+type datafilterKey struct {
+	rank int // 0 missing, 1 null, 2 boolean, 3 number, 4 string, 5 array, 6 object
+	b    bool
+	num  datafilterNum
+	s    string
+}
+
+func datafilterKeyOf(v any, present bool) datafilterKey {
+	if !present {
+		return datafilterKey{rank: 0}
+	}
+	switch x := v.(type) {
+	case nil:
+		return datafilterKey{rank: 1}
+	case bool:
+		return datafilterKey{rank: 2, b: x}
+	case json.Number:
+		return datafilterKey{rank: 3, num: datafilterParseNum(x)}
+	case string:
+		return datafilterKey{rank: 4, s: x}
+	case []any:
+		return datafilterKey{rank: 5}
+	default:
+		return datafilterKey{rank: 6}
+	}
+}
+
+// datafilterCompareKeys orders two keys; missing values come last whatever the direction.
+func datafilterCompareKeys(a, b datafilterKey, desc bool) int {
+	if a.rank == 0 || b.rank == 0 {
+		switch {
+		case a.rank == b.rank:
+			return 0
+		case a.rank == 0:
+			return 1
+		default:
+			return -1
+		}
+	}
+	c := 0
+	switch {
+	case a.rank != b.rank:
+		c = a.rank - b.rank
+	case a.rank == 2 && a.b != b.b:
+		c = 1
+		if !a.b {
+			c = -1
+		}
+	case a.rank == 3:
+		c = a.num.cmp(b.num)
+	case a.rank == 4:
+		c = strings.Compare(a.s, b.s)
+	}
+	if desc {
+		c = -c
+	}
+	return c
+}
+
+// datafilterProject builds an object with one key per selected path, in select order.
+func datafilterProject(doc any, names []string, paths [][]string) (json.RawMessage, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	first := true
+	for i, path := range paths {
+		v, ok := datafilterLookup(doc, path)
+		if !ok {
+			continue
+		}
+		k, err := json.Marshal(names[i])
+		if err != nil {
+			return nil, Failf("output_not_encodable", "%v", err)
+		}
+		val, err := json.Marshal(v)
+		if err != nil {
+			return nil, Failf("output_not_encodable", "%v", err)
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(val)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}

@@ -1,0 +1,210 @@
+package exec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMathCompute(t *testing.T) {
+	tool := NewMathCompute()
+	reg := toolsBRegistry(t, tool)
+	vars := `"variables": {"x": 7, "y": 2.5, "xs": [1, 2, 3, 4], "fs": [1.5, 2.5], "big": 9223372036854775807}`
+	for _, tc := range []struct {
+		expr      string
+		precision string
+		result    string
+		typ       string
+	}{
+		{"2+3*4", "", "14", "integer"},
+		{"(2+3)*4", "", "20", "integer"},
+		{"2+3*4**2", "", "50", "float"}, // ** is a float power in expr
+		{"-2 + 10 % 4", "", "0", "integer"},
+		{"7/2", "", "3.5", "float"},
+		{"10/2", "", "5", "float"},
+		{"x * y", "", "17.5", "float"},
+		{"x * 3 - 1", "", "20", "integer"},
+		{"big - 1", "", "9223372036854775806", "integer"},
+		{"sum(xs)", "", "10", "integer"},
+		{"sum(fs)", "", "4", "float"},
+		{"mean(xs)", "", "2.5", "float"},
+		{"median(xs)", "", "2.5", "float"},
+		{"max(xs) - min(fs)", "", "2.5", "float"},
+		{"len(xs) + first(xs) + last(xs) + xs[1]", "", "11", "integer"},
+		{"sum(map(xs, # * x))", "", "70", "integer"},
+		{"count(xs, # > 2)", "", "2", "integer"},
+		{"reduce(1..10, #acc * #, 1)", "", "3628800", "integer"},
+		{"xs | filter(# % 2 == 0) | sum()", "", "6", "integer"},
+		{"let z = x * 2; z > 10 ? z : 0", "", "14", "integer"},
+		{"if x > y { 1 } else { 2 }", "", "1", "integer"},
+		{"all(xs, # > 0) && not any(xs, # > 4)", "", "true", "boolean"},
+		{"3 in xs", "", "true", "boolean"},
+		{"sqrt(16) + pow(2, 3) + abs(-1) + floor(y) + ceil(y) + round(y)", "", "21", "float"},
+		{"hypot(3, 4)", "", "5", "float"},
+		{"1/3", "4", "0.3333", "float"},
+		{"2/3", "0", "1", "float"},
+		{"y", "3", "2.5", "float"},
+		{"pi", "5", "3.14159", "float"},
+		{"0.1 + 0.2", "", "0.30000000000000004", "float"},
+		{"1e21 + 1", "", "1000000000000000000000", "float"},
+		{"-0.0 * 1", "", "0", "float"},
+		{"2 ** 62", "", "4611686018427388000", "float"}, // shortest digits that round-trip, like JSON
+		{"2 * 2305843009213693952", "", "4611686018427387904", "integer"},
+		{"sum(1..1000)", "", "500500", "integer"},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			args := `{"expression": ` + toolsBQuote(tc.expr) + `, ` + vars
+			if tc.precision != "" {
+				args += `, "precision": ` + tc.precision
+			}
+			out, err := toolsBCall(t, reg, tool, args+`}`)
+			if err != nil {
+				t.Fatalf("error %v", err)
+			}
+			want := `{"expression":` + toolsBQuote(tc.expr) + `,"result":` + tc.result + `,"type":"` + tc.typ + `"}`
+			if string(out) != want {
+				t.Fatalf("got  %s\nwant %s", out, want)
+			}
+		})
+	}
+}
+
+func TestMathComputeRefused(t *testing.T) {
+	vars := `"variables": {"x": 7, "xs": [1, 2, 3], "big": 9223372036854775807, "many": [` + strings.TrimSuffix(strings.Repeat("1,", 10000), ",") + `]}`
+	for _, tc := range []struct {
+		name string
+		expr string
+		cfg  MathComputeConfig
+		code string
+	}{
+		{"integer division by zero", "x / 0", MathComputeConfig{}, "division_by_zero"},
+		{"float division by zero", "1.5 / (x - 7)", MathComputeConfig{}, "division_by_zero"},
+		{"modulo by zero", "x % 0", MathComputeConfig{}, "division_by_zero"},
+		{"addition overflow", "big + 1", MathComputeConfig{}, "integer_overflow"},
+		{"multiplication overflow", "big * 2", MathComputeConfig{}, "integer_overflow"},
+		{"subtraction overflow", "-big - 2", MathComputeConfig{}, "integer_overflow"},
+		{"sum overflow", "sum([big, 1])", MathComputeConfig{}, "integer_overflow"},
+		{"overflow inside a closure", "reduce(xs, #acc * big, 2)", MathComputeConfig{}, "integer_overflow"},
+		{"NaN", "sqrt(-1)", MathComputeConfig{}, "non_finite_result"},
+		{"infinity", "2 ** 2000", MathComputeConfig{}, "non_finite_result"},
+		{"huge range refused by the memory budget", "sum(1..100000000)", MathComputeConfig{}, "memory_budget_exceeded"},
+		{"nested ranges refused by the memory budget", "sum(map(1..2000, len(1..2000)))", MathComputeConfig{}, "memory_budget_exceeded"},
+		{"nested closures refused by the step budget", "count(many, any(many, # > 1))", MathComputeConfig{}, "step_budget_exceeded"},
+		{"deep nesting", strings.Repeat("-(", 150) + "1" + strings.Repeat(")", 150), MathComputeConfig{}, "expression_too_complex"},
+		{"too many nodes", "1+1+1+1+1+1", MathComputeConfig{MaxNodes: 8}, "expression_too_complex"},
+		{"$env", "$env", MathComputeConfig{}, "invalid_expression"},
+		{"$env member", `$env["x"]`, MathComputeConfig{}, "invalid_expression"},
+		{"env", "env", MathComputeConfig{}, "invalid_expression"},
+		{"unknown variable", "nope + 1", MathComputeConfig{}, "invalid_expression"},
+		{"string literal", `"abc"`, MathComputeConfig{}, "invalid_expression"},
+		{"string builtin", `upper("a")`, MathComputeConfig{}, "invalid_expression"},
+		{"matches operator", `x matches "7"`, MathComputeConfig{}, "invalid_expression"},
+		{"member access by name", "xs.length", MathComputeConfig{}, "invalid_expression"},
+		{"method call", "x.String()", MathComputeConfig{}, "invalid_expression"},
+		{"map literal", "{a: 1}", MathComputeConfig{}, "invalid_expression"},
+		{"date builtin", "now()", MathComputeConfig{}, "invalid_expression"},
+		{"json builtin", "toJSON(xs)", MathComputeConfig{}, "invalid_expression"},
+		{"groupBy", "groupBy(xs, #)", MathComputeConfig{}, "invalid_expression"},
+		{"sort copies outside the budget", "sort(xs)", MathComputeConfig{}, "invalid_expression"},
+		{"internal step function", "__step()", MathComputeConfig{}, "invalid_expression"},
+		{"internal operator function", "__add(1, 2)", MathComputeConfig{}, "invalid_expression"},
+		{"let with an internal name", "let __add = 1; __add", MathComputeConfig{}, "invalid_expression"},
+		{"syntax error", "1 +", MathComputeConfig{}, "invalid_expression"},
+		{"array result", "xs", MathComputeConfig{}, "result_not_number"},
+		{"nil result", "nil", MathComputeConfig{}, "result_not_number"},
+		{"index out of range", "xs[10]", MathComputeConfig{}, "evaluation_failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tool := NewMathCompute(tc.cfg)
+			start := time.Now()
+			_, err := toolsBCall(t, toolsBRegistry(t, tool), tool, `{"expression": `+toolsBQuote(tc.expr)+`, `+vars+`}`)
+			if got := toolsBCode(err); got != tc.code {
+				t.Fatalf("code %q, want %q (%v)", got, tc.code, err)
+			}
+			// Refusals are prompt, not a hang cut short by a deadline. The bound is loose on
+			// purpose: it guards against minutes, not milliseconds.
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("took %v", d)
+			}
+		})
+	}
+}
+
+func TestMathComputeVariables(t *testing.T) {
+	tool := NewMathCompute(MathComputeConfig{MaxArrayElements: 5})
+	for _, tc := range []struct {
+		name, vars, code string
+	}{
+		{"keyword name", `{"true": 1}`, "invalid_variable"},
+		{"function name", `{"sum": 1}`, "invalid_variable"},
+		{"builtin name", `{"max": 1}`, "invalid_variable"},
+		{"internal prefix", `{"__add": 1}`, "invalid_variable"},
+		{"integer too large becomes a float", `{"x": 92233720368547758070}`, ""},
+		{"number out of range", `{"x": 1e400}`, "invalid_variable"},
+		{"too many array elements", `{"a": [1, 2, 3], "b": [4, 5, 6]}`, "too_many_elements"},
+		{"shadowing pi is allowed", `{"pi": 3}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tool.Run(context.Background(), json.RawMessage(`{"expression": "1", "variables": `+tc.vars+`}`))
+			if got := toolsBCode(err); got != tc.code {
+				t.Fatalf("code %q, want %q (%v)", got, tc.code, err)
+			}
+		})
+	}
+	out, err := tool.Run(context.Background(), json.RawMessage(`{"expression": "pi * 2", "variables": {"pi": 3}}`))
+	if err != nil || string(out.(MathComputeOutput).Result) != "6" {
+		t.Fatalf("a variable shadows the constant: %v %v", out, err)
+	}
+}
+
+func TestMathComputeArgsRejected(t *testing.T) {
+	reg := toolsBRegistry(t, NewMathCompute())
+	for _, tc := range []struct {
+		name, args, field string
+	}{
+		{"missing expression", `{}`, "/expression"},
+		{"empty expression", `{"expression": ""}`, "/expression"},
+		{"expression too long", `{"expression": "` + strings.Repeat("1", 1025) + `"}`, "/expression"},
+		{"variable name not an identifier", `{"expression": "1", "variables": {"9x": 1}}`, "/variables/9x"},
+		{"variable is a string", `{"expression": "1", "variables": {"x": "1"}}`, "/variables/x"},
+		{"array holds a string", `{"expression": "1", "variables": {"x": [1, "a"]}}`, "/variables/x/1"},
+		{"array too long", `{"expression": "1", "variables": {"x": [` + strings.TrimSuffix(strings.Repeat("1,", 10001), ",") + `]}}`, "/variables/x"},
+		{"precision too large", `{"expression": "1", "precision": 16}`, "/precision"},
+		{"unknown property", `{"expression": "1", "env": {}}`, "/env"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := toolsBArgsField(t, reg, "math_compute", tc.args); got != tc.field {
+				t.Fatalf("field %q, want %q", got, tc.field)
+			}
+		})
+	}
+}
+
+func TestMathComputeContext(t *testing.T) {
+	tool := NewMathCompute()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, call := range []func(context.Context, json.RawMessage) (any, error){tool.Simulate, tool.Run} {
+		if _, err := call(ctx, json.RawMessage(`{"expression": "1"}`)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+	}
+
+	// With the step budget out of the way, only the deadline stops nested closures, and the
+	// step counter must notice it.
+	unbounded := NewMathCompute(MathComputeConfig{MaxSteps: 1 << 50})
+	many := "[" + strings.TrimSuffix(strings.Repeat("1,", 10000), ",") + "]"
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := unbounded.Run(ctx, json.RawMessage(`{"expression": "count(a, any(a, # < 0))", "variables": {"a": `+many+`}}`))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("returned %v after the deadline", d)
+	}
+}

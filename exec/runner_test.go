@@ -1,0 +1,301 @@
+package exec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// runnerTestTool is a test-only tool whose behaviour is a function.
+type runnerTestTool struct {
+	name    string
+	dryOnly bool
+	fn      func(ctx context.Context) (any, error)
+}
+
+func (t *runnerTestTool) Name() string            { return t.name }
+func (t *runnerTestTool) Description() string     { return "test tool " + t.name }
+func (t *runnerTestTool) Schema() json.RawMessage { return json.RawMessage(`{"type":"object"}`) }
+func (t *runnerTestTool) DryRunOnly() bool        { return t.dryOnly }
+func (t *runnerTestTool) Simulate(ctx context.Context, _ json.RawMessage) (any, error) {
+	return t.fn(ctx)
+}
+func (t *runnerTestTool) Run(ctx context.Context, _ json.RawMessage) (any, error) { return t.fn(ctx) }
+
+func toolsARunner(t *testing.T, lim Limits, tools ...Tool) *Runner {
+	t.Helper()
+	reg, err := NewRegistry(tools...)
+	if err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	return NewRunner(reg, lim, nil)
+}
+
+// runnerDeadlineRecorder is a tool that blocks until its context ends and remembers the deadline.
+type runnerDeadlineRecorder struct {
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+func (d *runnerDeadlineRecorder) tool(name string) *runnerTestTool {
+	return &runnerTestTool{name: name, fn: func(ctx context.Context) (any, error) {
+		dl, _ := ctx.Deadline()
+		d.mu.Lock()
+		d.deadline = dl
+		d.mu.Unlock()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+}
+
+func (d *runnerDeadlineRecorder) get() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deadline
+}
+
+func TestRunnerOutcomes(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	tools := []Tool{
+		&runnerTestTool{name: "ok", fn: func(context.Context) (any, error) {
+			return struct {
+				Answer int `json:"answer"`
+			}{42}, nil
+		}},
+		&runnerTestTool{name: "panics", fn: func(context.Context) (any, error) { panic("boom") }},
+		&runnerTestTool{name: "fails", fn: func(context.Context) (any, error) { return nil, Failf("no_luck", "it did not work") }},
+		&runnerTestTool{name: "plain_error", fn: func(context.Context) (any, error) { return nil, errors.New("plain") }},
+		&runnerTestTool{name: "big", fn: func(context.Context) (any, error) { return strings.Repeat("x", 2000), nil }},
+		&runnerTestTool{name: "unencodable", fn: func(context.Context) (any, error) { return func() {}, nil }},
+	}
+	r := toolsARunner(t, Limits{MaxOutputBytes: 1000}, tools...)
+	for _, tc := range []struct {
+		tool       string
+		dryRun     bool
+		wantStatus string
+		wantExit   int
+		wantCode   string
+		wantOutput string
+	}{
+		{"ok", false, StatusCompleted, ExitOK, "", `{"answer":42}`},
+		{"ok", true, StatusCompleted, ExitOK, "", `{"answer":42}`},
+		{"panics", false, StatusFailed, ExitFailed, "tool_panic", "null"},
+		{"panics", true, StatusFailed, ExitFailed, "tool_panic", "null"},
+		{"fails", false, StatusFailed, ExitFailed, "no_luck", "null"},
+		{"plain_error", false, StatusFailed, ExitFailed, "tool_error", "null"},
+		{"big", false, StatusFailed, ExitFailed, "output_too_large", "null"},
+		{"unencodable", false, StatusFailed, ExitFailed, "output_not_encodable", "null"},
+	} {
+		t.Run(tc.tool, func(t *testing.T) {
+			res, status, err := r.Run(context.Background(), Call{Tool: tc.tool, Args: json.RawMessage(`{}`), DryRun: tc.dryRun})
+			if err != nil {
+				t.Fatalf("Run refused the call: %v", err)
+			}
+			if status != tc.wantStatus || res.ExitCode != tc.wantExit || res.Simulated != tc.dryRun {
+				t.Fatalf("status %q exit %d simulated %v, want %q %d %v", status, res.ExitCode, res.Simulated, tc.wantStatus, tc.wantExit, tc.dryRun)
+			}
+			if string(res.Output) != tc.wantOutput {
+				t.Errorf("output %s, want %s", res.Output, tc.wantOutput)
+			}
+			gotCode := ""
+			if res.Error != nil {
+				gotCode = res.Error.Code
+			}
+			if gotCode != tc.wantCode {
+				t.Errorf("error code %q, want %q", gotCode, tc.wantCode)
+			}
+		})
+	}
+}
+
+func TestRunnerTimeout(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	rec := &runnerDeadlineRecorder{}
+	r := toolsARunner(t, Limits{DefaultTimeout: 150 * time.Millisecond, MaxTimeout: 300 * time.Millisecond}, rec.tool("blocks"))
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		want    time.Duration // the deadline the tool must see
+	}{
+		{"call's own timeout", 100 * time.Millisecond, 100 * time.Millisecond},
+		{"default when none given", 0, 150 * time.Millisecond},
+		{"clamped to MaxTimeout", time.Hour, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			res, status, err := r.Run(context.Background(), Call{Tool: "blocks", Timeout: tc.timeout})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if status != StatusTimeout || res.ExitCode != ExitTimeout || res.Error == nil || res.Error.Code != "timeout" {
+				t.Fatalf("got status %q exit %d error %+v, want timeout/124", status, res.ExitCode, res.Error)
+			}
+			// The deadline is what the runner set, so it is compared with the start, not
+			// with how long the call took.
+			got := rec.get().Sub(start)
+			if got < tc.want-5*time.Millisecond || got > tc.want+50*time.Millisecond {
+				t.Errorf("tool deadline %v after start, want about %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunnerTimeoutSeconds(t *testing.T) {
+	r := toolsARunner(t, Limits{DefaultTimeout: 10 * time.Second, MaxTimeout: 30 * time.Second})
+	for _, tc := range []struct {
+		seconds float64
+		want    time.Duration
+	}{
+		{0, 10 * time.Second},
+		{-5, 10 * time.Second},
+		{2.5, 2500 * time.Millisecond},
+		{30, 30 * time.Second},
+		{31, 30 * time.Second},
+		{1e300, 30 * time.Second}, // overflows time.Duration
+	} {
+		if got := r.Timeout(tc.seconds); got != tc.want {
+			t.Errorf("Timeout(%v) = %v, want %v", tc.seconds, got, tc.want)
+		}
+	}
+}
+
+func TestRunnerCancelledByCaller(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	rec := &runnerDeadlineRecorder{}
+	r := toolsARunner(t, Limits{DefaultTimeout: 5 * time.Second}, rec.tool("blocks"))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	res, status, err := r.Run(ctx, Call{Tool: "blocks"})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if status != StatusFailed || res.Error == nil || res.Error.Code != "cancelled" {
+		t.Fatalf("got %q %+v, want failed/cancelled", status, res.Error)
+	}
+}
+
+func TestRunnerConcurrencyBound(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	hold := &runnerTestTool{name: "hold", fn: func(ctx context.Context) (any, error) {
+		close(started)
+		select {
+		case <-release:
+			return "done", nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}}
+	quick := &runnerTestTool{name: "quick", fn: func(context.Context) (any, error) { return "ok", nil }}
+	r := toolsARunner(t, Limits{MaxConcurrent: 1, QueueWait: 50 * time.Millisecond, DefaultTimeout: 10 * time.Second}, hold, quick)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var firstStatus string
+	go func() {
+		defer wg.Done()
+		_, firstStatus, _ = r.Run(context.Background(), Call{Tool: "hold"})
+	}()
+	<-started
+	_, _, err := r.Run(context.Background(), Call{Tool: "quick"})
+	if !errors.Is(err, ErrSandboxBusy) {
+		t.Fatalf("second call while the only slot is held: err %v, want ErrSandboxBusy", err)
+	}
+	close(release)
+	wg.Wait()
+	if firstStatus != StatusCompleted {
+		t.Errorf("first call status %q, want completed", firstStatus)
+	}
+	// The slot is free again.
+	if _, status, err := r.Run(context.Background(), Call{Tool: "quick"}); err != nil || status != StatusCompleted {
+		t.Errorf("after release: status %q err %v", status, err)
+	}
+}
+
+// TestRunnerSlotHeldUntilToolReturns checks that a tool still running after its deadline
+// keeps its slot: the concurrency bound counts tools, not pending Run calls.
+func TestRunnerSlotHeldUntilToolReturns(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	stubborn := &runnerTestTool{name: "stubborn", fn: func(context.Context) (any, error) {
+		defer close(returned)
+		<-release // ignores its context on purpose
+		return "late", nil
+	}}
+	quick := &runnerTestTool{name: "quick", fn: func(context.Context) (any, error) { return "ok", nil }}
+	r := toolsARunner(t, Limits{MaxConcurrent: 1, QueueWait: 20 * time.Millisecond}, stubborn, quick)
+
+	if _, status, err := r.Run(context.Background(), Call{Tool: "stubborn", Timeout: 30 * time.Millisecond}); err != nil || status != StatusTimeout {
+		t.Fatalf("status %q err %v, want timeout", status, err)
+	}
+	if _, _, err := r.Run(context.Background(), Call{Tool: "quick"}); !errors.Is(err, ErrSandboxBusy) {
+		t.Fatalf("while the timed-out tool still runs: err %v, want ErrSandboxBusy", err)
+	}
+	close(release)
+	<-returned
+	tryQuick := func() error {
+		_, _, err := r.Run(context.Background(), Call{Tool: "quick"})
+		return err
+	}
+	// The slot is returned by the tool goroutine's last deferred call, just after it returns.
+	deadline := time.Now().Add(2 * time.Second)
+	for err := tryQuick(); err != nil; err = tryQuick() {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot never released: %v", err)
+		}
+	}
+}
+
+func TestRunnerRefusals(t *testing.T) {
+	onlyDry := &runnerTestTool{name: "only_dry", dryOnly: true, fn: func(context.Context) (any, error) { return "simulated", nil }}
+	r := toolsARunner(t, Limits{}, onlyDry, NewMockAPICall())
+	for _, tc := range []struct {
+		name string
+		call Call
+		want error
+	}{
+		{"unknown tool", Call{Tool: "teleport"}, ErrUnknownTool},
+		{"blocked tool", Call{Tool: "shell_exec"}, ErrToolBlocked},
+		{"blocked even in dry-run", Call{Tool: "kubectl", DryRun: true}, ErrToolBlocked},
+		{"dry-run-only tool in real mode", Call{Tool: "only_dry"}, ErrDryRunOnly},
+		{"mock_api_call in real mode", Call{Tool: "mock_api_call", Args: json.RawMessage(`{"endpoint":"/x"}`)}, ErrDryRunOnly},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, status, err := r.Run(context.Background(), tc.call)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err %v, want %v", err, tc.want)
+			}
+			if status != "" {
+				t.Errorf("a refused call has status %q, want none", status)
+			}
+		})
+	}
+	// The same dry-run-only tool runs when simulated.
+	res, status, err := r.Run(context.Background(), Call{Tool: "only_dry", DryRun: true})
+	if err != nil || status != StatusCompleted || string(res.Output) != `"simulated"` || !res.Simulated {
+		t.Fatalf("dry-run of a dry-run-only tool: %s %q %v", res.Output, status, err)
+	}
+}
+
+// TestRunnerToolTimeoutError checks that a tool returning its own wrapped deadline error is
+// reported as a timeout, not as a failure.
+func TestRunnerToolTimeoutError(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	tool := &runnerTestTool{name: "wraps", fn: func(ctx context.Context) (any, error) {
+		<-ctx.Done()
+		return nil, errors.Join(errors.New("fetch"), ctx.Err())
+	}}
+	r := toolsARunner(t, Limits{}, tool)
+	_, status, err := r.Run(context.Background(), Call{Tool: "wraps", Timeout: 50 * time.Millisecond})
+	if err != nil || status != StatusTimeout {
+		t.Fatalf("status %q err %v, want timeout", status, err)
+	}
+}

@@ -1,0 +1,361 @@
+package exec
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// SchemaValidateConfig bounds schema_validate. Zero fields take the defaults in
+// DefaultSchemaValidateConfig.
+type SchemaValidateConfig struct {
+	MaxSchemaBytes int // encoded size of the schema
+	MaxSchemaDepth int // nesting of arrays and objects in the schema document
+	MaxDataBytes   int // encoded size of the data
+	MaxDataDepth   int // nesting of arrays and objects in the data
+	MaxErrors      int // errors listed in the output; the count covers all of them
+	MaxEvaluations int // (sub)schema evaluations per validation
+}
+
+// DefaultSchemaValidateConfig is the configuration NewSchemaValidate uses for zero fields.
+var DefaultSchemaValidateConfig = SchemaValidateConfig{
+	MaxSchemaBytes: 64 << 10,
+	MaxSchemaDepth: 32,
+	MaxDataBytes:   256 << 10,
+	MaxDataDepth:   64,
+	MaxErrors:      50,
+	MaxEvaluations: 300_000, // about a second in the worst case measured (errors in every branch)
+}
+
+// SchemaValidate is the schema_validate tool: it validates data against a JSON Schema, draft
+// 2020-12 unless the schema's $schema names another draft the library knows (4, 6, 7,
+// 2019-09). Remote and file $refs are refused exactly as for argument schemas (the loader
+// fails every load); internal $ref/$defs/$anchor work.
+//
+// The validator has no context and no work limit of its own, and a few kilobytes of schema
+// can ask for exponential work ($defs that each reference the previous one twice). So every
+// object (sub)schema carries a budget extension, through a custom vocabulary, that counts
+// evaluations and watches ctx, and aborts the validation when either runs out. Compiled
+// schemas are not cached: the extension is bound to one call's budget.
+type SchemaValidate struct {
+	cfg SchemaValidateConfig
+}
+
+// NewSchemaValidate returns the schema_validate tool; zero config fields take the defaults.
+func NewSchemaValidate(cfg ...SchemaValidateConfig) *SchemaValidate {
+	c := DefaultSchemaValidateConfig
+	if len(cfg) > 0 {
+		o := cfg[0]
+		for _, f := range []struct{ dst, src *int }{
+			{&c.MaxSchemaBytes, &o.MaxSchemaBytes}, {&c.MaxSchemaDepth, &o.MaxSchemaDepth},
+			{&c.MaxDataBytes, &o.MaxDataBytes}, {&c.MaxDataDepth, &o.MaxDataDepth},
+			{&c.MaxErrors, &o.MaxErrors}, {&c.MaxEvaluations, &o.MaxEvaluations},
+		} {
+			if *f.src > 0 {
+				*f.dst = *f.src
+			}
+		}
+	}
+	return &SchemaValidate{cfg: c}
+}
+
+// SchemaValidateOutput is schema_validate's result.
+type SchemaValidateOutput struct {
+	Valid      bool                  `json:"valid"`
+	Draft      string                `json:"draft"`               // the draft the schema was read as, e.g. "2020-12"
+	Errors     []SchemaValidateError `json:"errors"`              // at most MaxErrors, in the "basic" output order
+	ErrorCount int                   `json:"errorCount"`          // all errors, listed or not
+	Truncated  bool                  `json:"truncated,omitempty"` // true when ErrorCount > len(Errors)
+}
+
+// SchemaValidateError is one unit of the JSON Schema "basic" output format.
+type SchemaValidateError struct {
+	InstanceLocation string `json:"instanceLocation"` // JSON pointer into the data
+	KeywordLocation  string `json:"keywordLocation"`  // JSON pointer into the schema, through $refs
+	Message          string `json:"message"`
+}
+
+type schemavalidateArgs struct {
+	Schema json.RawMessage `json:"schema"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// Name implements Tool.
+func (*SchemaValidate) Name() string { return "schema_validate" }
+
+// Description implements Tool.
+func (*SchemaValidate) Description() string {
+	return "Validate data against a JSON Schema (draft 2020-12 by default; remote $refs refused)"
+}
+
+var schemavalidateSchema = json.RawMessage(`{
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["schema", "data"],
+  "properties": {
+    "schema": {"type": ["object", "boolean"], "maxProperties": 256,
+      "description": "a JSON Schema; $schema may name draft 4, 6, 7, 2019-09 or 2020-12"},
+    "data": {"description": "any JSON value to validate",
+      "maxLength": 262144, "maxItems": 100000, "maxProperties": 10000}
+  }
+}`)
+
+// Schema implements Tool.
+func (*SchemaValidate) Schema() json.RawMessage { return schemavalidateSchema }
+
+// Simulate validates for real: schema_validate is a pure computation with no side effect, so
+// the dry run returns the actual answer, under exactly the bounds of Run.
+func (s *SchemaValidate) Simulate(ctx context.Context, args json.RawMessage) (any, error) {
+	return s.validate(ctx, args)
+}
+
+// Run validates the data.
+func (s *SchemaValidate) Run(ctx context.Context, args json.RawMessage) (any, error) {
+	return s.validate(ctx, args)
+}
+
+func (s *SchemaValidate) validate(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("schema_validate: %w", err)
+	}
+	var a schemavalidateArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, Failf("invalid_args", "args do not decode: %v", err)
+	}
+	if a.Schema == nil || a.Data == nil {
+		return nil, Failf("invalid_args", "schema and data are both required")
+	}
+	if len(a.Schema) > s.cfg.MaxSchemaBytes {
+		return nil, Failf("schema_too_large", "the schema is %d bytes, the limit is %d", len(a.Schema), s.cfg.MaxSchemaBytes)
+	}
+	if len(a.Data) > s.cfg.MaxDataBytes {
+		return nil, Failf("data_too_large", "the data is %d bytes, the limit is %d", len(a.Data), s.cfg.MaxDataBytes)
+	}
+	schemaDoc, err := jsonschema.UnmarshalJSON(bytes.NewReader(a.Schema))
+	if err != nil {
+		return nil, Failf("invalid_schema", "the schema is not JSON: %v", err)
+	}
+	switch schemaDoc.(type) {
+	case map[string]any, bool:
+	default:
+		return nil, Failf("invalid_schema", "a schema is an object or a boolean")
+	}
+	if schemavalidateDepth(schemaDoc, 0, s.cfg.MaxSchemaDepth) > s.cfg.MaxSchemaDepth {
+		return nil, Failf("schema_too_deep", "the schema nests deeper than %d levels", s.cfg.MaxSchemaDepth)
+	}
+	data, err := jsonschema.UnmarshalJSON(bytes.NewReader(a.Data))
+	if err != nil {
+		return nil, Failf("invalid_args", "the data is not JSON: %v", err)
+	}
+	if schemavalidateDepth(data, 0, s.cfg.MaxDataDepth) > s.cfg.MaxDataDepth {
+		return nil, Failf("data_too_deep", "the data nests deeper than %d levels", s.cfg.MaxDataDepth)
+	}
+
+	budget := &schemavalidateBudget{ctx: ctx, max: s.cfg.MaxEvaluations}
+	sch, err := schemavalidateCompile(schemaDoc, budget)
+	if err != nil {
+		return nil, schemavalidateCompileFailure(schemaDoc, err)
+	}
+	verr, err := budget.run(sch, data)
+	if err != nil {
+		return nil, err
+	}
+	out := SchemaValidateOutput{Valid: verr == nil, Draft: schemavalidateDraftName(sch.DraftVersion), Errors: []SchemaValidateError{}}
+	if verr != nil {
+		out.Errors, out.ErrorCount = schemavalidateErrors(verr, s.cfg.MaxErrors)
+		out.Truncated = out.ErrorCount > len(out.Errors)
+	}
+	return out, nil
+}
+
+// schemavalidateURL names the caller's schema resource. Relative $refs resolve against it to
+// https URLs, which the loader refuses like any other.
+const schemavalidateURL = "https://schema-validate.secureexec.invalid/schema.json"
+
+// schemavalidateVocab is the URL of the budget vocabulary. It introduces no keyword; it exists
+// so that the compiler hands every object schema to schemavalidateBudget.
+const schemavalidateVocab = "urn:secureexec:vocab:evaluation-budget"
+
+// schemavalidateCompile compiles like CompileSchema (draft 2020-12 by default, every load
+// refused by the same loader) and adds the budget extension to every object schema.
+// CompileSchema offers no hook for a vocabulary, hence the copy.
+func schemavalidateCompile(doc any, budget *schemavalidateBudget) (*jsonschema.Schema, error) {
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.UseLoader(refuseLoader{})
+	c.RegisterVocabulary(&jsonschema.Vocabulary{URL: schemavalidateVocab, Compile: budget.compile})
+	// Without this, drafts 2019-09 and 2020-12 would only run vocabularies their metaschema
+	// lists, and ours is in none.
+	c.AssertVocabs()
+	if err := c.AddResource(schemavalidateURL, doc); err != nil {
+		return nil, err
+	}
+	return c.Compile(schemavalidateURL)
+}
+
+func schemavalidateCompileFailure(doc any, err error) error {
+	msg := strings.ReplaceAll(err.Error(), `"`+schemavalidateURL+`#"`, "the schema")
+	msg = schemavalidateClean(strings.ReplaceAll(msg, schemavalidateURL, ""), 1024)
+	var le *jsonschema.LoadURLError
+	if errors.As(err, &le) {
+		if obj, ok := doc.(map[string]any); ok {
+			if meta, ok := obj["$schema"].(string); ok && strings.TrimSuffix(strings.SplitN(meta, "#", 2)[0], "/") == strings.TrimSuffix(strings.SplitN(le.URL, "#", 2)[0], "/") {
+				return Failf("unsupported_schema_draft", "$schema %q is not a draft this validator knows (4, 6, 7, 2019-09, 2020-12)", schemavalidateClean(meta, 256))
+			}
+		}
+		return Failf("schema_ref_not_allowed", "the schema refers to %q: only references inside the schema ($defs, $anchor, JSON pointers) are allowed", schemavalidateClean(le.URL, 256))
+	}
+	var ud *jsonschema.UnsupportedDraftError
+	if errors.As(err, &ud) {
+		return Failf("unsupported_schema_draft", "%s", msg)
+	}
+	return Failf("invalid_schema", "%s", msg)
+}
+
+// schemavalidateBudget counts schema evaluations for one validation. The validator runs on a
+// single goroutine, so the counter needs no lock.
+type schemavalidateBudget struct {
+	ctx context.Context
+	max int
+	n   int
+}
+
+// schemavalidateAbort unwinds the validator when the budget or ctx runs out.
+type schemavalidateAbort struct{ err error }
+
+func (b *schemavalidateBudget) compile(*jsonschema.CompilerContext, map[string]any) (jsonschema.SchemaExt, error) {
+	return b, nil
+}
+
+// Validate implements jsonschema.SchemaExt: it is called once for each evaluation of an
+// object schema that gets past its early failures, which is where the work multiplies.
+func (b *schemavalidateBudget) Validate(*jsonschema.ValidatorContext, any) {
+	b.n++
+	if b.n > b.max {
+		panic(schemavalidateAbort{Failf("evaluation_budget_exceeded", "validation needed more than %d schema evaluations", b.max)})
+	}
+	if b.n&255 == 0 {
+		if err := b.ctx.Err(); err != nil {
+			panic(schemavalidateAbort{fmt.Errorf("schema_validate: %w", err)})
+		}
+	}
+}
+
+// run validates, turning the budget's abort into an error. Any other panic is not ours and
+// keeps unwinding to the runner.
+func (b *schemavalidateBudget) run(sch *jsonschema.Schema, data any) (verr *jsonschema.ValidationError, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			abort, ok := p.(schemavalidateAbort)
+			if !ok {
+				panic(p)
+			}
+			verr, err = nil, abort.err
+		}
+	}()
+	if e := sch.Validate(data); e != nil {
+		if !errors.As(e, &verr) {
+			return nil, Failf("validation_error", "%s", schemavalidateClean(e.Error(), 1024))
+		}
+	}
+	if err := b.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("schema_validate: %w", err)
+	}
+	return verr, nil
+}
+
+// schemavalidateErrors lists the leaves of the "detailed" output tree: the failures a caller
+// can act on ("got string, want integer"), not the wrappers above them ("allOf failed").
+// The library's flat "basic" output is not used because it relabels an error reached
+// through $ref with the reference's generic message.
+func schemavalidateErrors(verr *jsonschema.ValidationError, limit int) ([]SchemaValidateError, int) {
+	out := []SchemaValidateError{}
+	count := 0
+	var walk func(u *jsonschema.OutputUnit)
+	walk = func(u *jsonschema.OutputUnit) {
+		if len(u.Errors) > 0 {
+			for i := range u.Errors {
+				walk(&u.Errors[i])
+			}
+			return
+		}
+		if u.Error == nil {
+			return
+		}
+		count++
+		if len(out) < limit {
+			out = append(out, SchemaValidateError{
+				InstanceLocation: schemavalidateClean(u.InstanceLocation, 1024),
+				KeywordLocation:  schemavalidateClean(u.KeywordLocation, 1024),
+				Message:          schemavalidateClean(u.Error.String(), 512),
+			})
+		}
+	}
+	walk(verr.DetailedOutput())
+	return out, count
+}
+
+// schemavalidateClean bounds a string for the output and removes U+0000, which the audit store
+// (PostgreSQL jsonb) refuses; messages quote data, and data may contain it.
+func schemavalidateClean(s string, limit int) string {
+	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// schemavalidateDepth returns the nesting depth of v, stopping once it exceeds limit so that
+// the walk itself stays bounded.
+func schemavalidateDepth(v any, depth, limit int) int {
+	if depth > limit {
+		return depth
+	}
+	deepest := depth
+	switch x := v.(type) {
+	case map[string]any:
+		deepest = depth + 1
+		for _, c := range x {
+			if d := schemavalidateDepth(c, depth+1, limit); d > deepest {
+				deepest = d
+			}
+			if deepest > limit {
+				return deepest
+			}
+		}
+	case []any:
+		deepest = depth + 1
+		for _, c := range x {
+			if d := schemavalidateDepth(c, depth+1, limit); d > deepest {
+				deepest = d
+			}
+			if deepest > limit {
+				return deepest
+			}
+		}
+	}
+	return deepest
+}
+
+func schemavalidateDraftName(v int) string {
+	switch v {
+	case 2020:
+		return "2020-12"
+	case 2019:
+		return "2019-09"
+	case 0:
+		return "2020-12"
+	default:
+		return fmt.Sprintf("draft-%02d", v)
+	}
+}

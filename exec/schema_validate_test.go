@@ -1,0 +1,161 @@
+package exec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// schemavalidateDoubling returns a schema whose $defs each reference the previous one twice:
+// a few hundred bytes that ask for 2^n evaluations. wrap places the top reference ("REF").
+func schemavalidateDoubling(n int, wrap string) string {
+	defs := []string{`"a0": {"type": "object"}`}
+	for i := 1; i <= n; i++ {
+		defs = append(defs, fmt.Sprintf(`"a%d": {"allOf": [{"$ref": "#/$defs/a%d"}, {"$ref": "#/$defs/a%d"}]}`, i, i-1, i-1))
+	}
+	ref := fmt.Sprintf(`{"$ref": "#/$defs/a%d"}`, n)
+	return fmt.Sprintf(`{"$defs": {%s}, %s}`, strings.Join(defs, ", "), strings.ReplaceAll(wrap, "REF", ref))
+}
+
+func TestSchemaValidate(t *testing.T) {
+	tool := NewSchemaValidate()
+	reg := toolsBRegistry(t, tool)
+	for _, tc := range []struct {
+		name, args, want string
+	}{
+		{"valid", `{"schema": {"type": "string", "minLength": 2}, "data": "ok"}`,
+			`{"valid":true,"draft":"2020-12","errors":[],"errorCount":0}`},
+		{"errors name instance and keyword", `{"schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["b"]}, "data": {"a": "x"}}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"","keywordLocation":"/required","message":"missing property 'b'"},{"instanceLocation":"/a","keywordLocation":"/properties/a/type","message":"got string, want integer"}],"errorCount":2}`},
+		{"internal $ref and $defs", `{"schema": {"$defs": {"p": {"type": "integer", "minimum": 3}}, "items": {"$ref": "#/$defs/p"}}, "data": [1, 5, 2]}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"/0","keywordLocation":"/items/$ref/minimum","message":"minimum: got 1, want 3"},{"instanceLocation":"/2","keywordLocation":"/items/$ref/minimum","message":"minimum: got 2, want 3"}],"errorCount":2}`},
+		{"$anchor", `{"schema": {"$defs": {"s": {"$anchor": "str", "type": "string"}}, "$ref": "#str"}, "data": "x"}`,
+			`{"valid":true,"draft":"2020-12","errors":[],"errorCount":0}`},
+		{"recursive schema over nested data", `{"schema": {"$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}, "$ref": "#/$defs/node"}, "data": {"kids": [{"kids": []}, {"kids": [1]}]}}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"/kids/1/kids/0","keywordLocation":"/$ref/properties/kids/items/$ref/properties/kids/items/$ref/type","message":"got number, want object"}],"errorCount":1}`},
+		{"true schema", `{"schema": true, "data": {"any": "thing"}}`, `{"valid":true,"draft":"2020-12","errors":[],"errorCount":0}`},
+		{"false schema", `{"schema": false, "data": 1}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"","keywordLocation":"","message":"false schema"}],"errorCount":1}`},
+		{"draft-07 by $schema", `{"schema": {"$schema": "http://json-schema.org/draft-07/schema#", "items": [{"type": "string"}]}, "data": [1]}`,
+			`{"valid":false,"draft":"draft-07","errors":[{"instanceLocation":"/0","keywordLocation":"/items/0/type","message":"got number, want string"}],"errorCount":1}`},
+		{"draft 2019-09 by $schema", `{"schema": {"$schema": "https://json-schema.org/draft/2019-09/schema", "type": "null"}, "data": null}`,
+			`{"valid":true,"draft":"2019-09","errors":[],"errorCount":0}`},
+		{"format is an annotation in 2020-12", `{"schema": {"format": "email"}, "data": "not an email"}`,
+			`{"valid":true,"draft":"2020-12","errors":[],"errorCount":0}`},
+		{"U+0000 in data", `{"schema": {"const": "a"}, "data": "b\u0000"}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"","keywordLocation":"/const","message":"value must be 'a'"}],"errorCount":1}`},
+		{"U+0000 in a message is quoted", `{"schema": {"additionalProperties": false}, "data": {"k\u0000": 1}}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"","keywordLocation":"/additionalProperties","message":"additional properties 'k\\x00' not allowed"}],"errorCount":1}`},
+		{"U+0000 in a location is replaced", `{"schema": {"additionalProperties": {"type": "string"}}, "data": {"k\u0000": 1}}`,
+			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"/k` + "\uFFFD" + `","keywordLocation":"/additionalProperties/type","message":"got number, want string"}],"errorCount":1}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := toolsBCall(t, reg, tool, tc.args)
+			if err != nil {
+				t.Fatalf("error %v", err)
+			}
+			toolsBNoNUL(t, out)
+			if string(out) != tc.want {
+				t.Fatalf("got  %s\nwant %s", out, tc.want)
+			}
+		})
+	}
+}
+
+func TestSchemaValidateRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  SchemaValidateConfig
+		args string
+		code string
+	}{
+		{"remote $ref", SchemaValidateConfig{}, `{"schema": {"$ref": "https://example.com/s.json"}, "data": 1}`, "schema_ref_not_allowed"},
+		{"file $ref", SchemaValidateConfig{}, `{"schema": {"$ref": "file:///etc/passwd"}, "data": 1}`, "schema_ref_not_allowed"},
+		{"relative $ref", SchemaValidateConfig{}, `{"schema": {"$ref": "other.json#/x"}, "data": 1}`, "schema_ref_not_allowed"},
+		{"remote $ref under $id", SchemaValidateConfig{}, `{"schema": {"$id": "http://127.0.0.1/s.json", "properties": {"a": {"$ref": "t.json"}}}, "data": 1}`, "schema_ref_not_allowed"},
+		{"unknown metaschema", SchemaValidateConfig{}, `{"schema": {"$schema": "https://example.com/meta", "type": "string"}, "data": 1}`, "unsupported_schema_draft"},
+		{"schema invalid against its metaschema", SchemaValidateConfig{}, `{"schema": {"type": "strin"}, "data": 1}`, "invalid_schema"},
+		{"bad regex in the schema", SchemaValidateConfig{}, `{"schema": {"pattern": "(["}, "data": "x"}`, "invalid_schema"},
+		{"missing internal $ref", SchemaValidateConfig{}, `{"schema": {"$ref": "#/$defs/nope"}, "data": 1}`, "invalid_schema"},
+		{"exponential schema stops at the budget", SchemaValidateConfig{}, `{"schema": ` + schemavalidateDoubling(40, `"allOf": [REF]`) + `, "data": {}}`, "evaluation_budget_exceeded"},
+		{"exponential schema under anyOf", SchemaValidateConfig{MaxEvaluations: 50_000}, `{"schema": ` + schemavalidateDoubling(40, `"anyOf": [REF, {"type": "null"}]`) + `, "data": 1}`, "evaluation_budget_exceeded"},
+		{"schema too large", SchemaValidateConfig{MaxSchemaBytes: 32}, `{"schema": {"description": "` + strings.Repeat("x", 32) + `"}, "data": 1}`, "schema_too_large"},
+		{"schema too deep", SchemaValidateConfig{MaxSchemaDepth: 4}, `{"schema": {"items": {"items": {"items": {"items": {}}}}}, "data": 1}`, "schema_too_deep"},
+		{"data too large", SchemaValidateConfig{MaxDataBytes: 8}, `{"schema": true, "data": "` + strings.Repeat("x", 8) + `"}`, "data_too_large"},
+		{"data too deep", SchemaValidateConfig{MaxDataDepth: 3}, `{"schema": true, "data": [[[[1]]]]}`, "data_too_deep"},
+		{"data at the depth limit", SchemaValidateConfig{MaxDataDepth: 3}, `{"schema": true, "data": [[[1]]]}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tool := NewSchemaValidate(tc.cfg)
+			start := time.Now()
+			_, err := toolsBCall(t, toolsBRegistry(t, tool), tool, tc.args)
+			if got := toolsBCode(err); got != tc.code {
+				t.Fatalf("code %q, want %q (%v)", got, tc.code, err)
+			}
+			if d := time.Since(start); d > 10*time.Second { // guards against a hang, not a speed
+				t.Fatalf("took %v", d)
+			}
+		})
+	}
+}
+
+func TestSchemaValidateErrorCap(t *testing.T) {
+	tool := NewSchemaValidate(SchemaValidateConfig{MaxErrors: 3})
+	out, err := toolsBCall(t, toolsBRegistry(t, tool), tool, `{"schema": {"items": {"type": "string"}}, "data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got SchemaValidateOutput
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Valid || len(got.Errors) != 3 || got.ErrorCount != 10 || !got.Truncated || got.Errors[2].InstanceLocation != "/2" {
+		t.Fatalf("got %s", out)
+	}
+}
+
+func TestSchemaValidateArgsRejected(t *testing.T) {
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	for _, tc := range []struct {
+		name, args, field string
+	}{
+		{"missing schema", `{"data": 1}`, "/schema"},
+		{"missing data", `{"schema": {}}`, "/data"},
+		{"schema is a string", `{"schema": "x", "data": 1}`, "/schema"},
+		{"unknown property", `{"schema": {}, "data": 1, "draft": "7"}`, "/draft"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := toolsBArgsField(t, reg, "schema_validate", tc.args); got != tc.field {
+				t.Fatalf("field %q, want %q", got, tc.field)
+			}
+		})
+	}
+}
+
+func TestSchemaValidateContext(t *testing.T) {
+	tool := NewSchemaValidate()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, call := range []func(context.Context, json.RawMessage) (any, error){tool.Simulate, tool.Run} {
+		if _, err := call(ctx, json.RawMessage(`{"schema": true, "data": 1}`)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+	}
+
+	// With the budget out of the way, the deadline alone must stop an exponential validation.
+	unbounded := NewSchemaValidate(SchemaValidateConfig{MaxEvaluations: 1 << 50})
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := unbounded.Run(ctx, json.RawMessage(`{"schema": `+schemavalidateDoubling(60, `"allOf": [REF]`)+`, "data": {}}`))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("returned %v after the deadline", d)
+	}
+}

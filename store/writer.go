@@ -1,0 +1,601 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// WriterOptions tunes a Writer; zero values take the defaults in brackets.
+type WriterOptions struct {
+	// SpoolPath is the directory of the spool's segment files and of rejected.jsonl. Required:
+	// without it an outage would lose records.
+	SpoolPath string
+	// QueueSize bounds the in-memory queue [16384]; past it Submit spools directly.
+	QueueSize int
+	// BatchSize is the most entries per WriteBatch from the queue [512].
+	BatchSize int
+	// FlushInterval is the longest an entry waits for its batch to fill [20ms].
+	FlushInterval time.Duration
+	// WriteTimeout is the deadline of each WriteBatch [5s].
+	WriteTimeout time.Duration
+	// ReplayBatchSize is the most entries per WriteBatch during replay [2048].
+	ReplayBatchSize int
+	// RetryMin and RetryMax bound the replay backoff while the backend is down [100ms, 5s].
+	RetryMin, RetryMax time.Duration
+	// SegmentBytes is the size at which a spool segment is sealed [64 MiB].
+	SegmentBytes int64
+	// MaxOverflowBytes caps the encoded entries Submit holds for the spool when the queue is
+	// full [32 MiB]; past it the submitting goroutine writes the spool itself.
+	MaxOverflowBytes int
+	// IndexSize is how many not-yet-written entries Get can find [65536]; negative disables.
+	IndexSize int
+	// Logger receives warnings and errors [slog.Default()].
+	Logger *slog.Logger
+}
+
+func (o WriterOptions) withDefaults() WriterOptions {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.QueueSize, 16384)
+	def(&o.BatchSize, 512)
+	def(&o.ReplayBatchSize, 2048)
+	def(&o.MaxOverflowBytes, 32<<20)
+	if o.IndexSize == 0 {
+		o.IndexSize = 65536
+	}
+	defDur(&o.FlushInterval, 20*time.Millisecond)
+	defDur(&o.WriteTimeout, 5*time.Second)
+	defDur(&o.RetryMin, 100*time.Millisecond)
+	defDur(&o.RetryMax, 5*time.Second)
+	if o.RetryMax < o.RetryMin {
+		o.RetryMax = o.RetryMin
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Stats are the writer's counters (monotonic) and gauges, for metrics and tests.
+type Stats struct {
+	Submitted   uint64 // entries given to Submit
+	Overflowed  uint64 // of those, sent straight to the spool because the queue was full
+	Written     uint64 // entries the backend accepted from the queue
+	Spooled     uint64 // entries appended to the spool (overflow, failed or degraded batches)
+	Replayed    uint64 // entries the backend accepted from the spool
+	Rejected    uint64 // entries moved to the dead-letter file: they can never be stored
+	Lost        uint64 // entries neither stored nor spooled (the spool's disk failed); should stay 0
+	WriteErrors uint64 // failed WriteBatch calls
+	QueueDepth  int    // entries in the queue now
+	SpoolDepth  int64  // spooled entries not yet replayed
+	SpoolBytes  int64  // bytes of spool segments on disk
+	Degraded    bool   // the backend is considered down: batches go to the spool until replay succeeds
+}
+
+// Writer is the asynchronous audit writer: Submit never blocks on the backend, batches are
+// written in the background, and whatever the backend cannot take goes to the spool and is
+// replayed when it can. Every entry submitted before Close ends up in the backend, the spool
+// or (if it can never be stored) the dead-letter file.
+type Writer struct {
+	backend Backend
+	opts    WriterOptions
+	log     *slog.Logger
+	spool   *spool
+	index   *pendingIndex
+
+	gate   sync.RWMutex // Submit holds it shared; Close takes it to turn Submit away from the queue
+	closed bool
+
+	queue chan Entry
+
+	ovMu      sync.Mutex // guards ov
+	ov        *spoolEncoder
+	ovFlushMu sync.Mutex // one overflow flush at a time; guards ovSpare
+	ovSpare   *spoolEncoder
+	ovSignal  chan struct{}
+
+	batchEnc     *spoolEncoder // owned by the batcher goroutine
+	replaySignal chan struct{}
+	degraded     atomic.Bool
+
+	stop         chan struct{}
+	replayCtx    context.Context
+	cancelReplay context.CancelFunc
+	wg           sync.WaitGroup
+	closeOnce    sync.Once
+	closeErr     error
+
+	submitted, overflowed, written, spooled, replayed atomic.Uint64
+	rejected, lost, writeErrors                       atomic.Uint64
+}
+
+// NewWriter opens the spool (replaying what an earlier process left there as soon as the
+// backend takes it) and starts the writer's goroutines; Close stops them. The writer does not
+// own backend: close it after the writer.
+func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
+	opts = opts.withDefaults()
+	if backend == nil {
+		return nil, errors.New("store: writer: backend_required")
+	}
+	if opts.SpoolPath == "" {
+		return nil, errors.New("store: writer: spool_path_required")
+	}
+	sp, err := openSpool(opts.SpoolPath, opts.SegmentBytes)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Writer{
+		backend:      backend,
+		opts:         opts,
+		log:          opts.Logger.With("component", "audit_writer"),
+		spool:        sp,
+		index:        newPendingIndex(opts.IndexSize),
+		queue:        make(chan Entry, opts.QueueSize),
+		ov:           newSpoolEncoder(),
+		ovSpare:      newSpoolEncoder(),
+		ovSignal:     make(chan struct{}, 1),
+		batchEnc:     newSpoolEncoder(),
+		replaySignal: make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		replayCtx:    ctx,
+		cancelReplay: cancel,
+	}
+	if d := sp.entries.Load(); d > 0 {
+		w.log.Info("audit spool has entries from an earlier run; replaying", "entries", d, "dir", opts.SpoolPath)
+	}
+	w.wg.Add(3)
+	go w.runBatcher()
+	go w.runOverflow()
+	go w.runReplayer()
+	return w, nil
+}
+
+// Submit hands e to the writer and returns at once: it never waits for the backend. When the
+// queue is full the entry is encoded for the spool instead, which a background goroutine
+// fsyncs; only if that backlog also passes MaxOverflowBytes (the disk cannot keep up) does the
+// caller write the spool itself. A zero Timestamp becomes now (UTC, microseconds, like every
+// stored timestamp), an empty SchemaVersion "v1". The writer owns e.Record from here on: do not
+// modify it. A record that is not JSON at all is dead-lettered on the spot (a rare programming
+// error, the one case where Submit does file I/O besides the overflow backlog).
+func (w *Writer) Submit(e Entry) {
+	if e.Timestamp.IsZero() {
+		e.Timestamp = time.Now()
+	}
+	// The precision and zone both backends store, so Get answers the same before and after
+	// the write.
+	e.Timestamp = normalizeTime(e.Timestamp)
+	if e.SchemaVersion == "" {
+		e.SchemaVersion = DefaultSchemaVersion
+	}
+	w.submitted.Add(1)
+	w.gate.RLock()
+	if w.closed {
+		w.gate.RUnlock()
+		w.submitLate(e)
+		return
+	}
+	w.index.put(e)
+	select {
+	case w.queue <- e:
+		w.gate.RUnlock()
+		return
+	default:
+	}
+	w.overflowed.Add(1)
+	w.ovMu.Lock()
+	err := w.ov.add(e)
+	full := w.ov.buf.Len() >= w.opts.MaxOverflowBytes
+	w.ovMu.Unlock()
+	w.gate.RUnlock()
+	if err != nil {
+		w.index.remove([]Entry{e})
+		w.deadLetter(e, ReasonInvalidRecordJSON, err.Error())
+		return
+	}
+	select {
+	case w.ovSignal <- struct{}{}:
+	default:
+	}
+	if full {
+		w.flushOverflow()
+	}
+}
+
+// submitLate handles an entry submitted after Close: it goes straight to the spool (the next
+// process replays it), because an audit record is never dropped.
+func (w *Writer) submitLate(e Entry) {
+	w.log.Warn("audit entry submitted after Close; spooling it for the next run", "job_id", e.JobID)
+	enc := newSpoolEncoder()
+	if err := enc.add(e); err != nil {
+		w.deadLetter(e, ReasonInvalidRecordJSON, err.Error())
+		return
+	}
+	w.appendSpool(enc)
+}
+
+// Get finds a job: first among the entries accepted but not yet written (so a job is readable
+// the moment its call returns, and during an outage), then in the backend.
+func (w *Writer) Get(ctx context.Context, jobID string) (Entry, error) {
+	if e, ok := w.index.get(jobID); ok {
+		return e, nil
+	}
+	return w.backend.Get(ctx, jobID)
+}
+
+// Stats returns a snapshot of the counters.
+func (w *Writer) Stats() Stats {
+	return Stats{
+		Submitted:   w.submitted.Load(),
+		Overflowed:  w.overflowed.Load(),
+		Written:     w.written.Load(),
+		Spooled:     w.spooled.Load(),
+		Replayed:    w.replayed.Load(),
+		Rejected:    w.rejected.Load(),
+		Lost:        w.lost.Load(),
+		WriteErrors: w.writeErrors.Load(),
+		QueueDepth:  len(w.queue),
+		SpoolDepth:  w.spool.entries.Load(),
+		SpoolBytes:  w.spool.bytes.Load(),
+		Degraded:    w.degraded.Load(),
+	}
+}
+
+// Close stops accepting entries into the queue, writes what is queued (to the backend, or the
+// spool if the backend fails within WriteTimeout), stops replay and waits for every goroutine.
+// Entries still in the spool stay there for the next run. Close is idempotent.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		w.gate.Lock()
+		w.closed = true
+		w.gate.Unlock()
+		close(w.stop)
+		w.cancelReplay()
+		w.wg.Wait()
+		w.closeErr = w.spool.close()
+	})
+	return w.closeErr
+}
+
+// runBatcher owns the queue: it gathers entries into batches of BatchSize, or whatever has
+// arrived FlushInterval after a batch's first entry, and writes them.
+func (w *Writer) runBatcher() {
+	defer w.wg.Done()
+	batch := make([]Entry, 0, w.opts.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	timerOn := false
+	flush := func() {
+		if timerOn {
+			timer.Stop()
+			timerOn = false
+		}
+		w.flush(batch)
+		clear(batch) // drop references to records already handled
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case e := <-w.queue:
+			batch = append(batch, e)
+		fill:
+			for len(batch) < w.opts.BatchSize {
+				select {
+				case e := <-w.queue:
+					batch = append(batch, e)
+				default:
+					break fill
+				}
+			}
+			if len(batch) >= w.opts.BatchSize {
+				flush()
+			} else if !timerOn {
+				timer.Reset(w.opts.FlushInterval)
+				timerOn = true
+			}
+		case <-timer.C:
+			timerOn = false
+			flush()
+		case <-w.stop:
+			// Submit can no longer reach the queue (Close holds the gate), so draining it
+			// until empty drains it for good.
+			for {
+				select {
+				case e := <-w.queue:
+					batch = append(batch, e)
+					if len(batch) >= w.opts.BatchSize {
+						flush()
+					}
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// flush writes one batch to the backend, or to the spool when the backend fails or is known
+// to be down (then the replayer, not every batch, probes it).
+func (w *Writer) flush(batch []Entry) {
+	if len(batch) == 0 {
+		return
+	}
+	if !w.degraded.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), w.opts.WriteTimeout)
+		err := w.write(ctx, batch, &w.written)
+		cancel()
+		if err == nil {
+			return
+		}
+		w.degraded.Store(true)
+		w.log.Warn("audit backend write failed; spooling until it recovers", "err", err, "entries", len(batch))
+	}
+	w.batchEnc.reset()
+	for _, e := range batch {
+		if err := w.batchEnc.add(e); err != nil {
+			w.index.remove([]Entry{e})
+			w.deadLetter(e, ReasonInvalidRecordJSON, err.Error())
+		}
+	}
+	w.appendSpool(w.batchEnc)
+	if w.batchEnc.buf.Cap() > 4<<20 {
+		w.batchEnc = newSpoolEncoder() // give a huge batch's memory back
+	}
+}
+
+// write calls WriteBatch and settles its outcome: a nil return means every entry is now in the
+// backend or the dead-letter file. counter counts the entries the backend accepted.
+func (w *Writer) write(ctx context.Context, entries []Entry, counter *atomic.Uint64) error {
+	err := w.backend.WriteBatch(ctx, entries)
+	var rej *RejectError
+	switch {
+	case err == nil:
+		counter.Add(uint64(len(entries)))
+	case errors.As(err, &rej):
+		for _, r := range rej.Rejected {
+			if r.Index < 0 || r.Index >= len(entries) {
+				w.log.Error("audit backend rejected an entry outside its batch", "index", r.Index, "job_id", r.JobID)
+				continue
+			}
+			w.deadLetter(entries[r.Index], r.Reason, r.Detail)
+		}
+		counter.Add(uint64(len(entries) - len(rej.Rejected)))
+	default:
+		w.writeErrors.Add(1)
+		return err
+	}
+	w.index.remove(entries)
+	return nil
+}
+
+// appendSpool fsyncs enc's lines into the spool and wakes the replayer.
+func (w *Writer) appendSpool(enc *spoolEncoder) {
+	if enc.lines == 0 {
+		return
+	}
+	if err := w.spool.append(enc.buf.Bytes(), enc.lines); err != nil {
+		w.lost.Add(uint64(enc.lines))
+		w.log.Error("audit spool write failed; entries lost", "err", err, "entries", enc.lines)
+		return
+	}
+	w.spooled.Add(uint64(enc.lines))
+	select {
+	case w.replaySignal <- struct{}{}:
+	default:
+	}
+}
+
+// runOverflow moves what Submit encoded while the queue was full into the spool.
+func (w *Writer) runOverflow() {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.ovSignal:
+			w.flushOverflow()
+		case <-w.stop:
+			// Close holds the gate before closing stop, so no Submit adds to ov any more.
+			w.flushOverflow()
+			return
+		}
+	}
+}
+
+func (w *Writer) flushOverflow() {
+	w.ovFlushMu.Lock()
+	defer w.ovFlushMu.Unlock()
+	w.ovMu.Lock()
+	full := w.ov
+	w.ov = w.ovSpare
+	w.ovMu.Unlock()
+	w.appendSpool(full)
+	if full.buf.Cap() > 4<<20 {
+		full = newSpoolEncoder()
+	}
+	full.reset()
+	w.ovSpare = full
+}
+
+// runReplayer drains the spool into the backend: at start (leftovers of an earlier run), when
+// woken by a spool append, and, while the backend fails, on an exponential backoff with
+// jitter between RetryMin and RetryMax.
+func (w *Writer) runReplayer() {
+	defer w.wg.Done()
+	var wait time.Duration
+	for {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-w.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		if err := w.replayAll(); err != nil {
+			if w.replayCtx.Err() != nil {
+				return
+			}
+			wait = w.nextBackoff(wait)
+			w.log.Warn("audit spool replay failed; retrying", "err", err, "retry_in", wait,
+				"spool_entries", w.spool.entries.Load())
+			continue
+		}
+		wait = 0
+		select {
+		case <-w.stop:
+			return
+		case <-w.replaySignal:
+		}
+	}
+}
+
+func (w *Writer) nextBackoff(prev time.Duration) time.Duration {
+	next := prev * 2
+	if next < w.opts.RetryMin {
+		next = w.opts.RetryMin
+	}
+	if next > w.opts.RetryMax {
+		next = w.opts.RetryMax
+	}
+	// Jitter of up to a quarter, so replicas that lost the database together do not return
+	// to it in lockstep.
+	return next - time.Duration(rand.Int64N(int64(next)/4+1))
+}
+
+// replayAll replays sealed segments, oldest first, until the spool is empty or the backend
+// fails. A segment is removed only once all of it is written, so after a crash it is replayed
+// again from the start, which idempotent writes make harmless.
+func (w *Writer) replayAll() error {
+	for {
+		if err := w.replayCtx.Err(); err != nil {
+			return err
+		}
+		seg, err := w.spool.next()
+		if err != nil {
+			return err
+		}
+		if seg == nil {
+			// Nothing spooled: whatever failed before has been replayed, so batches may try
+			// the backend again.
+			w.degraded.Store(false)
+			return nil
+		}
+		if err := w.replaySegment(seg); err != nil {
+			return err
+		}
+		if err := w.spool.remove(seg); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Writer) replaySegment(seg *segment) error {
+	sr, err := openSegment(seg)
+	if err != nil {
+		return err
+	}
+	defer sr.close()
+	chunk := make([]Entry, 0, w.opts.ReplayBatchSize)
+	var chunkLines int64 // lines behind chunk, bad ones included
+	writeChunk := func() error {
+		if chunkLines == 0 {
+			return nil
+		}
+		if len(chunk) > 0 {
+			ctx, cancel := context.WithTimeout(w.replayCtx, w.opts.WriteTimeout)
+			err := w.write(ctx, chunk, &w.replayed)
+			cancel()
+			if err != nil {
+				if w.replayCtx.Err() == nil {
+					w.degraded.Store(true)
+				}
+				return err
+			}
+			// The backend took a write: new batches can go to it directly again while the
+			// rest of the spool drains.
+			w.degraded.Store(false)
+		}
+		seg.offset = sr.off
+		w.spool.consumed(chunkLines)
+		clear(chunk)
+		chunk = chunk[:0]
+		chunkLines = 0
+		return nil
+	}
+	for {
+		line, torn, err := sr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		chunkLines++
+		if torn {
+			w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.path)
+			w.deadLetterLine(line, "torn_spool_line")
+			continue
+		}
+		e, err := decodeSpoolLine(line)
+		if err != nil {
+			w.deadLetterLine(line, "corrupt_spool_line")
+			continue
+		}
+		chunk = append(chunk, e)
+		if len(chunk) >= w.opts.ReplayBatchSize {
+			if err := writeChunk(); err != nil {
+				return err
+			}
+		}
+	}
+	return writeChunk()
+}
+
+// deadLetter records an entry that can never be stored.
+func (w *Writer) deadLetter(e Entry, reason, detail string) {
+	w.rejected.Add(1)
+	w.log.Warn("audit entry rejected; kept in the dead-letter file", "job_id", e.JobID, "reason", reason, "detail", detail)
+	rec := e.Record
+	e.Record = nil
+	w.writeDeadLetter(deadLetter{At: time.Now().UTC(), Reason: reason, Detail: detail, Entry: &e, RecordBytes: rec})
+}
+
+// deadLetterLine records a spool line that cannot be decoded.
+func (w *Writer) deadLetterLine(line []byte, reason string) {
+	w.rejected.Add(1)
+	w.log.Warn("audit spool line unreadable; kept in the dead-letter file", "reason", reason, "bytes", len(line))
+	w.writeDeadLetter(deadLetter{At: time.Now().UTC(), Reason: reason, SpoolLine: line})
+}
+
+func (w *Writer) writeDeadLetter(d deadLetter) {
+	b, err := json.Marshal(d)
+	if err == nil {
+		err = w.spool.appendDeadLetter(append(b, '\n'))
+	}
+	if err != nil {
+		w.lost.Add(1)
+		w.log.Error("audit dead-letter write failed", "err", fmt.Errorf("dead_letter: %w", err), "reason", d.Reason)
+	}
+}
