@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net/http"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // execRequest is the body of POST /exec/tool and /exec/simulate, as the seed defines it.
@@ -91,6 +93,11 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		default:
 			return nil, badRequest("invalid_json", "", "malformed JSON: %v", err)
 		}
+	}
+	// Duplicate member names let two parsers read one body differently, and have no
+	// canonical form for the proof: refuse them (RFC 7493, I-JSON).
+	if !jsontext.Value(body).IsValid() {
+		return nil, badRequest("invalid_json", "", "the body is not I-JSON: duplicate member names or escaped lone surrogates")
 	}
 	if req.Tool == nil || req.Tool.Name == "" {
 		return nil, badRequest("missing_tool_name", "tool.name", "tool.name is required")

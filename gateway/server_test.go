@@ -322,6 +322,8 @@ func TestRefusals(t *testing.T) {
 		{"missing tool", "/exec/simulate", `{"agentId":"x"}`, "", 400, "missing_tool_name", "tool.name"},
 		{"empty body", "/exec/simulate", ``, "", 400, "missing_body", ""},
 		{"malformed JSON", "/exec/simulate", `{"tool":`, "", 400, "invalid_json", ""},
+		{"duplicate member names", "/exec/simulate", `{"tool":{"name":"echo","args":{"text":"a","text":"b"}}}`, "", 400, "invalid_json", ""},
+		{"lone surrogate", "/exec/simulate", `{"tool":{"name":"echo","args":{"text":"\ud800"}}}`, "", 400, "invalid_json", ""},
 		{"wrong type", "/exec/simulate", `{"tool":{"name":7}}`, "", 400, "invalid_field_type", "tool.name"},
 		{"dryRun not a boolean", "/exec/simulate", `{"tool":{"name":"echo"},"dryRun":"yes"}`, "", 400, "invalid_field_type", "dryRun"},
 		{"unknown tool", "/exec/simulate", `{"tool":{"name":"teleport"}}`, "", 400, "unknown_tool", "tool.name"},

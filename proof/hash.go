@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/gowebpki/jcs"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // ErrMismatch is returned by Verify when a record does not hash to the claimed proof hash.
@@ -17,13 +17,15 @@ var ErrMismatch = errors.New("proof_hash_mismatch")
 // ErrMalformedHash is returned by Verify when the claimed hash is not "0x" + 64 hex digits.
 var ErrMalformedHash = errors.New("malformed_proof_hash")
 
-// Canonicalize returns the RFC 8785 canonical form of a JSON document.
+// Canonicalize returns the RFC 8785 canonical form of a JSON document. Documents that are
+// not I-JSON (RFC 7493: duplicate member names, invalid UTF-8, lone surrogates) have no
+// canonical form and are refused. The input is not modified.
 func Canonicalize(doc []byte) ([]byte, error) {
-	out, err := jcs.Transform(doc)
-	if err != nil {
+	v := jsontext.Value(append([]byte(nil), doc...))
+	if err := v.Canonicalize(); err != nil {
 		return nil, fmt.Errorf("canonicalize: %w", err)
 	}
-	return out, nil
+	return v, nil
 }
 
 // HashCanonical returns the proof hash of bytes that are already canonical.

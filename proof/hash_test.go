@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gowebpki/jcs"
 )
 
 type vector struct {
@@ -116,6 +118,29 @@ func FuzzCanonicalize(f *testing.F) {
 		c2, err := Canonicalize(c)
 		if err != nil || string(c2) != string(c) {
 			t.Fatalf("not idempotent: %q -> %q (%v)", c, c2, err)
+		}
+	})
+}
+
+// FuzzCanonicalizeMatchesReference checks our canonicaliser against gowebpki/jcs, a port
+// of the RFC 8785 reference implementation: wherever both accept a document, the canonical
+// bytes must be identical. (Ours refuses more: duplicate names and lone surrogates.)
+func FuzzCanonicalizeMatchesReference(f *testing.F) {
+	for _, s := range []string{`{"b":1,"a":[1.0,2e3,-0,0.1,1e21,1e-7]}`, `{"\u20ac":1,"\u00e9":2,"z":3,"€a":4}`,
+		`"\u001f\"\\/<>&\u2028"`, `[true,false,null,{}]`, `123456789012345678901234567890`, `{"a":{"b":{"c":[]}}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		ours, err := Canonicalize(doc)
+		if err != nil {
+			return
+		}
+		ref, err := jcs.Transform(doc)
+		if err != nil {
+			return
+		}
+		if string(ours) != string(ref) {
+			t.Fatalf("canonical forms differ for %q:\n ours %q\n  ref %q", doc, ours, ref)
 		}
 	})
 }
