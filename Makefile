@@ -8,14 +8,17 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
 .PHONY: build run test test-short fuzz bench bench-load lint services tools clean
 
+include contracts/contracts.mk
+
 build:
 	$(GO) build -o $(BIN) ./cmd/secureexec
 
 run: build
 	./$(BIN) serve
 
-# Every test, with the race detector, against the real Postgres and Redis.
-test:
+# Every test, with the race detector, against the real Postgres and Redis (and anvil,
+# installed from npm by `make anvil`, for the cross-process chain tests).
+test: anvil
 	SECUREEXEC_TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(GO) test -race -count=1 $(PKGS)
 
 # Unit tests only, no services needed.

@@ -1,0 +1,202 @@
+package chain
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// Backend is what a Sender needs from a node. *ethclient.Client and the simulated chain's
+// client both satisfy it.
+type Backend interface {
+	ReceiptReader
+	PendingNonceAt(ctx context.Context, account common.Address) (uint64, error)
+	EstimateGas(ctx context.Context, call ethereum.CallMsg) (uint64, error)
+	SuggestGasTipCap(ctx context.Context) (*big.Int, error)
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+	SendTransaction(ctx context.Context, tx *types.Transaction) error
+}
+
+// DefaultSendTimeout bounds Send when the caller's context has no deadline.
+const DefaultSendTimeout = 30 * time.Second
+
+// SenderOptions tune a Sender; the zero value is usable.
+type SenderOptions struct {
+	// GasMarginPercent is added to the node's gas estimate (default 25): estimates are taken
+	// against the pending state, which can change before the tx is mined.
+	GasMarginPercent uint64
+	// MaxFeePerGas caps the fee the sender will offer; nil means no cap.
+	MaxFeePerGas *big.Int
+	// Logger receives one debug line per sent transaction; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Sender signs and sends EIP-1559 transactions from one key, tracking nonces locally so that
+// concurrent callers never reuse or skip one. It is safe for concurrent use.
+type Sender struct {
+	backend   Backend
+	key       *ecdsa.PrivateKey
+	from      common.Address
+	chainID   *big.Int
+	signer    types.Signer
+	marginPct uint64
+	maxFee    *big.Int
+	log       *slog.Logger
+
+	// lock is a one-slot semaphore rather than a sync.Mutex so that waiting for it honours
+	// the caller's deadline. It is held across nonce allocation and SendTransaction, so nonces
+	// reach the node in order and a rejected transaction never leaves a gap.
+	lock   chan struct{}
+	synced bool   // false until the first send, and again after an ambiguous send error
+	nonce  uint64 // next nonce to use when synced
+}
+
+// NewSender returns a Sender for key on the chain chainID; no network call is made yet.
+func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts SenderOptions) (*Sender, error) {
+	if backend == nil || key == nil || chainID == nil || chainID.Sign() <= 0 {
+		return nil, errors.New("chain: NewSender needs a backend, a key and a positive chain id")
+	}
+	margin := opts.GasMarginPercent
+	if margin == 0 {
+		margin = 25
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	return &Sender{
+		backend:   backend,
+		key:       key,
+		from:      crypto.PubkeyToAddress(key.PublicKey),
+		chainID:   new(big.Int).Set(chainID),
+		signer:    types.LatestSignerForChainID(chainID),
+		marginPct: margin,
+		maxFee:    opts.MaxFeePerGas,
+		log:       lg,
+		lock:      make(chan struct{}, 1),
+	}, nil
+}
+
+// Address is the account the Sender signs for (it pays the gas).
+func (s *Sender) Address() common.Address { return s.from }
+
+// Send estimates gas, prices fees, signs and submits a call of data to `to`, returning the
+// transaction hash once the node accepted it. A call that would revert fails here with an
+// error wrapping ErrExecutionReverted (see RevertReason) and consumes no nonce.
+func (s *Sender) Send(ctx context.Context, to common.Address, data []byte) (common.Hash, error) {
+	return s.send(ctx, &to, data)
+}
+
+// WaitReceipt waits for hash to be mined, polling every pollEvery; see the package-level
+// WaitReceipt for the ErrReceiptTimeout contract.
+func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error) {
+	return WaitReceipt(ctx, s.backend, hash, pollEvery)
+}
+
+// send handles calls and (to == nil) contract creations.
+func (s *Sender) send(ctx context.Context, to *common.Address, data []byte) (common.Hash, error) {
+	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
+	defer cancel()
+
+	est, err := s.backend.EstimateGas(ctx, ethereum.CallMsg{From: s.from, To: to, Data: data})
+	if err != nil {
+		if isReverted(err) {
+			return common.Hash{}, fmt.Errorf("chain: estimate gas: %w: %w", ErrExecutionReverted, err)
+		}
+		return common.Hash{}, fmt.Errorf("chain: estimate gas: %w", err)
+	}
+	gas := est + est*s.marginPct/100
+	tip, feeCap, err := s.fees(ctx)
+	if err != nil {
+		return common.Hash{}, err
+	}
+
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return common.Hash{}, fmt.Errorf("chain: waiting to send: %w", ctx.Err())
+	}
+	defer func() { <-s.lock }()
+	const attempts = 3 // a stale nonce is resynced at most twice before giving up
+	for attempt := 1; ; attempt++ {
+		if !s.synced {
+			n, err := s.backend.PendingNonceAt(ctx, s.from)
+			if err != nil {
+				return common.Hash{}, fmt.Errorf("chain: pending nonce of %s: %w", s.from.Hex(), err)
+			}
+			s.nonce, s.synced = n, true
+		}
+		tx, err := types.SignNewTx(s.key, s.signer, &types.DynamicFeeTx{
+			ChainID:   s.chainID,
+			Nonce:     s.nonce,
+			GasTipCap: tip,
+			GasFeeCap: feeCap,
+			Gas:       gas,
+			To:        to,
+			Data:      data,
+		})
+		if err != nil {
+			return common.Hash{}, fmt.Errorf("chain: sign tx: %w", err)
+		}
+		err = s.backend.SendTransaction(ctx, tx)
+		switch {
+		case err == nil || isAlreadyKnown(err):
+			s.nonce++
+			s.log.Debug("chain: tx sent", "hash", tx.Hash().Hex(), "from", s.from.Hex(), "nonce", tx.Nonce(), "gas", gas)
+			return tx.Hash(), nil
+		case isNonceStale(err) && attempt < attempts:
+			// Someone else (another process with the same key, or a replaced tx) used this
+			// nonce: resync from the node's pending view and sign again.
+			s.log.Warn("chain: nonce resync", "from", s.from.Hex(), "nonce", s.nonce, "err", err)
+			s.synced = false
+		default:
+			// The node may or may not have kept the transaction (timeouts, dropped
+			// connections), so trust the node's count next time rather than our own.
+			s.synced = false
+			return common.Hash{}, fmt.Errorf("chain: send tx nonce %d: %w", s.nonce, err)
+		}
+	}
+}
+
+// fees prices an EIP-1559 transaction: the node's suggested tip, and a cap of twice the head's
+// base fee plus the tip, which survives six full blocks of base-fee growth.
+func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, err error) {
+	tip, err = s.backend.SuggestGasTipCap(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chain: suggest gas tip: %w", err)
+	}
+	head, err := s.backend.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chain: head header: %w", err)
+	}
+	if head.BaseFee == nil {
+		return nil, nil, fmt.Errorf("chain: head %d: %w", head.Number, ErrNoBaseFee)
+	}
+	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
+	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
+		return nil, nil, fmt.Errorf("chain: max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
+	}
+	return tip, feeCap, nil
+}
+
+// isNonceStale matches geth's and anvil's rejections of a nonce that is already taken.
+func isNonceStale(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "nonce too low") || strings.Contains(msg, "replacement transaction underpriced")
+}
+
+// isAlreadyKnown matches a resubmission of a transaction the pool already holds.
+func isAlreadyKnown(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "already known") || strings.Contains(msg, "already imported")
+}
