@@ -74,13 +74,13 @@ func Deploy(ctx context.Context, backend Backend, key *ecdsa.PrivateKey, chainID
 
 // sendDeployment submits both creations back to back (consecutive nonces) without waiting.
 func sendDeployment(ctx context.Context, s *Sender) (tokenTx, batcherTx common.Hash, err error) {
-	tokenTx, err = s.send(ctx, nil, common.FromHex(testusdc.TestUSDCMetaData.Bin))
+	tokenTx, err = s.send(ctx, nil, common.FromHex(testusdc.TestUSDCMetaData.Bin), nil)
 	if err != nil {
 		return common.Hash{}, common.Hash{}, fmt.Errorf("chain: deploy TestUSDC: %w", err)
 	}
 	batcherInit := append(common.FromHex(settlementbatcher.SettlementBatcherMetaData.Bin),
 		settlementbatcher.NewSettlementBatcher().PackConstructor(s.Address())...)
-	batcherTx, err = s.send(ctx, nil, batcherInit)
+	batcherTx, err = s.send(ctx, nil, batcherInit, nil)
 	if err != nil {
 		return common.Hash{}, common.Hash{}, fmt.Errorf("chain: deploy SettlementBatcher: %w", err)
 	}

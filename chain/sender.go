@@ -94,7 +94,31 @@ func (s *Sender) Address() common.Address { return s.from }
 // transaction hash once the node accepted it. A call that would revert fails here with an
 // error wrapping ErrExecutionReverted (see RevertReason) and consumes no nonce.
 func (s *Sender) Send(ctx context.Context, to common.Address, data []byte) (common.Hash, error) {
-	return s.send(ctx, &to, data)
+	return s.send(ctx, &to, data, nil)
+}
+
+// SendPersisted is Send with a hook that receives the signed transaction before it is
+// broadcast, while the nonce is still held. Settlement persists the raw transaction there,
+// so that after a crash it re-broadcasts the very same transaction and never signs a second
+// one for the same payment. If persist fails, nothing is broadcast and the nonce is reused.
+func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(tx *types.Transaction) error) (common.Hash, error) {
+	return s.send(ctx, &to, data, persist)
+}
+
+// Rebroadcast sends an already signed transaction again (recovery after a crash). A
+// transaction the node already knows, or whose nonce is already used, is not an error: the
+// caller looks for its receipt next.
+func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error) {
+	var tx types.Transaction
+	if err := tx.UnmarshalBinary(raw); err != nil {
+		return common.Hash{}, fmt.Errorf("chain: decode persisted tx: %w", err)
+	}
+	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
+	defer cancel()
+	if err := s.backend.SendTransaction(ctx, &tx); err != nil && !isAlreadyKnown(err) && !isNonceStale(err) {
+		return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), err)
+	}
+	return tx.Hash(), nil
 }
 
 // WaitReceipt waits for hash to be mined, polling every pollEvery; see the package-level
@@ -104,7 +128,7 @@ func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery ti
 }
 
 // send handles calls and (to == nil) contract creations.
-func (s *Sender) send(ctx context.Context, to *common.Address, data []byte) (common.Hash, error) {
+func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error) {
 	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
 	defer cancel()
 
@@ -147,6 +171,11 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte) (com
 		})
 		if err != nil {
 			return common.Hash{}, fmt.Errorf("chain: sign tx: %w", err)
+		}
+		if persist != nil {
+			if err := persist(tx); err != nil {
+				return common.Hash{}, fmt.Errorf("chain: persisting tx before broadcast: %w", err)
+			}
 		}
 		err = s.backend.SendTransaction(ctx, tx)
 		switch {

@@ -181,3 +181,41 @@ func TestDeployAutoMined(t *testing.T) {
 		}
 	}
 }
+
+// The persisted transaction is the one broadcast, and re-broadcasting it after a "crash"
+// neither fails nor executes twice.
+func TestSendPersistedAndRebroadcast(t *testing.T) {
+	d := startDev(t, DevChainOptions{Accounts: 1, AutoMine: true})
+	ctx := testCtx(t)
+	c, token := d.Client(), d.Addresses().Token
+	s := newSender(t, c, d.OperatorKey(), d.ChainID())
+	to := common.BigToAddress(big.NewInt(0x2000))
+
+	// A failing persist broadcasts nothing and leaves the nonce for the next send.
+	before, _ := c.PendingNonceAt(ctx, s.Address())
+	if _, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(1)), func(*types.Transaction) error { return errors.New("disk full") }); err == nil {
+		t.Fatal("a failed persist must fail the send")
+	}
+	var raw []byte
+	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), func(tx *types.Transaction) (err error) {
+		raw, err = tx.MarshalBinary()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var persisted types.Transaction
+	if err := persisted.UnmarshalBinary(raw); err != nil || persisted.Hash() != hash || persisted.Nonce() != before {
+		t.Fatalf("persisted %s nonce %d, sent %s, want nonce %d (%v)", persisted.Hash(), persisted.Nonce(), hash, before, err)
+	}
+	if r, err := s.WaitReceipt(ctx, hash, 0); err != nil || r.Status != types.ReceiptStatusSuccessful {
+		t.Fatalf("receipt: %v", err)
+	}
+	again, err := s.Rebroadcast(ctx, raw)
+	if err != nil || again != hash {
+		t.Fatalf("rebroadcast: %s %v", again, err)
+	}
+	if bal, _ := TokenBalance(ctx, c, token, to); bal.Int64() != 5 {
+		t.Fatalf("balance %v: the mint must land exactly once", bal)
+	}
+}
