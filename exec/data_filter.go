@@ -183,10 +183,10 @@ type datafilterCond struct {
 	path   []string
 	op     string
 	value  any
-	num    *datafilterNum // value as a number, for ordering
-	set    []any          // in, nin
-	re     *regexp.Regexp // regex
-	exists bool           // exists
+	num    *datafilterNum      // value as a number, for ordering
+	set    map[string]struct{} // in, nin: canonical keys of the listed values
+	re     *regexp.Regexp      // regex
+	exists bool                // exists
 }
 
 type datafilterSort struct {
@@ -369,9 +369,13 @@ func datafilterPrepare(c datafilterCondArgs) (datafilterCond, error) {
 			err = need("a number or string value", false)
 		}
 	case "in", "nin":
-		set, ok := pc.value.([]any)
-		err = need("an array value", ok)
-		pc.set = set
+		list, ok := pc.value.([]any)
+		if err = need("an array value", ok); err == nil {
+			pc.set = make(map[string]struct{}, len(list))
+			for _, v := range list {
+				pc.set[datafilterCanon(v)] = struct{}{}
+			}
+		}
 	case "prefix":
 		_, ok := pc.value.(string)
 		err = need("a string value", ok)
@@ -526,13 +530,58 @@ func (c *datafilterCond) matches(doc any) bool {
 	return false
 }
 
+// in looks the value's canonical key up in the listed values': one pass over the value,
+// where comparing it with each listed value in turn could cost its size times the list's.
 func (c *datafilterCond) in(v any) bool {
-	for _, e := range c.set {
-		if datafilterEqual(v, e) {
-			return true
+	_, ok := c.set[datafilterCanon(v)]
+	return ok
+}
+
+// datafilterCanon encodes a value so that two values have the same key exactly when
+// datafilterEqual holds: numbers by value (an integral float as its exact integer), object
+// keys sorted.
+func datafilterCanon(v any) string {
+	var b strings.Builder
+	datafilterWriteCanon(&b, v)
+	return b.String()
+}
+
+func datafilterWriteCanon(b *strings.Builder, v any) {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case string:
+		b.WriteString(strconv.Quote(x))
+	case json.Number:
+		b.WriteString(datafilterParseNum(x).canon())
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			datafilterWriteCanon(b, e)
 		}
+		b.WriteByte(']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Quote(k))
+			b.WriteByte(':')
+			datafilterWriteCanon(b, x[k])
+		}
+		b.WriteByte('}')
 	}
-	return false
 }
 
 // order compares the field's value with the condition's; ok is false when they are not both
@@ -586,6 +635,23 @@ func (a datafilterNum) cmp(b datafilterNum) int {
 		return 0
 	}
 	return a.big().Cmp(b.big())
+}
+
+// canon is the number's key for datafilterCanon: equal numbers give equal strings.
+func (a datafilterNum) canon() string {
+	switch {
+	case a.i != nil:
+		return a.i.String()
+	case math.IsInf(a.f, 0):
+		if a.f > 0 {
+			return "+inf"
+		}
+		return "-inf"
+	case a.f == math.Trunc(a.f):
+		i, _ := new(big.Float).SetFloat64(a.f).Int(nil) // exact: the float is an integer
+		return i.String()
+	}
+	return strconv.FormatFloat(a.f, 'g', -1, 64)
 }
 
 // big converts exactly: a float64 is a binary fraction a big.Float holds without rounding.

@@ -46,6 +46,13 @@ func TestDataFilter(t *testing.T) {
 		{"string order", `"where": [{"field": "n", "op": "gte", "value": "f"}]`, "fgh", 3},
 		{"in", `"where": [{"field": "n", "op": "in", "value": ["a", "c", "z"]}]`, "ac", 2},
 		{"in with numbers by value", `"where": [{"field": "p", "op": "in", "value": [100, 2.50]}]`, "bg", 2},
+		{"eq on an array", `"where": [{"field": "t", "op": "eq", "value": ["x", "y"]}]`, "a", 1},
+		{"eq on an empty array", `"where": [{"field": "t", "op": "eq", "value": []}]`, "b", 1},
+		{"eq on an object", `"where": [{"field": "u", "op": "eq", "value": {"c": "Lyon"}}]`, "g", 1},
+		{"eq on a boolean", `"where": [{"field": "ok", "op": "eq", "value": true}]`, "h", 1},
+		{"eq never matches across kinds", `"where": [{"field": "ok", "op": "eq", "value": 1}]`, "", 0},
+		{"in with arrays and objects, key order aside", `"where": [{"field": "t", "op": "in", "value": [["x", "y"], {"c": "Paris"}]}]`, "a", 1},
+		{"in with an object", `"where": [{"field": "u", "op": "in", "value": [{"c": "Lyon"}]}]`, "g", 1},
 		{"nin matches missing fields", `"where": [{"field": "p", "op": "nin", "value": [10, "10", null]}]`, "bdeg", 4},
 		{"contains on a string", `"where": [{"field": "u.c", "op": "contains", "value": "ar"}]`, "a", 1},
 		{"contains on an array", `"where": [{"field": "t", "op": "contains", "value": "y"}]`, "a", 1},
@@ -213,10 +220,16 @@ func TestDataFilterNumbers(t *testing.T) {
 		{"-1e400", "-5", -1},
 		{"0.1", "0.10000000000000001", 0}, // the same float64
 		{"2.5", "3", -1},
+		{"100000000000000000000", "1e20", 0},
+		{"0.5", "5e-1", 0},
 	} {
-		got := datafilterParseNum(json.Number(tc.a)).cmp(datafilterParseNum(json.Number(tc.b)))
-		if got != tc.want {
+		a, b := datafilterParseNum(json.Number(tc.a)), datafilterParseNum(json.Number(tc.b))
+		if got := a.cmp(b); got != tc.want {
 			t.Errorf("cmp(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+		// in uses canonical keys; they must agree with the comparison.
+		if sameKey := a.canon() == b.canon(); sameKey != (tc.want == 0) {
+			t.Errorf("canon(%s) = %q, canon(%s) = %q, but cmp = %d", tc.a, a.canon(), tc.b, b.canon(), tc.want)
 		}
 	}
 }

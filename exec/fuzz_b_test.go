@@ -7,6 +7,7 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -128,6 +129,9 @@ func FuzzJSONParse(f *testing.F) {
 	tool := NewJSONParse()
 	reg := toolsBRegistry(f, tool)
 	f.Fuzz(func(t *testing.T, text string, maxDepth uint8) {
+		if !utf8.ValidString(text) {
+			return // JSON args cannot carry it: encoding turns each bad byte into U+FFFD
+		}
 		args := map[string]any{"text": text}
 		if maxDepth > 0 {
 			args["maxDepth"] = int(maxDepth)
@@ -145,11 +149,19 @@ func FuzzJSONParse(f *testing.F) {
 		if out.Valid && !json.Valid([]byte(text)) {
 			t.Fatalf("accepted invalid JSON %q", text)
 		}
-		if out.Valid && !json.Valid(out.Value) {
-			t.Fatalf("value is not JSON: %q", out.Value)
-		}
-		if out.Valid && len(out.Value) > len(text) {
-			t.Fatalf("value (%d bytes) larger than the text (%d)", len(out.Value), len(text))
+		if out.Valid {
+			// The value says what the text says (encoding/json also turns a lone surrogate
+			// into U+FFFD, so the two agree there too).
+			var fromText, fromValue any
+			if err := toolsBDecode([]byte(text), &fromText); err != nil {
+				t.Fatalf("text: %v", err)
+			}
+			if err := toolsBDecode(out.Value, &fromValue); err != nil {
+				t.Fatalf("value is not JSON: %q", out.Value)
+			}
+			if !reflect.DeepEqual(fromText, fromValue) {
+				t.Fatalf("value %s differs from text %q", out.Value, text)
+			}
 		}
 		if !out.Valid && (out.Error == nil || out.Error.Offset < 0 || out.Error.Offset > len(text)) {
 			t.Fatalf("invalid without a located error: %+v", out.Error)
@@ -249,6 +261,12 @@ func FuzzDataFilter(f *testing.F) {
 	})
 }
 
+func toolsBDecode(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
 func toolsBQuote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
@@ -258,6 +276,11 @@ func toolsBQuote(s string) string {
 // does: the output must be completed, encodable and free of U+0000.
 func TestToolsBThroughRunner(t *testing.T) {
 	reg := toolsBRegistry(t, NewJSONParse(), NewSchemaValidate(), NewMathCompute(), NewStringTransform(), NewDataFilter())
+	for _, info := range reg.List() {
+		if info.Description == "" || strings.Contains(info.Description, "\n") {
+			t.Fatalf("%s: description must be one non-empty line", info.Name)
+		}
+	}
 	runner := NewRunner(reg, Limits{}, nil)
 	calls := []struct{ tool, args string }{
 		{"json_parse", `{"text": "{\"a\": [1, 2]}"}`},
@@ -278,5 +301,50 @@ func TestToolsBThroughRunner(t *testing.T) {
 			}
 			toolsBNoNUL(t, res.Output)
 		}
+	}
+}
+
+// toolsBCountdownCtx is a context whose Err reports cancellation after a number of calls,
+// which makes "the tool checks ctx while it works, not only at the start" testable without
+// racing a timer.
+type toolsBCountdownCtx struct {
+	context.Context
+	left atomic.Int64
+}
+
+func toolsBCountdown(n int64) *toolsBCountdownCtx {
+	c := &toolsBCountdownCtx{Context: context.Background()}
+	c.left.Store(n)
+	return c
+}
+
+func (c *toolsBCountdownCtx) Err() error {
+	if c.left.Add(-1) < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestToolsBNoticeCancellationMidway lets each tool pass its first ctx check and cancels
+// at the next one, which only a check inside the tool's main loop can see.
+func TestToolsBNoticeCancellationMidway(t *testing.T) {
+	items := strings.TrimSuffix(strings.Repeat(`{"a": 1},`, 1500), ",")
+	for _, tc := range []struct {
+		tool Tool
+		args string
+	}{
+		{NewJSONParse(), `{"data": [` + items + `]}`},
+		{NewSchemaValidate(), `{"schema": {"items": {"type": "object"}}, "data": [` + items + `]}`},
+		{NewMathCompute(), `{"expression": "count(1..1000, # > 0)"}`},
+		{NewStringTransform(), `{"input": "a", "operations": [{"op": "upper"}, {"op": "lower"}, {"op": "upper"}]}`},
+		{NewDataFilter(), `{"data": [` + items + `], "where": [{"field": "a", "op": "eq", "value": 1}]}`},
+	} {
+		t.Run(tc.tool.Name(), func(t *testing.T) {
+			for _, call := range []func(context.Context, json.RawMessage) (any, error){tc.tool.Simulate, tc.tool.Run} {
+				if _, err := call(toolsBCountdown(1), json.RawMessage(tc.args)); !errors.Is(err, context.Canceled) {
+					t.Fatalf("error %v, want context.Canceled", err)
+				}
+			}
+		})
 	}
 }

@@ -59,6 +59,8 @@ func TestJSONParse(t *testing.T) {
 			JSONParseOutput{Bytes: 11, Error: &JSONParseError{Code: "nul_character", Message: "a string contains U+0000, which the audit store (PostgreSQL jsonb) cannot hold", Offset: 10, Line: 1, Column: 11}}},
 		{"U+0000 in a key", `{"data": {"\u0000": 1}}`,
 			JSONParseOutput{Bytes: 13, Error: &JSONParseError{Code: "nul_character", Message: "a string contains U+0000, which the audit store (PostgreSQL jsonb) cannot hold", Offset: 9, Line: 1, Column: 10}}},
+		{"long duplicate key is clipped in the message", `{"text": "{\"` + strings.Repeat("k", 100) + `\": 1, \"` + strings.Repeat("k", 100) + `\": 2}"}`,
+			JSONParseOutput{Bytes: 214, Error: &JSONParseError{Code: "duplicate_key", Message: `duplicate object key "` + strings.Repeat("k", 64) + `…"`, Offset: 210, Line: 1, Column: 211}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := toolsBCall(t, reg, tool, tc.args)

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -40,6 +41,9 @@ var DefaultMathComputeConfig = MathComputeConfig{
 // mathcomputeMaxExprBytes backs up the schema's 1024-character limit in bytes, for callers
 // that reach the tool without the registry.
 const mathcomputeMaxExprBytes = 4096
+
+// mathcomputeMaxVariables backs up the schema's maxProperties.
+const mathcomputeMaxVariables = 64
 
 // MathCompute is the math_compute tool: a bounded arithmetic evaluator built on expr-lang/expr.
 //
@@ -137,7 +141,7 @@ func (m *MathCompute) Run(ctx context.Context, args json.RawMessage) (any, error
 // mathcomputeBuiltins are the expr builtins left enabled: numeric only, and none that copies
 // arrays outside the VM's memory accounting (reverse, sort, concat, take, uniq, ... are off).
 var mathcomputeBuiltins = map[string]bool{
-	"abs": true, "ceil": true, "floor": true, "round": true,
+	"ceil": true, "floor": true, "round": true,
 	"max": true, "min": true, "mean": true, "median": true, "len": true,
 	"first": true, "last": true,
 	// closure builtins: every body evaluation ticks the step counter
@@ -235,6 +239,9 @@ func mathcomputeCompile(src string, opts []expr.Option) (prog *vm.Program, err e
 // env converts the caller's variables into the only values the expression can see: Go ints,
 // float64s and slices of them. Integers that fit int64 stay integers.
 func (m *MathCompute) env(vars map[string]json.RawMessage) (map[string]any, error) {
+	if len(vars) > mathcomputeMaxVariables {
+		return nil, Failf("too_many_variables", "%d variables, the limit is %d", len(vars), mathcomputeMaxVariables)
+	}
 	env := map[string]any{"pi": math.Pi, "e": math.E}
 	elements := 0
 	for name, raw := range vars {
@@ -273,10 +280,15 @@ func (m *MathCompute) env(vars map[string]json.RawMessage) (map[string]any, erro
 	return env, nil
 }
 
+// mathcomputeCallable reports whether name is one of the functions this tool defines (as
+// opposed to an expr builtin).
+func mathcomputeCallable(name string) bool {
+	return mathcomputeUnary[name] != nil || mathcomputeBinary[name] != nil || name == "sum" || name == "abs"
+}
+
 func mathcomputeCheckName(name string) error {
 	bad := name == "" || len(name) > 64 || strings.HasPrefix(name, "__") || strings.HasPrefix(name, "$") ||
-		mathcomputeKeywords[name] || mathcomputeBuiltins[name] || name == "sum" ||
-		mathcomputeUnary[name] != nil || mathcomputeBinary[name] != nil
+		mathcomputeKeywords[name] || mathcomputeBuiltins[name] || mathcomputeCallable(name)
 	for i, r := range name {
 		ok := r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (i > 0 && r >= '0' && r <= '9')
 		bad = bad || !ok
@@ -410,7 +422,7 @@ func (w *mathcomputeWalker) walk(n ast.Node, depth int) error {
 		return w.walkAll(d, n.Node, n.From, n.To)
 	case *ast.CallNode:
 		id, ok := n.Callee.(*ast.IdentifierNode)
-		if !ok || (mathcomputeUnary[id.Value] == nil && mathcomputeBinary[id.Value] == nil && id.Value != "sum") {
+		if !ok || !mathcomputeCallable(id.Value) {
 			name := "this call"
 			if ok {
 				name = fmt.Sprintf("the function %q", id.Value)
@@ -481,15 +493,54 @@ func (r *mathcomputeRun) step(...any) (any, error) {
 	return nil, nil
 }
 
-// Visit implements ast.Visitor: it prefixes each closure body with a call to the step counter.
-// A sequence keeps the body's static type, so the checker still sees what the body returns.
+// Visit implements ast.Visitor. It prefixes each closure body with a call to the step
+// counter (a sequence keeps the body's static type, so the checker still sees what the body
+// returns), and it routes every array literal element and every map() result through
+// mathcomputeScalar, so that no array ever holds an array. Nested arrays would let a short
+// expression build a DAG (let b = [a, a]; let c = [b, b]; ...) that ==, in, max or an error
+// message then walks in exponential time, none of which the VM bounds.
 func (r *mathcomputeRun) Visit(node *ast.Node) {
-	p, ok := (*node).(*ast.PredicateNode)
-	if !ok {
-		return
+	switch n := (*node).(type) {
+	case *ast.UnaryNode:
+		// expr negates with Go's wrapping minus; 0 - x goes through the checked subtraction.
+		if n.Operator == "-" {
+			zero := &ast.IntegerNode{Value: 0}
+			zero.SetLocation(n.Location())
+			sub := &ast.BinaryNode{Operator: "-", Left: zero, Right: n.Node}
+			sub.SetLocation(n.Location())
+			ast.Patch(node, sub)
+		}
+	case *ast.PredicateNode:
+		tick := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeStepFn}}
+		n.Node = &ast.SequenceNode{Nodes: []ast.Node{tick, n.Node}}
+	case *ast.ArrayNode:
+		for i := range n.Nodes {
+			n.Nodes[i] = mathcomputeScalarCall(n.Nodes[i])
+		}
+	case *ast.BuiltinNode:
+		if n.Name == "map" && len(n.Arguments) == 2 {
+			if p, ok := n.Arguments[1].(*ast.PredicateNode); ok {
+				p.Node = mathcomputeScalarCall(p.Node)
+			}
+		}
 	}
-	tick := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeStepFn}}
-	p.Node = &ast.SequenceNode{Nodes: []ast.Node{tick, p.Node}}
+}
+
+const mathcomputeScalarFn = "__scalar"
+
+func mathcomputeScalarCall(n ast.Node) ast.Node {
+	call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeScalarFn}, Arguments: []ast.Node{n}}
+	call.SetLocation(n.Location()) // errors point at the element, not at column 1
+	return call
+}
+
+// mathcomputeScalar lets numbers, booleans and nil through and refuses everything else.
+func mathcomputeScalar(p ...any) (any, error) {
+	switch p[0].(type) {
+	case int, float64, bool, nil:
+		return p[0], nil
+	}
+	return nil, Failf("nested_array", "an array element must be a number or a boolean, not %s", mathcomputeKind(p[0]))
 }
 
 func (r *mathcomputeRun) options(env map[string]any, cfg MathComputeConfig) []expr.Option {
@@ -499,7 +550,9 @@ func (r *mathcomputeRun) options(env map[string]any, cfg MathComputeConfig) []ex
 		expr.MaxNodes(uint(cfg.MaxNodes) * 4), // generous: the walker has counted already; the checked operators add nodes
 		expr.Patch(r),
 		expr.Function(mathcomputeStepFn, r.step),
+		expr.Function(mathcomputeScalarFn, mathcomputeScalar, new(func(any) any)),
 		expr.Function("sum", func(p ...any) (any, error) { return mathcomputeSum(r.ctx, p[0]) }, new(func(any) any)),
+		expr.Function("abs", mathcomputeAbs, new(func(int) int), new(func(float64) float64), new(func(any) any)),
 	}
 	for name := range mathcomputeBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
@@ -634,6 +687,23 @@ func mathcomputeArith(op string, a, b any) (any, error) {
 	}
 }
 
+// mathcomputeAbs replaces expr's abs, which returns math.MinInt64 for itself.
+func mathcomputeAbs(p ...any) (any, error) {
+	switch x := p[0].(type) {
+	case int:
+		if x == math.MinInt {
+			return nil, Failf("integer_overflow", "abs(%d) overflows a 64-bit integer", x)
+		}
+		if x < 0 {
+			return -x, nil
+		}
+		return x, nil
+	case float64:
+		return math.Abs(x), nil
+	}
+	return nil, Failf("invalid_operand", "abs takes a number, got %s", mathcomputeKind(p[0]))
+}
+
 // mathcomputeSum replaces expr's sum: overflow-checked for integers, and — unlike the builtin,
 // which the optimizer turns into a closed form for ranges — it makes a range cost its size in
 // the memory budget, so sum(1..1e8) is refused rather than special-cased.
@@ -684,10 +754,11 @@ func mathcomputeFailure(ctx context.Context, code string, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("math_compute: %w", ctx.Err())
 	}
-	msg := err.Error()
+	// expr formats operand values into some messages; an array can make that megabytes.
+	msg := mathcomputeClip(err.Error())
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		msg = fmt.Sprintf("%s (at column %d)", fe.Message, fe.Column+1)
+		msg = fmt.Sprintf("%s (at column %d)", mathcomputeClip(fe.Message), fe.Column+1)
 	}
 	var te *ToolError
 	if errors.As(err, &te) {
@@ -702,6 +773,19 @@ func mathcomputeFailure(ctx context.Context, code string, err error) error {
 		return Failf("memory_budget_exceeded", "%s", msg)
 	}
 	return Failf(code, "%s", msg)
+}
+
+// mathcomputeClip bounds a message taken from expr.
+func mathcomputeClip(s string) string {
+	const limit = 512
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // mathcomputeFormat renders the result as a JSON literal. Integers print in full; floats print
@@ -751,7 +835,7 @@ func mathcomputeFunctionNames() []string {
 	for n := range mathcomputeBinary {
 		names = append(names, n)
 	}
-	names = append(names, "sum")
+	names = append(names, "sum", "abs")
 	sort.Strings(names)
 	return names
 }

@@ -69,6 +69,15 @@ func NewRegistry(tools ...Tool) (*Registry, error) {
 	return r, nil
 }
 
+// newSchemaCompiler is the one compile policy for every schema in the sandbox: draft
+// 2020-12 unless the schema names another, and every external $ref refused.
+func newSchemaCompiler() *jsonschema.Compiler {
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.UseLoader(refuseLoader{})
+	return c
+}
+
 // CompileSchema compiles a JSON Schema (default draft 2020-12) with every external $ref
 // disabled. It is shared by the registry and the schema_validate tool.
 func CompileSchema(url string, schema []byte) (*jsonschema.Schema, error) {
@@ -76,9 +85,7 @@ func CompileSchema(url string, schema []byte) (*jsonschema.Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema is not JSON: %w", err)
 	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.UseLoader(refuseLoader{})
+	c := newSchemaCompiler()
 	if err := c.AddResource(url, doc); err != nil {
 		return nil, err
 	}

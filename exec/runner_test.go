@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 )
@@ -297,5 +298,13 @@ func TestRunnerToolTimeoutError(t *testing.T) {
 	_, status, err := r.Run(context.Background(), Call{Tool: "wraps", Timeout: 50 * time.Millisecond})
 	if err != nil || status != StatusTimeout {
 		t.Fatalf("status %q err %v, want timeout", status, err)
+	}
+}
+
+func TestToolErrorMessagesAreBounded(t *testing.T) {
+	long := strings.Repeat("é", 2000)
+	res := failed(Result{}, Failf("some_code", "%s", long))
+	if len(res.Error.Message) > maxErrorMessage+len("…") || !utf8.ValidString(res.Error.Message) || res.Error.Code != "some_code" {
+		t.Fatalf("message of %d bytes, valid UTF-8 %v", len(res.Error.Message), utf8.ValidString(res.Error.Message))
 	}
 }

@@ -182,13 +182,10 @@ const schemavalidateURL = "https://schema-validate.secureexec.invalid/schema.jso
 // so that the compiler hands every object schema to schemavalidateBudget.
 const schemavalidateVocab = "urn:secureexec:vocab:evaluation-budget"
 
-// schemavalidateCompile compiles like CompileSchema (draft 2020-12 by default, every load
-// refused by the same loader) and adds the budget extension to every object schema.
-// CompileSchema offers no hook for a vocabulary, hence the copy.
+// schemavalidateCompile compiles under the sandbox's schema policy (newSchemaCompiler) and
+// adds the budget extension to every object schema.
 func schemavalidateCompile(doc any, budget *schemavalidateBudget) (*jsonschema.Schema, error) {
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.UseLoader(refuseLoader{})
+	c := newSchemaCompiler()
 	c.RegisterVocabulary(&jsonschema.Vocabulary{URL: schemavalidateVocab, Compile: budget.compile})
 	// Without this, drafts 2019-09 and 2020-12 would only run vocabularies their metaschema
 	// lists, and ours is in none.

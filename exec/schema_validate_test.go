@@ -118,6 +118,22 @@ func TestSchemaValidateErrorCap(t *testing.T) {
 	}
 }
 
+func TestSchemaValidateLongMessagesAreClipped(t *testing.T) {
+	tool := NewSchemaValidate()
+	long := strings.Repeat("é", 2000)
+	out, err := toolsBCall(t, toolsBRegistry(t, tool), tool, `{"schema": {"pattern": "^a"}, "data": "`+long+`"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got SchemaValidateOutput
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Errors) != 1 || len(got.Errors[0].Message) > 512+len("…") || !strings.HasSuffix(got.Errors[0].Message, "…") {
+		t.Fatalf("message not clipped: %d bytes", len(got.Errors[0].Message))
+	}
+}
+
 func TestSchemaValidateArgsRejected(t *testing.T) {
 	reg := toolsBRegistry(t, NewSchemaValidate())
 	for _, tc := range []struct {
