@@ -81,6 +81,8 @@ func classify(err error) (status int, code, field string, retryAfter int) {
 		return http.StatusServiceUnavailable, "sandbox_busy", "", 1
 	case errors.Is(err, errJobStoreUnavailable):
 		return http.StatusServiceUnavailable, "audit_store_unavailable", "", 2
+	case errors.Is(err, errPaymentNotFound):
+		return http.StatusNotFound, "payment_not_found", "", 0
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "job_not_found", "", 0
 	case errors.Is(err, errRouteNotFound):

@@ -29,6 +29,15 @@ type execResponse struct {
 	LatencyMs       int64            `json:"latencyMs"`
 	Timestamp       string           `json:"timestamp"`
 	SchemaVersion   string           `json:"schemaVersion"`
+	Settlement      *settlementInfo  `json:"settlement,omitempty"`
+}
+
+// settlementInfo tells a paying caller where its money is: settled (with the transaction)
+// or pending (with the id to poll at GET /payments/{id}).
+type settlementInfo struct {
+	Status      string `json:"status"`
+	ID          string `json:"id,omitempty"`
+	Transaction string `json:"transaction,omitempty"`
 }
 
 const (
@@ -95,6 +104,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		Context:       req.Context,
 		Payment:       paymentRef(pay),
 	}
+	if pay.auth != nil {
+		pay.auth.JobID = rec.JobID
+	}
 	timeout := s.runner.Limits().DefaultTimeout
 	if req.Tool.TimeoutS != nil {
 		timeout = s.runner.Timeout(*req.Tool.TimeoutS)
@@ -110,12 +122,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		rec.Result = exec.Result{Output: []byte("null"), ExitCode: exec.ExitFailed, Simulated: dryRun,
 			Error: exec.Failf("iam_denied", "%s", denialDetail(rec.IAM))}
 		_, hash := s.finish(rec, start, pay)
+		s.void(r.Context(), pay, "iam_denied")
 		s.writeError(w, r, &deniedError{reason: rec.IAM.Reason, detail: denialDetail(rec.IAM), jobID: rec.JobID, proofHash: hash})
 		return
 	}
 
 	res, status, err := s.runner.Run(r.Context(), exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout})
 	if err != nil {
+		s.void(r.Context(), pay, "not_run")
 		s.writeError(w, r, err)
 		return
 	}
@@ -123,12 +137,53 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	latency, hash := s.finish(rec, start, pay)
 	s.metrics.tools.WithLabelValues(rec.Tool.Name, string(mode), rec.Status).Inc()
 
+	// A failed tool is not charged; a completed one is settled now (or queued).
+	var settled *settlementInfo
+	if rec.Status != exec.StatusCompleted {
+		s.void(r.Context(), pay, "tool_"+rec.Status)
+	} else if pay.auth != nil {
+		st, err := pay.rail.Settle(r.Context(), pay.auth)
+		if err != nil {
+			if isPaymentError(err) {
+				// The money cannot move (the payer spent the authorization between verify
+				// and settle): the result is withheld, as x402's reference server does.
+				s.metrics.payments.WithLabelValues(pay.protocol, "settlement_refused").Inc()
+				s.writePaymentRequired(w, r, price, err)
+				return
+			}
+			s.log.Error("settlement failed; the payment stays recorded for reconciliation", "job_id", rec.JobID, "err", err)
+			st = &payments.Settlement{Status: payments.SettlementPending, ID: pay.auth.Reference}
+		}
+		for k, vs := range st.Header {
+			for _, v := range vs {
+				w.Header().Add(k, v)
+			}
+		}
+		settled = &settlementInfo{Status: st.Status, ID: st.ID, Transaction: st.TxHash}
+		s.metrics.payments.WithLabelValues(pay.protocol, "settlement_"+st.Status).Inc()
+	}
+
 	w.Header().Set(headerProofHash, hash)
 	writeJSON(w, http.StatusOK, "application/json", execResponse{
 		JobID: rec.JobID, Tool: rec.Tool.Name, DryRun: dryRun, Status: rec.Status, Result: rec.Result,
 		IAMApproved: rec.IAM.Approved, IAM: rec.IAM, ProofHash: hash, PaymentProtocol: pay.protocol,
-		LatencyMs: latency, Timestamp: rec.Timestamp, SchemaVersion: SchemaVersion,
+		LatencyMs: latency, Timestamp: rec.Timestamp, SchemaVersion: SchemaVersion, Settlement: settled,
 	})
+}
+
+// void tells the rail that a verified payment will never be settled. Failing to record it
+// is logged, not fatal: recovery marks stale verified payments as not charged anyway.
+func (s *Server) void(ctx context.Context, pay payment, reason string) {
+	if pay.auth == nil {
+		return
+	}
+	v, ok := pay.rail.(payments.Voider)
+	if !ok {
+		return
+	}
+	if err := v.Void(context.WithoutCancel(ctx), pay.auth, reason); err != nil {
+		s.log.Warn("recording an uncharged payment", "reference", pay.auth.Reference, "err", err)
+	}
 }
 
 // finish seals the record and hands it to the audit log, which never blocks.

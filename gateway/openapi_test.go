@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -18,13 +19,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
 	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
@@ -126,6 +130,25 @@ func (oaApprove) Decide(ctx context.Context, req identity.Request) identity.Outc
 	return identity.Outcome{Approved: true, Decision: identity.DecisionApproved, Source: identity.SourcePolicy, Reason: identity.ReasonEPDisabled}
 }
 
+const oaPaymentID = "3f0e6a52-1c4b-4d8e-9a0f-6b5c4d3e2a10"
+
+// oaPayments knows one settled payment; oaBrokenJobID fails like an unreachable ledger.
+type oaPayments struct{}
+
+func (oaPayments) Get(_ context.Context, id uuid.UUID) (ledger.Payment, error) {
+	switch id.String() {
+	case oaPaymentID:
+		t := time.Date(2026, 3, 23, 0, 0, 0, 0, time.UTC)
+		return ledger.Payment{ID: id, Rail: "x402", Status: ledger.StatusSettled, Network: "eip155:8453",
+			Asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", Payer: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+			PayTo: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", Amount: big.NewInt(10000), JobID: uuid.New(),
+			TxHash: "0x" + strings.Repeat("ab", 32), CreatedAt: t, UpdatedAt: t, SettledAt: t}, nil
+	case oaBrokenJobID:
+		return ledger.Payment{}, errors.New("connection refused")
+	}
+	return ledger.Payment{}, ledger.ErrNotFound
+}
+
 // oaAudit keeps entries in memory; reading oaBrokenJobID fails like an unreachable store.
 type oaAudit struct {
 	mu      sync.Mutex
@@ -224,7 +247,7 @@ func oaServer(t *testing.T) (*Server, *oaAudit) {
 	cfg.Payment.InternalAPIKey = oaInternalKey
 	cfg.Payment.PayTo = oaPayTo
 	s, err := New(cfg, Deps{Runner: exec.NewRunner(reg, exec.Limits{}, log), IAM: oaApprove{}, Audit: audit,
-		Rails: oaRails(t), Logger: log})
+		Rails: oaRails(t), Logger: log, Payments: oaPayments{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -713,6 +736,10 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 		{name: "job not a UUID", method: "GET", target: "/exec/jobs/not-a-uuid", status: 400, code: "invalid_job_id"},
 		{name: "unknown job", method: "GET", target: "/exec/jobs/" + oaMissingJobID, status: 404, code: "job_not_found"},
 		{name: "audit store away", method: "GET", target: "/exec/jobs/" + oaBrokenJobID, status: 503, code: "audit_store_unavailable"},
+		{name: "a payment", method: "GET", target: "/payments/" + oaPaymentID, status: 200},
+		{name: "payment id not a UUID", method: "GET", target: "/payments/x", status: 400, code: "invalid_payment_id"},
+		{name: "unknown payment", method: "GET", target: "/payments/" + oaMissingJobID, status: 404, code: "payment_not_found"},
+		{name: "payment store away", method: "GET", target: "/payments/" + oaBrokenJobID, status: 503, code: "audit_store_unavailable"},
 		{name: "unknown path", method: "GET", target: "/exec/run", status: 404, code: "not_found"},
 		{name: "wrong method", method: "GET", target: "/exec/tool", status: 405, code: "method_not_allowed"},
 		{name: "wrong method on health", method: "POST", target: "/health", body: `{}`, status: 405, code: "method_not_allowed"},

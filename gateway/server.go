@@ -60,6 +60,7 @@ type Deps struct {
 	IAM        Authorizer
 	Audit      AuditLog
 	Rails      []payments.Rail
+	Payments   PaymentReader // GET /payments/{id}; nil when no rail keeps a ledger
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry // metrics are registered here and served at /metrics
 	Collectors []prometheus.Collector
@@ -68,16 +69,17 @@ type Deps struct {
 
 // Server is the HTTP gateway. Build it with New and serve Handler().
 type Server struct {
-	cfg     Config
-	runner  *exec.Runner
-	iam     Authorizer
-	audit   AuditLog
-	pay     *paymentGate
-	prices  payments.PriceTable
-	log     *slog.Logger
-	metrics *metrics
-	now     func() time.Time
-	router  *mux.Router
+	cfg      Config
+	runner   *exec.Runner
+	iam      Authorizer
+	audit    AuditLog
+	payments PaymentReader
+	pay      *paymentGate
+	prices   payments.PriceTable
+	log      *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	router   *mux.Router
 }
 
 // New wires the gateway. Zero limits in cfg take DefaultConfig's values.
@@ -108,7 +110,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, pay: newPaymentGate(cfg.Payment, d.Rails),
+		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, payments: d.Payments, pay: newPaymentGate(cfg.Payment, d.Rails),
 		prices: cfg.Prices, log: d.Logger, metrics: m, now: d.Now,
 	}
 	s.router = s.routes(d.Registry)
@@ -133,6 +135,7 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	handle("/exec/simulate", http.MethodPost, "exec_simulate", s.handleSimulate)
 	handle("/exec/tools", http.MethodGet, "exec_tools", s.handleTools)
 	handle("/exec/jobs/{jobId}", http.MethodGet, "exec_job", s.handleJob)
+	handle("/payments/{id}", http.MethodGet, "payment", s.handlePayment)
 	handle("/health", http.MethodGet, "health", s.handleHealth)
 	handle("/openapi.json", http.MethodGet, "openapi", s.handleOpenAPI)
 	r.Handle("/metrics", metricsHandler(reg)).Methods(http.MethodGet)

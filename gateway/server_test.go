@@ -103,7 +103,12 @@ func (m *memAudit) Get(_ context.Context, id string) (store.Entry, error) {
 
 // fakeRail accepts "Authorization: Fake <token>"; token "good" pays, "bad" is refused,
 // "down" finds its backend unavailable.
-type fakeRail struct{ verified []string }
+type fakeRail struct {
+	verified []string
+	settled  []string // job ids settled
+	voided   []string // reasons
+	settleAs func() (*payments.Settlement, error)
+}
 
 func (f *fakeRail) Name() string { return "fake" }
 func (f *fakeRail) Offer(_ context.Context, p payments.Price) (payments.Challenge, error) {
@@ -126,8 +131,18 @@ func (f *fakeRail) Verify(_ context.Context, r *http.Request, p payments.Price) 
 		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_fake_token", Detail: "token refused"}
 	}
 }
-func (f *fakeRail) Settle(context.Context, *payments.Authorization) (*payments.Settlement, error) {
-	return &payments.Settlement{Status: payments.SettlementSettled}, nil
+func (f *fakeRail) Settle(_ context.Context, a *payments.Authorization) (*payments.Settlement, error) {
+	f.settled = append(f.settled, a.JobID)
+	if f.settleAs != nil {
+		return f.settleAs()
+	}
+	h := http.Header{}
+	h.Set("X-Fake-Receipt", "tx-1")
+	return &payments.Settlement{Status: payments.SettlementSettled, ID: "pay-1", TxHash: "0xtx", Header: h}, nil
+}
+func (f *fakeRail) Void(_ context.Context, _ *payments.Authorization, reason string) error {
+	f.voided = append(f.voided, reason)
+	return nil
 }
 
 type harness struct {
@@ -490,5 +505,45 @@ func TestDryRunOnlyToolIsRefusedBeforePayment(t *testing.T) {
 	}
 	if len(h.rail.verified) != 0 {
 		t.Fatal("a call that can never run must not claim a payment")
+	}
+}
+
+func TestSettlementFollowsTheOutcome(t *testing.T) {
+	h := newHarness(t)
+	pay := []string{"Authorization", "Fake good"}
+
+	// Completed: settled once, with the rail's headers and the settlement in the body.
+	w := h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, pay...)
+	r := decode[execResponse](t, w)
+	if w.Code != 200 || r.Settlement == nil || r.Settlement.Status != "settled" || r.Settlement.Transaction != "0xtx" || w.Header().Get("X-Fake-Receipt") != "tx-1" {
+		t.Fatalf("settled call: %d %s", w.Code, w.Body)
+	}
+	if len(h.rail.settled) != 1 || h.rail.settled[0] != r.JobID {
+		t.Fatalf("settled %v, want exactly the job %s", h.rail.settled, r.JobID)
+	}
+
+	// A failed tool and a denied call are voided, never settled.
+	h.do("POST", "/exec/tool", `{"tool":{"name":"boom"}}`, pay...)
+	h.do("POST", "/exec/tool", `{"agentId":"mallory","tool":{"name":"echo","args":{"text":"x"}}}`, pay...)
+	if len(h.rail.settled) != 1 || strings.Join(h.rail.voided, ",") != "tool_failed,iam_denied" {
+		t.Fatalf("settled %v voided %v", h.rail.settled, h.rail.voided)
+	}
+
+	// Pending is reported as pending, with the id to poll.
+	h.rail.settleAs = func() (*payments.Settlement, error) {
+		return &payments.Settlement{Status: payments.SettlementPending, ID: "pay-2"}, nil
+	}
+	r = decode[execResponse](t, h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, pay...))
+	if r.Settlement == nil || r.Settlement.Status != "pending" || r.Settlement.ID != "pay-2" || r.Result.Output == nil {
+		t.Fatalf("pending: %+v", r)
+	}
+
+	// A settlement the chain refuses withholds the result: 402 with the reason, no output.
+	h.rail.settleAs = func() (*payments.Settlement, error) {
+		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_exact_evm_nonce_already_used", Detail: "spent"}
+	}
+	w = h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"secret"}}}`, pay...)
+	if w.Code != 402 || strings.Contains(w.Body.String(), "secret") || decode[map[string]any](t, w)["code"] != "invalid_exact_evm_nonce_already_used" {
+		t.Fatalf("refused settlement: %d %s", w.Code, w.Body)
 	}
 }

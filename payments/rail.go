@@ -34,7 +34,14 @@ type Authorization struct {
 	Payer     string // checksummed address, or the rail's customer reference
 	Amount    uint64 // atomic units
 	Reference string // the rail's reference for the record (nonce, PaymentIntent id, ...)
+	JobID     string // set by the gateway once the call has a job id
 	State     any    // rail-private; only the issuing rail reads it
+}
+
+// A Voider is a rail whose verified authorizations must be marked as never charged when the
+// call does not complete (the tool failed, IAM denied it). Rails without one need nothing.
+type Voider interface {
+	Void(ctx context.Context, a *Authorization, reason string) error
 }
 
 // Settlement statuses.

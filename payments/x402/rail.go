@@ -1,0 +1,289 @@
+package x402
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/chain"
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// SettleMode is when the money moves.
+type SettleMode string
+
+const (
+	// SettleSync settles after the tool succeeded and before responding (x402's
+	// authorization flow): the response's PAYMENT-RESPONSE carries the transaction.
+	SettleSync SettleMode = "sync"
+	// SettleBatch queues the authorization; the batch worker settles many in one
+	// transaction. The response says the settlement is pending and gives its id.
+	SettleBatch SettleMode = "batch"
+)
+
+// nonceClaims marks a credential as used, once, across every replica.
+type nonceClaims interface {
+	Claim(ctx context.Context, key string, expiresAt time.Time) error
+}
+
+// paymentBook is the durable state of each payment; only legal transitions succeed.
+type paymentBook interface {
+	Create(ctx context.Context, p ledger.Payment) error
+	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+}
+
+// settler moves the money of one verified payment now.
+type settler interface {
+	settle(ctx context.Context, p *pendingPayment) (*payments.Settlement, error)
+}
+
+// Config configures the x402 rail.
+type Config struct {
+	Network     Network
+	PayTo       common.Address
+	MaxTimeout  time.Duration // maxTimeoutSeconds of the offer (default 60 s)
+	Mode        SettleMode    // default SettleSync
+	ResourceURL func(r *http.Request) string
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Rail is x402 (exact scheme, EIP-3009) as a payments.Rail.
+type Rail struct {
+	cfg     Config
+	reader  ChainReader
+	claims  nonceClaims
+	book    paymentBook
+	settler settler
+}
+
+// NewRail wires the rail. reader serves verification's chain reads; settler is the chain
+// or facilitator settler (see NewChainSettler).
+func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBook, s settler) (*Rail, error) {
+	if err := cfg.Network.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.PayTo == (common.Address{}) {
+		return nil, errors.New("x402: payTo is required")
+	}
+	if reader == nil || claims == nil || book == nil || s == nil {
+		return nil, errors.New("x402: NewRail needs a chain reader, nonce claims, a payment book and a settler")
+	}
+	if cfg.MaxTimeout <= 0 {
+		cfg.MaxTimeout = 60 * time.Second
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = SettleSync
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ResourceURL == nil {
+		cfg.ResourceURL = func(r *http.Request) string { return "http://" + r.Host + r.URL.Path }
+	}
+	return &Rail{cfg: cfg, reader: reader, claims: claims, book: book, settler: s}, nil
+}
+
+// Name implements payments.Rail.
+func (*Rail) Name() string { return RailName }
+
+// requirements is this rail's one offer for a price.
+func (r *Rail) requirements(price payments.Price) PaymentRequirements {
+	return Requirements(r.cfg.Network, price, r.cfg.PayTo, r.cfg.MaxTimeout)
+}
+
+// Offer implements payments.Rail: the v2 PAYMENT-REQUIRED header, and the v1 accepts list
+// in the body for v1 clients.
+func (r *Rail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
+	return r.offer(price, "", "PAYMENT-SIGNATURE header is required")
+}
+
+func (r *Rail) offer(price payments.Price, resourceURL, errMsg string) (payments.Challenge, error) {
+	req := r.requirements(price)
+	res := ResourceFor(price, resourceURL)
+	v2 := NewPaymentRequired(res, errMsg, req)
+	h, err := EncodePaymentRequired(v2)
+	if err != nil {
+		return payments.Challenge{}, err
+	}
+	ch := payments.Challenge{Header: http.Header{}, Body: map[string]json.RawMessage{}}
+	ch.Header.Set(HeaderPaymentRequired, h)
+	if v1, ok := RequirementsV1(req, res); ok {
+		body, err := json.Marshal(NewPaymentRequiredV1("X-PAYMENT header is required", v1))
+		if err != nil {
+			return payments.Challenge{}, err
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			return payments.Challenge{}, err
+		}
+		ch.Body["x402Version"], ch.Body["accepts"] = fields["x402Version"], fields["accepts"]
+	}
+	return ch, nil
+}
+
+// Accepts implements payments.Rail.
+func (*Rail) Accepts(req *http.Request) bool { return HasCredential(req.Header) }
+
+// storedAuthorization is what the payment book keeps of a verified payment: everything
+// needed to settle it later, after a crash, without the request.
+type storedAuthorization struct {
+	X402Version int    `json:"x402Version"`
+	Network     string `json:"network"`
+	From        string `json:"from"`
+	To          string `json:"to"`
+	Value       string `json:"value"`
+	ValidAfter  string `json:"validAfter"`
+	ValidBefore string `json:"validBefore"`
+	Nonce       string `json:"nonce"`
+	Signature   string `json:"signature"`
+}
+
+func (s storedAuthorization) chainAuthorization() (chain.Authorization, error) {
+	var a chain.Authorization
+	var ok1, ok2, ok3 bool
+	a.From, a.To = common.HexToAddress(s.From), common.HexToAddress(s.To)
+	a.Value, ok1 = new(big.Int).SetString(s.Value, 10)
+	a.ValidAfter, ok2 = new(big.Int).SetString(s.ValidAfter, 10)
+	a.ValidBefore, ok3 = new(big.Int).SetString(s.ValidBefore, 10)
+	sig, err := hex.DecodeString(strings.TrimPrefix(s.Signature, "0x"))
+	if !ok1 || !ok2 || !ok3 || err != nil {
+		return a, errors.New("x402: stored authorization is malformed")
+	}
+	a.Nonce, a.Signature = common.HexToHash(s.Nonce), sig
+	return a, nil
+}
+
+// pendingPayment is a verified, claimed payment on its way to settlement.
+type pendingPayment struct {
+	ID       uuid.UUID
+	Verified *Verified
+	Auth     chain.Authorization
+	JobID    uuid.UUID
+}
+
+// Verify implements payments.Rail: decode, verify locally and on-chain, then claim the nonce
+// and record the payment. A credential that fails any step is refused with its reason; a
+// chain, Redis or database that cannot answer is payments.ErrUnavailable.
+func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Price) (*payments.Authorization, error) {
+	payload, _, err := PayloadFromRequest(req.Header)
+	if err != nil {
+		return nil, err
+	}
+	offer := r.requirements(price)
+	v, err := Verify(ctx, r.reader, payload, offer, r.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := r.claims.Claim(ctx, v.NonceKey(), time.Unix(v.ValidBefore.Int64(), 0)); err != nil {
+		if errors.Is(err, ledger.ErrNonceUsed) {
+			return nil, refuse(ReasonNonceAlreadyUsed, "this authorization's nonce was already used")
+		}
+		return nil, fmt.Errorf("x402: claiming the nonce: %w", err)
+	}
+	stored := storedAuthorization{
+		X402Version: v.X402Version, Network: v.Network, From: v.Payer.Hex(), To: v.To.Hex(), Value: v.Value.String(),
+		ValidAfter: v.ValidAfter.String(), ValidBefore: v.ValidBefore.String(), Nonce: v.Nonce.Hex(),
+		Signature: "0x" + hex.EncodeToString(v.Signature),
+	}
+	auth, err := stored.chainAuthorization()
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := json.Marshal(stored)
+	p := ledger.Payment{
+		ID: uuid.New(), Rail: RailName, Status: ledger.StatusVerified, Network: CAIP2(v.ChainID),
+		Asset: v.Asset.Hex(), Payer: v.Payer.Hex(), PayTo: v.To.Hex(), Amount: new(big.Int).Set(v.Value),
+		NonceKey: v.NonceKey(), Payload: raw,
+	}
+	if err := r.book.Create(ctx, p); err != nil {
+		// The nonce is claimed and stays claimed: refusing now cannot charge, and a retry
+		// with the same credential is refused as used, never paid twice.
+		return nil, fmt.Errorf("x402: recording the payment: %w", errors.Join(payments.ErrUnavailable, err))
+	}
+	return &payments.Authorization{
+		Rail: RailName, Payer: v.Payer.Hex(), Amount: price.Amount, Reference: p.ID.String(),
+		State: &pendingPayment{ID: p.ID, Verified: v, Auth: auth},
+	}, nil
+}
+
+func pendingOf(a *payments.Authorization) (*pendingPayment, error) {
+	p, ok := a.State.(*pendingPayment)
+	if !ok || a.Rail != RailName {
+		return nil, fmt.Errorf("x402: authorization of rail %q is not ours", a.Rail)
+	}
+	return p, nil
+}
+
+// Settle implements payments.Rail. In sync mode the money moves now; in batch mode the
+// payment is queued and reported pending. A receipt that does not come in time is pending,
+// never failed, and is never answered with a new 402.
+func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments.Settlement, error) {
+	p, err := pendingOf(a)
+	if err != nil {
+		return nil, err
+	}
+	p.JobID = jobIDOf(a)
+	if r.cfg.Mode == SettleBatch {
+		if _, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: p.JobID}); err != nil {
+			return nil, fmt.Errorf("x402: queueing payment %s: %w", p.ID, err)
+		}
+		return r.pendingSettlement(p, ""), nil
+	}
+	s, err := r.settler.settle(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if s.Status == payments.SettlementPending {
+		return r.pendingSettlement(p, s.TxHash), nil
+	}
+	s.Header = r.responseHeader(p.Verified, SettlementResponse{Success: true, Transaction: s.TxHash, Network: p.Verified.Network, Payer: p.Verified.Payer.Hex()})
+	return s, nil
+}
+
+func (r *Rail) pendingSettlement(p *pendingPayment, tx string) *payments.Settlement {
+	return &payments.Settlement{
+		Status: payments.SettlementPending, ID: p.ID.String(), TxHash: tx, Reference: p.ID.String(),
+		Header: r.responseHeader(p.Verified, SettlementResponse{Success: false, Transaction: tx, Network: p.Verified.Network,
+			Payer: p.Verified.Payer.Hex(), ErrorReason: ReasonSettlementPending}),
+	}
+}
+
+func (r *Rail) responseHeader(v *Verified, sr SettlementResponse) http.Header {
+	h := http.Header{}
+	if enc, err := EncodeSettlementResponse(sr); err == nil {
+		h.Set(ResponseHeader(v.X402Version), enc)
+	}
+	return h
+}
+
+// Void marks a verified payment as never to be charged: the tool failed or the call was
+// refused after verification. The claimed nonce stays claimed.
+func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason string) error {
+	p, err := pendingOf(a)
+	if err != nil {
+		return err
+	}
+	_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged, ledger.Patch{ErrorReason: reason, JobID: jobIDOf(a)})
+	return err
+}
+
+// jobIDOf reads the job id the gateway attached to an authorization, if any.
+func jobIDOf(a *payments.Authorization) uuid.UUID {
+	id, _ := uuid.Parse(a.JobID)
+	return id
+}

@@ -1,0 +1,324 @@
+package x402
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/chain"
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// batchBook is what the batch settler needs from the ledger.
+type batchBook interface {
+	ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, scope ledger.Scope) ([]ledger.Payment, error)
+	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
+	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
+}
+
+// recoveryBook is what the reconciler needs from the ledger.
+type recoveryBook interface {
+	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
+	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+}
+
+// exclusive runs background work on one replica at a time.
+type exclusive interface {
+	RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error)
+}
+
+// WorkerConfig configures the rail's background work.
+type WorkerConfig struct {
+	Network        Network
+	Batcher        common.Address // the SettlementBatcher; zero disables batch settlement
+	BatchSize      int            // most payments per batch transaction (default 100)
+	Interval       time.Duration  // how often to look for work (default 250 ms)
+	StaleAfter     time.Duration  // a payment untouched this long is recovered (default 2 min)
+	ReceiptTimeout time.Duration  // how long to wait for a receipt before "pending" (default 30 s)
+	Logger         *slog.Logger
+}
+
+// Worker settles queued payments in batches and reconciles what a crash or a slow chain
+// left behind. Every payment it touches moves only along the ledger's legal transitions,
+// and every transaction it sends was recorded before broadcast.
+type Worker struct {
+	cfg      WorkerConfig
+	batches  batchBook
+	recovery recoveryBook
+	lock     exclusive
+	sender   txSender
+	settler  *ChainSettler
+	log      *slog.Logger
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewWorker returns a worker; Start runs it and Close stops it.
+func NewWorker(cfg WorkerConfig, l interface {
+	batchBook
+	recoveryBook
+	exclusive
+}, sender txSender, settler *ChainSettler) *Worker {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 250 * time.Millisecond
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = 2 * time.Minute
+	}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Worker{cfg: cfg, batches: l, recovery: l, lock: l, sender: sender, settler: settler, log: cfg.Logger,
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start runs the worker until Close. Recovery runs first, so work a crash left is resumed
+// before anything new.
+func (w *Worker) Start() {
+	go func() {
+		defer close(w.done)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-w.stop; cancel() }()
+		w.Tick(ctx)
+		t := time.NewTicker(w.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				w.Tick(ctx)
+			}
+		}
+	}()
+}
+
+// Close stops the worker and waits for it. A batch in flight is left submitted or pending,
+// and finished by the next run's recovery.
+func (w *Worker) Close() {
+	close(w.stop)
+	<-w.done
+}
+
+// Tick does one round of work: settle queued batches, then reconcile stale payments.
+func (w *Worker) Tick(ctx context.Context) {
+	if w.cfg.Batcher != (common.Address{}) {
+		if _, err := w.lock.RunExclusive(ctx, "x402-batch", func(ctx context.Context) error {
+			for {
+				n, err := w.SettleBatch(ctx)
+				if err != nil || n < w.cfg.BatchSize {
+					return err
+				}
+			}
+		}); err != nil && ctx.Err() == nil {
+			w.log.Warn("x402: batch settlement", "err", err)
+		}
+	}
+	if _, err := w.lock.RunExclusive(ctx, "x402-reconcile", w.Reconcile); err != nil && ctx.Err() == nil {
+		w.log.Warn("x402: reconciliation", "err", err)
+	}
+}
+
+func (w *Worker) scope() ledger.Scope {
+	return ledger.Scope{Rail: RailName, Network: CAIP2(w.cfg.Network.ChainID), Asset: w.cfg.Network.Asset.Hex()}
+}
+
+// SettleBatch settles up to BatchSize queued payments in one transaction through the
+// batcher and returns how many it took.
+func (w *Worker) SettleBatch(ctx context.Context) (int, error) {
+	batchID := uuid.New()
+	ps, err := w.batches.ClaimQueued(ctx, w.cfg.BatchSize, batchID, w.scope())
+	if err != nil || len(ps) == 0 {
+		return 0, err
+	}
+	return len(ps), w.sendBatch(ctx, batchID, ps)
+}
+
+// sendBatch signs, records and broadcasts the batch transaction for payments already moved
+// to submitted under batchID, then records each one's outcome.
+func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.Payment) error {
+	auths := make([]chain.Authorization, 0, len(ps))
+	for _, p := range ps {
+		a, err := authorizationOf(p)
+		if err != nil {
+			return fmt.Errorf("x402: batch %s: payment %s: %w", batchID, p.ID, err)
+		}
+		auths = append(auths, a)
+	}
+	data, err := chain.PackSettleBatch(w.cfg.Network.Asset, auths)
+	if err != nil {
+		return err
+	}
+	hash, err := w.sender.SendPersisted(ctx, w.cfg.Batcher, data, func(tx *types.Transaction) error {
+		raw, err := tx.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return w.batches.RecordBatchTx(ctx, batchID, raw, tx.Hash().Hex())
+	})
+	if err != nil {
+		// Nothing broadcast, or unknown: the members stay submitted under a batch with or
+		// without a recorded transaction, and recovery finishes them.
+		return fmt.Errorf("x402: batch %s: %w", batchID, err)
+	}
+	return w.awaitBatch(ctx, batchID, hash, ps, auths)
+}
+
+func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.Hash, ps []ledger.Payment, auths []chain.Authorization) error {
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReceiptTimeout)
+	defer cancel()
+	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
+	if err != nil {
+		_, terr := w.batches.TransitionBatch(context.WithoutCancel(ctx), batchID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{TxHash: hash.Hex()})
+		return errors.Join(fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr)
+	}
+	return w.recordBatch(ctx, ps, auths, receipt)
+}
+
+// recordBatch applies a batch receipt to its members: each settled only if the batcher
+// reported success for its (payer, nonce) and the token logged the transfer.
+func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []chain.Authorization, receipt *types.Receipt) error {
+	results, err := chain.ParseSettled(receipt, w.cfg.Batcher)
+	if err != nil {
+		return err
+	}
+	ok := map[[52]byte]string{} // payer ‖ nonce -> "" for success, else the revert reason
+	for _, r := range results {
+		var k [52]byte
+		copy(k[:20], r.From[:])
+		copy(k[20:], r.Nonce[:])
+		if r.Success {
+			ok[k] = ""
+		} else if _, seen := ok[k]; !seen {
+			ok[k] = "reverted: " + r.Reason
+		}
+	}
+	from := []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}
+	var errs []error
+	for i, p := range ps {
+		var k [52]byte
+		copy(k[:20], auths[i].From[:])
+		copy(k[20:], auths[i].Nonce[:])
+		reason, reported := ok[k]
+		patch := ledger.Patch{TxHash: receipt.TxHash.Hex()}
+		to := ledger.StatusSettled
+		if !reported || reason != "" || !chain.HasTransfer(receipt, w.cfg.Network.Asset, auths[i].From, auths[i].To, auths[i].Value) {
+			to, patch.ErrorReason = ledger.StatusFailed, ReasonTransactionFailed
+			if reason != "" {
+				patch.ErrorReason = settleReason(reason)
+			}
+		}
+		if _, err := w.batches.Transition(ctx, p.ID, from, to, patch); err != nil && !errors.Is(err, ledger.ErrConflict) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Reconcile finishes what a crash or a slow chain left: verified payments whose call never
+// completed are marked not charged; submitted and pending ones are re-broadcast from their
+// recorded bytes and settled from their receipts. It never signs a new transaction for a
+// payment that has one recorded.
+func (w *Worker) Reconcile(ctx context.Context) error {
+	ps, err := w.recovery.ListRecoverable(ctx, w.cfg.StaleAfter, 200)
+	if err != nil {
+		return err
+	}
+	batches := map[uuid.UUID][]ledger.Payment{}
+	var errs []error
+	for _, p := range ps {
+		switch {
+		case p.Rail != RailName:
+			continue
+		case p.Status == ledger.StatusVerified:
+			_, err := w.recovery.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged,
+				ledger.Patch{ErrorReason: "abandoned: the call did not complete, no result was delivered"})
+			if err != nil && !errors.Is(err, ledger.ErrConflict) {
+				errs = append(errs, err)
+			}
+		case p.BatchID != uuid.Nil:
+			batches[p.BatchID] = append(batches[p.BatchID], p)
+		default:
+			errs = append(errs, w.reconcileSingle(ctx, p))
+		}
+	}
+	for id, members := range batches {
+		errs = append(errs, w.reconcileBatch(ctx, id, members))
+	}
+	return errors.Join(errs...)
+}
+
+func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
+	a, err := authorizationOf(p)
+	if err != nil {
+		return err
+	}
+	if len(p.RawTx) == 0 {
+		return fmt.Errorf("x402: payment %s is %s without a recorded transaction", p.ID, p.Status)
+	}
+	hash, err := w.sender.Rebroadcast(ctx, p.RawTx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReceiptTimeout)
+	defer cancel()
+	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
+	if err != nil {
+		if p.Status == ledger.StatusSubmitted {
+			_, err = w.recovery.Transition(ctx, p.ID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{Attempt: true})
+		}
+		return err
+	}
+	_, err = w.settler.record(ctx, p.ID, a, receipt)
+	return err
+}
+
+func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members []ledger.Payment) error {
+	b, err := w.recovery.GetBatch(ctx, batchID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		// The batch was claimed but its transaction never recorded, so never broadcast:
+		// sign it now, for the first time.
+		return w.sendBatch(ctx, batchID, members)
+	}
+	if err != nil {
+		return err
+	}
+	auths := make([]chain.Authorization, 0, len(members))
+	for _, p := range members {
+		a, err := authorizationOf(p)
+		if err != nil {
+			return err
+		}
+		auths = append(auths, a)
+	}
+	hash, err := w.sender.Rebroadcast(ctx, b.RawTx)
+	if err != nil {
+		return err
+	}
+	return w.awaitBatch(ctx, batchID, hash, members, auths)
+}
+
+// authorizationOf decodes the authorization the rail stored with a payment.
+func authorizationOf(p ledger.Payment) (chain.Authorization, error) {
+	var s storedAuthorization
+	if err := json.Unmarshal(p.Payload, &s); err != nil {
+		return chain.Authorization{}, fmt.Errorf("x402: payment %s: stored authorization: %w", p.ID, err)
+	}
+	return s.chainAuthorization()
+}
