@@ -138,8 +138,8 @@ func TestMigrateWith(t *testing.T) {
 	}{
 		{
 			name:  "a new migration file is applied once",
-			then:  []migrations.Migration{{Version: 900, Name: "900_payments", SQL: `CREATE TABLE payments (id BIGSERIAL PRIMARY KEY, nonce TEXT UNIQUE NOT NULL);`}},
-			check: `SELECT to_regclass('payments') IS NOT NULL AND EXISTS (SELECT 1 FROM schema_migrations WHERE version = '900_payments')`,
+			then:  []migrations.Migration{{Version: 900, Name: "900_payments", SQL: `CREATE TABLE fixture_payments (id BIGSERIAL PRIMARY KEY, nonce TEXT UNIQUE NOT NULL);`}},
+			check: `SELECT to_regclass('fixture_payments') IS NOT NULL AND EXISTS (SELECT 1 FROM schema_migrations WHERE version = '900_payments')`,
 		},
 		{
 			name: "a failing migration rolls back whole and is not recorded",

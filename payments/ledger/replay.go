@@ -1,0 +1,347 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Why a spooled operation was not applied, as recorded in payment_spool_log.reason.
+const (
+	RejectNonceClaimedTwice       = "nonce_claimed_twice"       // another claimant recorded the nonce: a double use to investigate
+	RejectNonceKeyConflict        = "nonce_key_conflict"        // another payment holds the payment's nonce key
+	RejectPaymentIDConflict       = "payment_id_conflict"       // another payment holds the id
+	RejectPaymentNotFound         = "payment_not_found"         // a move of a payment that never reached Postgres
+	RejectTransitionNotApplicable = "transition_not_applicable" // the payment had moved on
+	RejectTxConflict              = "tx_conflict"               // a different transaction was recorded meanwhile
+	RejectRefusedByDatabase       = "refused_by_database"       // a constraint or data error
+)
+
+// runReplayer applies the spool to Postgres: at start, whenever an append wakes it, and while
+// Postgres fails, on an exponential backoff with jitter between RetryMin and RetryMax.
+func (l *Ledger) runReplayer() {
+	defer l.wg.Done()
+	var wait time.Duration
+	for {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-l.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		if err := l.replayAll(); err != nil {
+			if l.ctx.Err() != nil {
+				return
+			}
+			wait = l.nextBackoff(wait)
+			l.log.Warn("payments spool replay failed; retrying", "err", err, "retry_in", wait, "spool_operations", l.spool.lines.Load())
+			continue
+		}
+		wait = 0
+		select {
+		case <-l.stop:
+			return
+		case <-l.signal:
+		}
+	}
+}
+
+func (l *Ledger) nextBackoff(prev time.Duration) time.Duration {
+	next := min(max(prev*2, l.opts.RetryMin), l.opts.RetryMax)
+	// Up to a quarter of jitter, so replicas that lost Postgres together do not return in step.
+	return next - time.Duration(rand.Int64N(int64(next)/4+1))
+}
+
+// replayAll applies sealed segments, oldest first, until the spool is empty or Postgres fails.
+func (l *Ledger) replayAll() error {
+	for {
+		if err := l.ctx.Err(); err != nil {
+			return err
+		}
+		seg, err := l.spool.next()
+		if err != nil {
+			return err
+		}
+		if seg == nil {
+			l.degraded.Store(false)
+			return nil
+		}
+		if err := l.replaySegment(seg); err != nil {
+			return err
+		}
+		if err := l.spool.remove(seg); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *Ledger) replaySegment(seg *segment) error {
+	sr, err := openSegment(seg)
+	if err != nil {
+		return err
+	}
+	defer sr.close()
+	for {
+		line, torn, err := sr.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var op spoolOp
+		decodeErr := json.Unmarshal(line, &op)
+		switch {
+		case torn:
+			l.setAside(line, "torn_spool_line")
+		case decodeErr != nil:
+			l.setAside(line, "corrupt_spool_line")
+		case op.valid() != nil:
+			l.setAside(line, "invalid_spool_line")
+		default:
+			if err := l.applyOp(&op); err != nil {
+				return err
+			}
+		}
+		seg.offset = sr.off
+		l.spool.lines.Add(-1)
+		if decodeErr == nil {
+			l.release(op.paymentID())
+		}
+	}
+}
+
+// setAside moves an unreadable line to the dead-letter file.
+func (l *Ledger) setAside(line []byte, reason string) {
+	l.unreadable.Add(1)
+	l.log.Error("payments spool line unreadable; kept in the dead-letter file", "reason", reason, "bytes", len(line))
+	if err := l.spool.deadLetter(line, reason); err != nil {
+		l.log.Error("payments spool dead-letter write failed", "err", err)
+	}
+}
+
+// release notes that one spooled operation on a payment is in Postgres; when none is left the
+// payment is no longer held and its moves go to Postgres.
+func (l *Ledger) release(id uuid.UUID) {
+	if id == uuid.Nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.held[id]
+	if h == nil {
+		return
+	}
+	h.pending--
+	if h.pending <= 0 {
+		delete(l.held, id)
+		close(h.drained)
+	}
+}
+
+// applyOp applies one spooled operation in a transaction that also records its op id, so it
+// is applied at most once whatever happens to the spool file. A nil error means the operation
+// is settled (applied, found applied before, or rejected and recorded as such); an error means
+// "try again later".
+func (l *Ledger) applyOp(op *spoolOp) error {
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.DBTimeout)
+	defer cancel()
+	var duplicate bool
+	var reason, detail string
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		duplicate, reason, detail = false, "", ""
+		tag, err := tx.Exec(ctx, `INSERT INTO payment_spool_log (op_id, kind, subject, outcome, spooled_at)
+			VALUES ($1::uuid, $2, $3, 'applied', $4) ON CONFLICT (op_id) DO NOTHING`,
+			op.OpID.String(), op.Kind, op.subject(), op.At)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			duplicate = true
+			return nil
+		}
+		if reason, detail, err = applyInSavepoint(ctx, tx, op); err != nil || reason == "" {
+			return err
+		}
+		body, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE payment_spool_log SET outcome = 'rejected', reason = $2, detail = $3, op = $4::jsonb
+			WHERE op_id = $1::uuid`, op.OpID.String(), reason, detail, string(body))
+		return err
+	})
+	if err != nil {
+		if l.ctx.Err() == nil {
+			l.degraded.Store(true)
+		}
+		return fmt.Errorf("ledger: replay %s %s: %w", op.Kind, op.subject(), err)
+	}
+	// Postgres took a write: spoolable writes may try it directly again while the rest drains.
+	l.degraded.Store(false)
+	switch {
+	case duplicate:
+		l.log.Info("spooled payment operation was applied before; skipped", "op_id", op.OpID, "kind", op.Kind, "subject", op.subject())
+	case reason != "":
+		l.rejected.Add(1)
+		l.log.Error("spooled payment operation could not be applied; recorded in payment_spool_log",
+			"op_id", op.OpID, "kind", op.Kind, "subject", op.subject(), "reason", reason, "detail", detail)
+	default:
+		l.replayed.Add(1)
+	}
+	return nil
+}
+
+// applyInSavepoint applies op's body inside a savepoint, so that a statement Postgres refuses
+// for its content rolls back alone and the refusal can be recorded in the same transaction.
+func applyInSavepoint(ctx context.Context, tx pgx.Tx, op *spoolOp) (reason, detail string, err error) {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	reason, detail, err = applyBody(ctx, sp, op)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		if pe, ok := contentRejected(err); ok {
+			if pe.Code == "23505" && pe.ConstraintName == "payments_nonce_key_key" {
+				return RejectNonceKeyConflict, pe.Detail, nil
+			}
+			return RejectRefusedByDatabase, pe.Code + ": " + pe.Message, nil
+		}
+		return "", "", err
+	}
+	if reason != "" {
+		return reason, detail, sp.Rollback(ctx)
+	}
+	return "", "", sp.Commit(ctx)
+}
+
+func applyBody(ctx context.Context, q querier, op *spoolOp) (reason, detail string, err error) {
+	switch op.Kind {
+	case opNonce:
+		n := op.Nonce
+		fresh, have, err := insertNonce(ctx, q, *n)
+		// have is uuid.Nil when the row expired and was purged meanwhile: nothing to alarm on.
+		if err != nil || fresh || have == n.ClaimID || have == uuid.Nil {
+			return "", "", err
+		}
+		return RejectNonceClaimedTwice, fmt.Sprintf("claim %s was spooled, claim %s is recorded", n.ClaimID, have), nil
+	case opCreate:
+		p, err := op.Payment.payment()
+		if err != nil {
+			return RejectRefusedByDatabase, err.Error(), nil
+		}
+		tag, err := q.Exec(ctx, insertPaymentSQL, insertArgs(p)...)
+		if err != nil || tag.RowsAffected() == 1 {
+			return "", "", err
+		}
+		have, err := scanPayment(q.QueryRow(ctx, `SELECT `+paymentColumns("")+` FROM payments WHERE id = $1::uuid`, p.ID.String()))
+		if err != nil {
+			return "", "", err
+		}
+		if !sameIdentity(have, p) {
+			return RejectPaymentIDConflict, "a payment with other terms holds the id", nil
+		}
+		return "", "", nil
+	case opTransition:
+		t := op.Transition
+		_, err := transitionRow(ctx, q, t.ID, t.From, t.To, t.Patch.patch(), op.At)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return "", "", err
+		}
+		var status string
+		err = q.QueryRow(ctx, `SELECT status FROM payments WHERE id = $1::uuid`, t.ID.String()).Scan(&status)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return RejectPaymentNotFound, "", nil
+		case err != nil:
+			return "", "", err
+		case !slices.Contains(t.From, Status(status)):
+			return RejectTransitionNotApplicable, fmt.Sprintf("payment is %s, the move was %v -> %s", status, t.From, t.To), nil
+		default:
+			return RejectTxConflict, "", nil
+		}
+	}
+	return RejectRefusedByDatabase, "unknown operation kind " + op.Kind, nil
+}
+
+// insertNonce records a claimed nonce. fresh is true when this call inserted it; otherwise
+// have is the claim id already recorded.
+func insertNonce(ctx context.Context, q querier, n nonceRow) (fresh bool, have uuid.UUID, err error) {
+	var tag pgconn.CommandTag
+	tag, err = q.Exec(ctx, `INSERT INTO payment_nonces (key, claim_id, claimed_at, expires_at)
+		VALUES ($1, $2::uuid, $3, $4) ON CONFLICT (key) DO NOTHING`, n.Key, n.ClaimID.String(), n.ClaimedAt, n.ExpiresAt)
+	if err != nil {
+		return false, uuid.Nil, err
+	}
+	if tag.RowsAffected() == 1 {
+		return true, n.ClaimID, nil
+	}
+	err = q.QueryRow(ctx, `SELECT claim_id FROM payment_nonces WHERE key = $1`, n.Key).Scan(&have)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Purged between the two statements: it was claimed, and has expired since.
+		return false, uuid.Nil, nil
+	}
+	return false, have, err
+}
+
+// rebuildHeld reads what an earlier process left in the spool, so that Get answers for those
+// payments during an outage and their replay is accounted for. They are not sure: the earlier
+// process may have got some of them into Postgres already.
+func (l *Ledger) rebuildHeld() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, seg := range l.spool.segments() {
+		sr, err := openSegment(seg)
+		if err != nil {
+			l.log.Warn("payments spool segment unreadable at start", "err", err)
+			continue
+		}
+		for {
+			line, torn, err := sr.next()
+			if err != nil {
+				break
+			}
+			var op spoolOp
+			if torn || json.Unmarshal(line, &op) != nil {
+				continue
+			}
+			id := op.paymentID()
+			if id == uuid.Nil {
+				continue
+			}
+			h := l.held[id]
+			if h == nil {
+				h = &heldPayment{drained: make(chan struct{})}
+				l.held[id] = h
+			}
+			h.pending++
+			if op.valid() != nil {
+				continue
+			}
+			switch {
+			case op.Kind == opCreate && h.payment == nil && len(l.held) <= l.opts.MaxHeld:
+				if p, err := op.Payment.payment(); err == nil {
+					h.payment = &p
+				}
+			case op.Kind == opTransition && h.payment != nil && slices.Contains(op.Transition.From, h.payment.Status):
+				if next, err := applyPatch(*h.payment, op.Transition.To, op.Transition.Patch.patch(), op.At); err == nil {
+					h.payment = &next
+				}
+			}
+		}
+		sr.close()
+	}
+}
