@@ -33,7 +33,7 @@ func rootCmd() *cobra.Command {
 	load := func() (Config, error) { return loadConfig(os.Getenv, configFile) }
 	serve := serveCmd(load)
 	root.RunE = serve.RunE // `secureexec` alone serves
-	root.AddCommand(serve, migrateCmd(load), verifyCmd(), configCmd(), devchainCmd())
+	root.AddCommand(serve, migrateCmd(load), verifyCmd(), configCmd(), devchainCmd(), callCmd(os.Getenv))
 	return root
 }
 
