@@ -1,0 +1,251 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Memory is an in-process ledger for the embedded default, where the chain itself is the
+// in-memory dev chain: both live and die with the process, so keeping payments in memory
+// loses nothing the chain would remember. It enforces the same state machine and the same
+// once-only nonce claims as the Postgres ledger, but only within one process: never use it
+// with a real network or more than one replica.
+type Memory struct {
+	mu       sync.Mutex
+	payments map[uuid.UUID]Payment
+	nonces   map[string]time.Time
+	batches  map[uuid.UUID]Batch
+	running  map[string]bool
+}
+
+// NewMemory returns an empty in-process ledger.
+func NewMemory() *Memory {
+	return &Memory{payments: map[uuid.UUID]Payment{}, nonces: map[string]time.Time{}, batches: map[uuid.UUID]Batch{}, running: map[string]bool{}}
+}
+
+// Claim marks key as used until expiresAt; a second claim is ErrNonceUsed.
+func (m *Memory) Claim(_ context.Context, key string, expiresAt time.Time) error {
+	if key == "" {
+		return invalid("claim key is required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, used := m.nonces[key]; used {
+		return fmt.Errorf("ledger: %s: %w", key, ErrNonceUsed)
+	}
+	m.nonces[key] = expiresAt
+	return nil
+}
+
+// Create records a new verified payment; creating the same payment again is a no-op.
+func (m *Memory) Create(_ context.Context, p Payment) error {
+	p, err := prepareNew(p, time.Now())
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.payments[p.ID]; ok {
+		if !sameIdentity(old, p) {
+			return fmt.Errorf("ledger: payment %s exists with other terms: %w", p.ID, ErrConflict)
+		}
+		return nil
+	}
+	for _, other := range m.payments {
+		if other.NonceKey == p.NonceKey {
+			return fmt.Errorf("ledger: nonce key of payment %s: %w", p.ID, ErrNonceUsed)
+		}
+	}
+	m.payments[p.ID] = p
+	return nil
+}
+
+// Get returns a payment.
+func (m *Memory) Get(_ context.Context, id uuid.UUID) (Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	if !ok {
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	}
+	return p, nil
+}
+
+// Transition moves a payment from one of from to to, as the Postgres ledger does.
+func (m *Memory) Transition(_ context.Context, id uuid.UUID, from []Status, to Status, patch Patch) (Payment, error) {
+	if err := checkTransition(from, to, patch); err != nil {
+		return Payment{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	if !ok {
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	}
+	return m.move(p, from, to, patch)
+}
+
+// move applies a checked transition; m.mu is held.
+func (m *Memory) move(p Payment, from []Status, to Status, patch Patch) (Payment, error) {
+	if !slices.Contains(from, p.Status) {
+		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", p.ID, p.Status, ErrConflict)
+	}
+	if (patch.TxHash != "" && p.TxHash != "" && patch.TxHash != p.TxHash) || (len(patch.RawTx) > 0 && len(p.RawTx) > 0 && string(patch.RawTx) != string(p.RawTx)) {
+		return Payment{}, fmt.Errorf("ledger: payment %s already has a transaction: %w", p.ID, ErrConflict)
+	}
+	now := time.Now().UTC()
+	p.Status, p.UpdatedAt = to, now
+	if patch.JobID != uuid.Nil {
+		p.JobID = patch.JobID
+	}
+	if patch.TxHash != "" {
+		p.TxHash = patch.TxHash
+	}
+	if len(patch.RawTx) > 0 {
+		p.RawTx = append([]byte(nil), patch.RawTx...)
+	}
+	if patch.BatchID != uuid.Nil {
+		p.BatchID = patch.BatchID
+	}
+	if patch.ErrorReason != "" {
+		p.ErrorReason = patch.ErrorReason
+	}
+	if patch.Attempt {
+		p.Attempts++
+	}
+	if to == StatusSettled {
+		p.SettledAt = now
+	}
+	m.payments[p.ID] = p
+	return p, nil
+}
+
+// ClaimQueued moves up to limit queued payments of scope to submitted under batchID.
+func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, scope Scope) ([]Payment, error) {
+	patch := Patch{BatchID: batchID}
+	if err := checkTransition([]Status{StatusQueued}, StatusSubmitted, patch); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Payment
+	for _, p := range m.sorted() {
+		if len(out) == limit {
+			break
+		}
+		if p.Status != StatusQueued || (scope.Rail != "" && p.Rail != scope.Rail) || (scope.Network != "" && p.Network != scope.Network) || (scope.Asset != "" && p.Asset != scope.Asset) {
+			continue
+		}
+		moved, err := m.move(p, []Status{StatusQueued}, StatusSubmitted, patch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, moved)
+	}
+	return out, nil
+}
+
+// ListRecoverable returns verified, submitted and pending payments untouched for olderThan.
+func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cutoff := time.Now().Add(-olderThan)
+	var out []Payment
+	for _, p := range m.sorted() {
+		if len(out) == limit {
+			break
+		}
+		switch p.Status {
+		case StatusVerified, StatusSubmitted, StatusPending:
+			if p.UpdatedAt.Before(cutoff) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// TransitionBatch moves every member of a batch that is in from to to.
+func (m *Memory) TransitionBatch(_ context.Context, batchID uuid.UUID, from []Status, to Status, patch Patch) ([]Payment, error) {
+	if err := checkTransition(from, to, patch); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Payment
+	for _, p := range m.sorted() {
+		if p.BatchID != batchID || !slices.Contains(from, p.Status) {
+			continue
+		}
+		moved, err := m.move(p, from, to, patch)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, moved)
+	}
+	return out, nil
+}
+
+// RecordBatchTx records a batch's signed transaction once.
+func (m *Memory) RecordBatchTx(_ context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b, ok := m.batches[batchID]; ok {
+		if string(b.RawTx) != string(rawTx) {
+			return fmt.Errorf("ledger: batch %s already has a transaction: %w", batchID, ErrConflict)
+		}
+		return nil
+	}
+	m.batches[batchID] = Batch{ID: batchID, RawTx: append([]byte(nil), rawTx...), TxHash: txHash, CreatedAt: time.Now().UTC()}
+	return nil
+}
+
+// GetBatch returns a batch's recorded transaction.
+func (m *Memory) GetBatch(_ context.Context, batchID uuid.UUID) (Batch, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.batches[batchID]
+	if !ok {
+		return Batch{}, fmt.Errorf("ledger: batch %s: %w", batchID, ErrNotFound)
+	}
+	return b, nil
+}
+
+// RunExclusive runs fn unless a job of that name is already running in this process.
+func (m *Memory) RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error) {
+	m.mu.Lock()
+	if m.running[name] {
+		m.mu.Unlock()
+		return false, nil
+	}
+	m.running[name] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.running, name)
+		m.mu.Unlock()
+	}()
+	return true, fn(ctx)
+}
+
+// sorted lists payments oldest first; m.mu is held.
+func (m *Memory) sorted() []Payment {
+	out := make([]Payment, 0, len(m.payments))
+	for _, p := range m.payments {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID.String() < out[j].ID.String()
+	})
+	return out
+}
+
