@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -38,6 +39,21 @@ type Config struct {
 	ToolMaxOutput     int            // TOOL_MAX_OUTPUT_BYTES: 1 MiB
 	HTTPGetAllow      []netip.Prefix // HTTP_GET_ALLOW_CIDRS: private ranges http_get may reach anyway
 
+	PublicURL string // PUBLIC_URL: the base URL payers reach the gateway at (x402 resource.url)
+	RedisURL  string // REDIS_URL: nonce claims shared by every replica
+
+	X402Network     string        // X402_NETWORK: dev (in-process chain) | base | base-sepolia | custom | off
+	EthRPCURL       string        // ETH_RPC_URL: the chain for base, base-sepolia and custom
+	X402Token       string        // X402_TOKEN_ADDRESS: the EIP-3009 token of a custom network
+	X402TokenName   string        // X402_TOKEN_NAME: its EIP-712 name
+	X402TokenVer    string        // X402_TOKEN_VERSION: its EIP-712 version
+	X402Batcher     string        // X402_BATCHER_ADDRESS: the SettlementBatcher, for batch settlement and recovery
+	X402Mode        string        // X402_SETTLEMENT_MODE: sync | batch
+	X402MaxTimeout  time.Duration // X402_MAX_TIMEOUT_S: the offer's maxTimeoutSeconds
+	SettlementKey   string        // SETTLEMENT_PRIVATE_KEY: signs settlement transactions (pays gas)
+	ReceiptTimeout  time.Duration // SETTLEMENT_RECEIPT_TIMEOUT_S: past it a settlement is pending
+	DevAccountsFile string        // DEVCHAIN_ACCOUNTS_FILE: where the dev chain writes its accounts
+
 	PolicyAllowReal  bool     // POLICY_ALLOW_REAL: real (non-dry-run) execution is allowed at all
 	PolicyDenyAgents []string // POLICY_DENY_AGENTS: comma-separated agent ids refused outright
 	PolicyRealAgents []string // POLICY_REAL_AGENTS: agents allowed real (non-dry-run) runs; empty = all
@@ -62,6 +78,19 @@ var settings = []struct{ name, def, help string }{
 	{"TOOL_MAX_CONCURRENT", "256", "tools running at once; more wait briefly, then answer 503"},
 	{"TOOL_MAX_OUTPUT_BYTES", "1048576", "a tool output larger than this is replaced by an error"},
 	{"HTTP_GET_ALLOW_CIDRS", "", "comma-separated private CIDRs that http_get may reach (default: none)"},
+	{"PUBLIC_URL", "", "the gateway's base URL as callers reach it, for x402's resource.url (default http://HOST:PORT)"},
+	{"REDIS_URL", "", "Redis for nonce claims (redis:// URL); required with DATABASE_URL for real networks"},
+	{"X402_NETWORK", "dev", "dev (an in-process test chain, no real money), base, base-sepolia, custom, or off"},
+	{"ETH_RPC_URL", "", "JSON-RPC of the chain for base, base-sepolia and custom"},
+	{"X402_TOKEN_ADDRESS", "", "custom network: the EIP-3009 token (e.g. from secureexec devchain deploy)"},
+	{"X402_TOKEN_NAME", "USD Coin", "custom network: the token's EIP-712 name"},
+	{"X402_TOKEN_VERSION", "2", "custom network: the token's EIP-712 version"},
+	{"X402_BATCHER_ADDRESS", "", "the SettlementBatcher contract: batch mode and recovery of deferred payments"},
+	{"X402_SETTLEMENT_MODE", "sync", "sync (settle before responding) or batch (queue, settle many per transaction)"},
+	{"X402_MAX_TIMEOUT_S", "60", "maxTimeoutSeconds offered to x402 payers"},
+	{"SETTLEMENT_PRIVATE_KEY", "", "hex key that sends settlement transactions (it pays gas, never receives payments)"},
+	{"SETTLEMENT_RECEIPT_TIMEOUT_S", "30", "how long to wait for a settlement receipt before answering pending"},
+	{"DEVCHAIN_ACCOUNTS_FILE", "", "where the dev chain writes its funded accounts (default: in SECUREEXEC_DATA_DIR)"},
 	{"POLICY_ALLOW_REAL", "true", "allow real (non-dry-run) execution; false makes every call a dry run or a 403"},
 	{"POLICY_DENY_AGENTS", "", "comma-separated agent ids that are always denied"},
 	{"POLICY_REAL_AGENTS", "", "comma-separated agent ids allowed real runs (empty: every paying agent)"},
@@ -166,6 +195,60 @@ func loadConfig(getenv func(string) string, file string) (Config, error) {
 			continue
 		}
 		c.HTTPGetAllow = append(c.HTTPGetAllow, p.Masked())
+	}
+	c.PublicURL = get("PUBLIC_URL")
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("PUBLIC_URL", "want an http(s) URL")
+	}
+	c.RedisURL = get("REDIS_URL")
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("REDIS_URL", "want a redis:// or rediss:// URL")
+		}
+	}
+	c.X402Network = strings.ToLower(get("X402_NETWORK"))
+	c.EthRPCURL = get("ETH_RPC_URL")
+	c.X402Token, c.X402TokenName, c.X402TokenVer = get("X402_TOKEN_ADDRESS"), get("X402_TOKEN_NAME"), get("X402_TOKEN_VERSION")
+	c.X402Batcher = get("X402_BATCHER_ADDRESS")
+	c.X402Mode = get("X402_SETTLEMENT_MODE")
+	c.X402MaxTimeout = time.Duration(num("X402_MAX_TIMEOUT_S", 10, 3600)) * time.Second
+	c.SettlementKey = get("SETTLEMENT_PRIVATE_KEY")
+	c.ReceiptTimeout = time.Duration(num("SETTLEMENT_RECEIPT_TIMEOUT_S", 1, 600)) * time.Second
+	c.DevAccountsFile = get("DEVCHAIN_ACCOUNTS_FILE")
+	for _, a := range []struct{ name, v string }{{"X402_TOKEN_ADDRESS", c.X402Token}, {"X402_BATCHER_ADDRESS", c.X402Batcher}} {
+		if a.v != "" && !common.IsHexAddress(a.v) {
+			bad(a.name, "want a 0x-prefixed 20-byte hex address")
+		}
+	}
+	if c.X402Mode != "sync" && c.X402Mode != "batch" {
+		bad("X402_SETTLEMENT_MODE", "want sync or batch")
+	}
+	switch c.X402Network {
+	case "off", "dev":
+	case "base", "base-sepolia", "custom":
+		// Real money, or a chain in another process: everything must be explicit.
+		if c.EthRPCURL == "" {
+			bad("ETH_RPC_URL", "required with X402_NETWORK="+c.X402Network)
+		}
+		if c.SettlementKey == "" {
+			bad("SETTLEMENT_PRIVATE_KEY", "required with X402_NETWORK="+c.X402Network)
+		}
+		if c.PaymentWallet == "" {
+			bad("PAYMENT_WALLET", "required with X402_NETWORK="+c.X402Network+" (where payments go)")
+		}
+		if c.X402Network == "custom" && c.X402Token == "" {
+			bad("X402_TOKEN_ADDRESS", "required with X402_NETWORK=custom")
+		}
+		if c.X402Network != "custom" && (c.DatabaseURL == "" || c.RedisURL == "") {
+			bad("X402_NETWORK", "a real network needs DATABASE_URL and REDIS_URL: payments must survive restarts and replicas")
+		}
+	default:
+		bad("X402_NETWORK", "want dev, base, base-sepolia, custom or off")
+	}
+	if c.X402Mode == "batch" && c.X402Network != "dev" && c.X402Network != "off" && c.X402Batcher == "" {
+		bad("X402_BATCHER_ADDRESS", "required with X402_SETTLEMENT_MODE=batch")
 	}
 	switch v := strings.ToLower(get("POLICY_ALLOW_REAL")); v {
 	case "true", "1", "yes":

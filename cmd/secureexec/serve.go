@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -21,7 +22,6 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/gateway"
 	"github.com/secureexec/secureexec/identity"
-	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -148,15 +148,28 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	defer iam.Close()
 
+	var pool *pgxpool.Pool
+	if pg, ok := backend.(*store.Postgres); ok {
+		pool = pg.Pool()
+	}
+	pays, err := buildPayments(ctx, cfg, pool, log)
+	if err != nil {
+		return err
+	}
+	defer pays.Close()
+
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gcfg := gateway.DefaultConfig
 	gcfg.MaxBodyBytes = cfg.MaxBodyBytes
 	gcfg.Payment.InternalAPIKey = cfg.InternalAPIKey
 	gcfg.Payment.InternalAgentID = cfg.InternalAgentID
-	gcfg.Payment.PayTo = cfg.PaymentWallet
+	gcfg.Payment.PayTo = pays.payTo
+	if pays.network != "" {
+		gcfg.Payment.Network = pays.network
+	}
 	srv, err := gateway.New(gcfg, gateway.Deps{
-		Runner: runner, IAM: iam, Audit: writer, Rails: []payments.Rail{}, Logger: log,
+		Runner: runner, IAM: iam, Audit: writer, Rails: pays.rails, Payments: pays.reader, Logger: log,
 		Registry: promReg, Collectors: []prometheus.Collector{writer.Collector()},
 	})
 	if err != nil {

@@ -54,7 +54,7 @@ type Config struct {
 	PayTo       common.Address
 	MaxTimeout  time.Duration // maxTimeoutSeconds of the offer (default 60 s)
 	Mode        SettleMode    // default SettleSync
-	ResourceURL func(r *http.Request) string
+	PublicURL   string        // the gateway's base URL as payers reach it; resource.url = PublicURL + path
 	Now         func() time.Time
 	Logger      *slog.Logger
 }
@@ -92,9 +92,6 @@ func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBoo
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.ResourceURL == nil {
-		cfg.ResourceURL = func(r *http.Request) string { return "http://" + r.Host + r.URL.Path }
-	}
 	return &Rail{cfg: cfg, reader: reader, claims: claims, book: book, settler: s}, nil
 }
 
@@ -109,7 +106,7 @@ func (r *Rail) requirements(price payments.Price) PaymentRequirements {
 // Offer implements payments.Rail: the v2 PAYMENT-REQUIRED header, and the v1 accepts list
 // in the body for v1 clients.
 func (r *Rail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
-	return r.offer(price, "", "PAYMENT-SIGNATURE header is required")
+	return r.offer(price, strings.TrimSuffix(r.cfg.PublicURL, "/")+price.Resource, "PAYMENT-SIGNATURE header is required")
 }
 
 func (r *Rail) offer(price payments.Price, resourceURL, errMsg string) (payments.Challenge, error) {
