@@ -235,4 +235,3 @@ func announceDevChain(cfg Config, dev *chain.DevChain, payTo string, log *slog.L
 	log.Warn("dev chain: a test chain with no real money", "chain_id", dev.ChainID(), "accounts_file", path)
 	return nil
 }
-

@@ -248,4 +248,3 @@ func (m *Memory) sorted() []Payment {
 	})
 	return out
 }
-

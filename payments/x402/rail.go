@@ -50,13 +50,13 @@ type settler interface {
 
 // Config configures the x402 rail.
 type Config struct {
-	Network     Network
-	PayTo       common.Address
-	MaxTimeout  time.Duration // maxTimeoutSeconds of the offer (default 60 s)
-	Mode        SettleMode    // default SettleSync
-	PublicURL   string        // the gateway's base URL as payers reach it; resource.url = PublicURL + path
-	Now         func() time.Time
-	Logger      *slog.Logger
+	Network    Network
+	PayTo      common.Address
+	MaxTimeout time.Duration // maxTimeoutSeconds of the offer (default 60 s)
+	Mode       SettleMode    // default SettleSync
+	PublicURL  string        // the gateway's base URL as payers reach it; resource.url = PublicURL + path
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Rail is x402 (exact scheme, EIP-3009) as a payments.Rail.
