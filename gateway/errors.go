@@ -10,6 +10,7 @@ import (
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -81,6 +82,10 @@ func classify(err error) (status int, code, field string, retryAfter int) {
 		return http.StatusServiceUnavailable, "sandbox_busy", "", 1
 	case errors.Is(err, errJobStoreUnavailable):
 		return http.StatusServiceUnavailable, "audit_store_unavailable", "", 2
+	case errors.Is(err, ledger.ErrIdempotencyConflict):
+		return http.StatusConflict, "payment_identifier_conflict", "", 0
+	case errors.Is(err, ledger.ErrInFlight):
+		return http.StatusConflict, "payment_identifier_in_flight", "", ledger.InFlightRetryAfter
 	case errors.Is(err, errPaymentNotFound):
 		return http.StatusNotFound, "payment_not_found", "", 0
 	case errors.Is(err, store.ErrNotFound):

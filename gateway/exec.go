@@ -79,6 +79,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		mode = payments.ModeDryRun
 	}
 	price := s.prices.Price(req.Tool.Name, mode, endpoint)
+	if !price.Free() {
+		var done func()
+		var handled bool
+		if w, done, handled = s.replayable(w, r); handled {
+			return
+		}
+		defer done()
+	}
 	pay, err := s.pay.authorize(r.Context(), r, price)
 	if err != nil {
 		s.metrics.payments.WithLabelValues(credentialScheme(r), "refused").Inc()

@@ -182,6 +182,15 @@ type oaRail struct {
 }
 
 func (r oaRail) Name() string { return r.name }
+
+// IdempotencyKey names the request when the test sends X-Test-Payment-Id.
+func (r oaRail) IdempotencyKey(req *http.Request) (string, string, bool, error) {
+	id := req.Header.Get("X-Test-Payment-Id")
+	if id == "" {
+		return "", "", false, nil
+	}
+	return r.name + ":" + id, req.Header.Get("Authorization"), true, nil
+}
 func (r oaRail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
 	return r.offer, nil
 }
@@ -247,7 +256,7 @@ func oaServer(t *testing.T) (*Server, *oaAudit) {
 	cfg.Payment.InternalAPIKey = oaInternalKey
 	cfg.Payment.PayTo = oaPayTo
 	s, err := New(cfg, Deps{Runner: exec.NewRunner(reg, exec.Limits{}, log), IAM: oaApprove{}, Audit: audit,
-		Rails: oaRails(t), Logger: log, Payments: oaPayments{}})
+		Rails: oaRails(t), Logger: log, Payments: oaPayments{}, Idempotent: ledger.NewMemoryIdempotency()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -701,6 +710,13 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			header: map[string]string{"X-Internal-Key": "guess"}, code: "invalid_internal_key"},
 		{name: "paid with x402", method: "POST", target: "/exec/tool", body: echo("paid"), conform: oaReqConforms, status: 200,
 			header: map[string]string{"Authorization": "x402 ok"}},
+		{name: "paid with a payment identifier", method: "POST", target: "/exec/tool", body: echo("paid"), conform: oaReqConforms, status: 200,
+			header: map[string]string{"Authorization": "x402 ok", "X-Test-Payment-Id": "pay_0123456789abcdef"}},
+		{name: "replayed payment identifier", method: "POST", target: "/exec/tool", body: echo("paid"), conform: oaReqConforms, status: 200,
+			header: map[string]string{"Authorization": "x402 ok", "X-Test-Payment-Id": "pay_0123456789abcdef"}},
+		{name: "payment identifier reused with another payment", method: "POST", target: "/exec/tool", body: echo("paid"), conform: oaReqConforms,
+			status: 409, code: "payment_identifier_conflict",
+			header: map[string]string{"Authorization": "x402 ok-other", "X-Test-Payment-Id": "pay_0123456789abcdef"}},
 		{name: "paid with MPP, real execution", method: "POST", target: "/exec/tool", conform: oaReqConforms, status: 200,
 			body: `{"tool":{"name":"oa_echo","args":{"text":"real"}},"dryRun":false}`, header: map[string]string{"Authorization": "Payment ok"}},
 		{name: "internal agent", method: "POST", target: "/exec/tool", body: `{"tool":{"name":"oa_echo","args":{"text":"x"}}}`,

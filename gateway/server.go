@@ -60,7 +60,8 @@ type Deps struct {
 	IAM        Authorizer
 	Audit      AuditLog
 	Rails      []payments.Rail
-	Payments   PaymentReader // GET /payments/{id}; nil when no rail keeps a ledger
+	Payments   PaymentReader    // GET /payments/{id}; nil when no rail keeps a ledger
+	Idempotent IdempotencyStore // replays for payment identifiers; nil disables them
 	Logger     *slog.Logger
 	Registry   *prometheus.Registry // metrics are registered here and served at /metrics
 	Collectors []prometheus.Collector
@@ -74,6 +75,7 @@ type Server struct {
 	iam      Authorizer
 	audit    AuditLog
 	payments PaymentReader
+	idem     IdempotencyStore
 	pay      *paymentGate
 	prices   payments.PriceTable
 	log      *slog.Logger
@@ -110,7 +112,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, payments: d.Payments, pay: newPaymentGate(cfg.Payment, d.Rails),
+		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, payments: d.Payments, idem: d.Idempotent, pay: newPaymentGate(cfg.Payment, d.Rails),
 		prices: cfg.Prices, log: d.Logger, metrics: m, now: d.Now,
 	}
 	s.router = s.routes(d.Registry)

@@ -19,6 +19,7 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
 	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
@@ -545,5 +546,47 @@ func TestSettlementFollowsTheOutcome(t *testing.T) {
 	w = h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"secret"}}}`, pay...)
 	if w.Code != 402 || strings.Contains(w.Body.String(), "secret") || decode[map[string]any](t, w)["code"] != "invalid_exact_evm_nonce_already_used" {
 		t.Fatalf("refused settlement: %d %s", w.Code, w.Body)
+	}
+}
+
+// idemRail is fakeRail whose credential may name itself with X-Pay-Id.
+type idemRail struct{ *fakeRail }
+
+func (idemRail) IdempotencyKey(r *http.Request) (string, string, bool, error) {
+	id := r.Header.Get("X-Pay-Id")
+	if id == "" {
+		return "", "", false, nil
+	}
+	return "fake:" + id, r.Header.Get("Authorization"), true, nil
+}
+
+func TestPaymentIdentifierReplays(t *testing.T) {
+	h := newHarness(t)
+	rail := idemRail{h.rail}
+	h.srv.pay.rails = []payments.Rail{rail}
+	h.srv.idem = ledger.NewMemoryIdempotency()
+	call := `{"tool":{"name":"echo","args":{"text":"x"}}}`
+
+	first := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay_1")
+	again := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay_1")
+	if first.Code != 200 || again.Code != 200 || first.Body.String() != again.Body.String() || again.Header().Get("X-Idempotent-Replay") != "true" {
+		t.Fatalf("replay: %d %s / %d %s", first.Code, first.Body, again.Code, again.Body)
+	}
+	if len(h.rail.verified) != 1 || len(h.rail.settled) != 1 {
+		t.Fatalf("a replay must not verify or settle again: verified %v settled %v", h.rail.verified, h.rail.settled)
+	}
+
+	// The same identifier with another payment is a conflict.
+	w := h.do("POST", "/exec/tool", call, "Authorization", "Fake other", "X-Pay-Id", "pay_1")
+	if w.Code != 409 || decode[problem](t, w).Code != "payment_identifier_conflict" {
+		t.Fatalf("conflict: %d %s", w.Code, w.Body)
+	}
+
+	// A refused payment frees its identifier: the corrected retry is processed.
+	if w := h.do("POST", "/exec/tool", call, "Authorization", "Fake bad", "X-Pay-Id", "pay_2"); w.Code != 402 {
+		t.Fatalf("refused: %d", w.Code)
+	}
+	if w := h.do("POST", "/exec/tool", call, "Authorization", "Fake bad", "X-Pay-Id", "pay_2"); w.Code != 402 || w.Header().Get("X-Idempotent-Replay") != "" {
+		t.Fatalf("a refusal must not be replayed: %d %v", w.Code, w.Header())
 	}
 }

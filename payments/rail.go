@@ -71,3 +71,10 @@ func (e *PaymentError) Error() string { return e.Rail + ": " + e.Reason + ": " +
 // ErrUnavailable marks a failure of something a rail depends on (Redis, an RPC node,
 // Stripe): the call is refused with 503 and Retry-After, and nothing is charged.
 var ErrUnavailable = errors.New("payment_backend_unavailable")
+
+// An Idempotent rail lets a credential name its request (x402's payment-identifier): the
+// gateway then answers a resend with the stored response instead of processing it again.
+// ok is false when the request names nothing; fingerprint binds the key to the exact payment.
+type Idempotent interface {
+	IdempotencyKey(r *http.Request) (key, fingerprint string, ok bool, err error)
+}

@@ -29,6 +29,7 @@ import (
 type paymentStack struct {
 	rails   []payments.Rail
 	reader  gateway.PaymentReader
+	idem    gateway.IdempotencyStore
 	payTo   string
 	network string // shown in the 402's network field
 	closers []func()
@@ -123,6 +124,11 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if _, inMemory := book.(*ledger.Memory); inMemory {
+		st.idem = ledger.NewMemoryIdempotency()
+	} else {
+		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{})
 	}
 	settler := x402.NewChainSettler(book, sender, network.Asset, cfg.ReceiptTimeout, log)
 	mode := x402.SettleSync

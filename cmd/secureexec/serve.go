@@ -175,7 +175,7 @@ func serve(ctx context.Context, cfg Config) error {
 		gcfg.Payment.Network = pays.network
 	}
 	srv, err := gateway.New(gcfg, gateway.Deps{
-		Runner: runner, IAM: iam, Audit: writer, Rails: pays.rails, Payments: pays.reader, Logger: log,
+		Runner: runner, IAM: iam, Audit: writer, Rails: pays.rails, Payments: pays.reader, Idempotent: pays.idem, Logger: log,
 		Registry: promReg, Collectors: []prometheus.Collector{writer.Collector()},
 	})
 	if err != nil {

@@ -113,6 +113,7 @@ func (r *Rail) offer(price payments.Price, resourceURL, errMsg string) (payments
 	req := r.requirements(price)
 	res := ResourceFor(price, resourceURL)
 	v2 := NewPaymentRequired(res, errMsg, req)
+	DeclarePaymentIdentifier(&v2, false)
 	h, err := EncodePaymentRequired(v2)
 	if err != nil {
 		return payments.Challenge{}, err
@@ -283,4 +284,23 @@ func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason strin
 func jobIDOf(a *payments.Authorization) uuid.UUID {
 	id, _ := uuid.Parse(a.JobID)
 	return id
+}
+
+// IdempotencyKey implements payments.Idempotent: the payment-identifier extension's id,
+// scoped to this rail, bound to the exact payment payload. A payload that does not decode,
+// or names no id, names nothing: Verify reports what is wrong with it.
+func (r *Rail) IdempotencyKey(req *http.Request) (key, fingerprint string, ok bool, err error) {
+	if !HasCredential(req.Header) {
+		return "", "", false, nil
+	}
+	payload, _, derr := PayloadFromRequest(req.Header)
+	if derr != nil {
+		return "", "", false, nil
+	}
+	id, present, err := payload.PaymentIdentifier()
+	if err != nil || !present {
+		return "", "", false, err
+	}
+	fp := payload.Fingerprint()
+	return RailName + ":" + req.URL.Path + ":" + id, "0x" + hex.EncodeToString(fp[:]), true, nil
 }
