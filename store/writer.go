@@ -22,6 +22,9 @@ type WriterOptions struct {
 	QueueSize int
 	// BatchSize is the most entries per WriteBatch from the queue [512].
 	BatchSize int
+	// Workers is how many batches may be in flight to the backend at once [4]: a commit
+	// waits on the disk, so overlapping them multiplies throughput.
+	Workers int
 	// FlushInterval is the longest an entry waits for its batch to fill [20ms].
 	FlushInterval time.Duration
 	// WriteTimeout is the deadline of each WriteBatch [5s].
@@ -54,6 +57,7 @@ func (o WriterOptions) withDefaults() WriterOptions {
 	}
 	def(&o.QueueSize, 16384)
 	def(&o.BatchSize, 512)
+	def(&o.Workers, 4)
 	def(&o.ReplayBatchSize, 2048)
 	def(&o.MaxOverflowBytes, 32<<20)
 	if o.IndexSize == 0 {
@@ -113,7 +117,6 @@ type Writer struct {
 	ovSpare   *spoolEncoder
 	ovSignal  chan struct{}
 
-	batchEnc     *spoolEncoder // owned by the batcher goroutine
 	replaySignal chan struct{}
 	degraded     atomic.Bool
 
@@ -154,7 +157,6 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 		ov:           newSpoolEncoder(),
 		ovSpare:      newSpoolEncoder(),
 		ovSignal:     make(chan struct{}, 1),
-		batchEnc:     newSpoolEncoder(),
 		replaySignal: make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 		replayCtx:    ctx,
@@ -163,8 +165,10 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 	if d := sp.entries.Load(); d > 0 {
 		w.log.Info("audit spool has entries from an earlier run; replaying", "entries", d, "dir", opts.SpoolPath)
 	}
-	w.wg.Add(3)
-	go w.runBatcher()
+	w.wg.Add(2 + w.opts.Workers)
+	for range w.opts.Workers {
+		go w.runBatcher()
+	}
 	go w.runOverflow()
 	go w.runReplayer()
 	return w, nil
@@ -271,15 +275,36 @@ func (w *Writer) Close() error {
 		close(w.stop)
 		w.cancelReplay()
 		w.wg.Wait()
+		w.drainSpool()
 		w.closeErr = w.spool.close()
 	})
 	return w.closeErr
+}
+
+// closeReplayTimeout bounds the last replay at Close.
+const closeReplayTimeout = 15 * time.Second
+
+// drainSpool makes one last attempt, bounded in time, to move what is spooled into the
+// backend, so that a clean shutdown with the database up leaves the spool empty. Whatever
+// it cannot write stays spooled and is replayed at the next start. Every goroutine is
+// stopped by now, so the replay context can be replaced.
+func (w *Writer) drainSpool() {
+	if w.spool.entries.Load() == 0 {
+		return
+	}
+	w.replayCtx, w.cancelReplay = context.WithTimeout(context.Background(), closeReplayTimeout)
+	defer w.cancelReplay()
+	if err := w.replayAll(); err != nil {
+		w.log.Warn("audit spool not fully replayed at close; the rest is replayed at the next start",
+			"err", err, "spool_entries", w.spool.entries.Load())
+	}
 }
 
 // runBatcher owns the queue: it gathers entries into batches of BatchSize, or whatever has
 // arrived FlushInterval after a batch's first entry, and writes them.
 func (w *Writer) runBatcher() {
 	defer w.wg.Done()
+	enc := newSpoolEncoder() // this batcher's own, for spooling its batches
 	batch := make([]Entry, 0, w.opts.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -289,7 +314,7 @@ func (w *Writer) runBatcher() {
 			timer.Stop()
 			timerOn = false
 		}
-		w.flush(batch)
+		enc = w.flush(batch, enc)
 		clear(batch) // drop references to records already handled
 		batch = batch[:0]
 	}
@@ -338,31 +363,32 @@ func (w *Writer) runBatcher() {
 
 // flush writes one batch to the backend, or to the spool when the backend fails or is known
 // to be down (then the replayer, not every batch, probes it).
-func (w *Writer) flush(batch []Entry) {
+func (w *Writer) flush(batch []Entry, enc *spoolEncoder) *spoolEncoder {
 	if len(batch) == 0 {
-		return
+		return enc
 	}
 	if !w.degraded.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), w.opts.WriteTimeout)
 		err := w.write(ctx, batch, &w.written)
 		cancel()
 		if err == nil {
-			return
+			return enc
 		}
 		w.degraded.Store(true)
 		w.log.Warn("audit backend write failed; spooling until it recovers", "err", err, "entries", len(batch))
 	}
-	w.batchEnc.reset()
+	enc.reset()
 	for _, e := range batch {
-		if err := w.batchEnc.add(e); err != nil {
+		if err := enc.add(e); err != nil {
 			w.index.remove([]Entry{e})
 			w.deadLetter(e, ReasonInvalidRecordJSON, err.Error())
 		}
 	}
-	w.appendSpool(w.batchEnc)
-	if w.batchEnc.buf.Cap() > 4<<20 {
-		w.batchEnc = newSpoolEncoder() // give a huge batch's memory back
+	w.appendSpool(enc)
+	if enc.buf.Cap() > 4<<20 {
+		return newSpoolEncoder() // give a huge batch's memory back
 	}
+	return enc
 }
 
 // write calls WriteBatch and settles its outcome: a nil return means every entry is now in the
