@@ -32,6 +32,9 @@ const DefaultSendTimeout = 30 * time.Second
 
 // SenderOptions tune a Sender; the zero value is usable.
 type SenderOptions struct {
+	// Lock, when set, is held around every sign-and-broadcast, and the nonce is read from
+	// the node each time under it: replicas that share one key then never race for a nonce.
+	Lock func(ctx context.Context) (unlock func(), err error)
 	// GasMarginPercent is added to the node's gas estimate (default 25): estimates are taken
 	// against the pending state, which can change before the tx is mined.
 	GasMarginPercent uint64
@@ -56,9 +59,10 @@ type Sender struct {
 	// lock is a one-slot semaphore rather than a sync.Mutex so that waiting for it honours
 	// the caller's deadline. It is held across nonce allocation and SendTransaction, so nonces
 	// reach the node in order and a rejected transaction never leaves a gap.
-	lock   chan struct{}
-	synced bool   // false until the first send, and again after an ambiguous send error
-	nonce  uint64 // next nonce to use when synced
+	lock       chan struct{}
+	sharedLock func(ctx context.Context) (func(), error)
+	synced     bool   // false until the first send, and again after an ambiguous send error
+	nonce      uint64 // next nonce to use when synced
 }
 
 // NewSender returns a Sender for key on the chain chainID; no network call is made yet.
@@ -75,15 +79,16 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 		lg = slog.Default()
 	}
 	return &Sender{
-		backend:   backend,
-		key:       key,
-		from:      crypto.PubkeyToAddress(key.PublicKey),
-		chainID:   new(big.Int).Set(chainID),
-		signer:    types.LatestSignerForChainID(chainID),
-		marginPct: margin,
-		maxFee:    opts.MaxFeePerGas,
-		log:       lg,
-		lock:      make(chan struct{}, 1),
+		backend:    backend,
+		key:        key,
+		from:       crypto.PubkeyToAddress(key.PublicKey),
+		chainID:    new(big.Int).Set(chainID),
+		signer:     types.LatestSignerForChainID(chainID),
+		marginPct:  margin,
+		maxFee:     opts.MaxFeePerGas,
+		log:        lg,
+		lock:       make(chan struct{}, 1),
+		sharedLock: opts.Lock,
 	}, nil
 }
 
@@ -151,6 +156,14 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 		return common.Hash{}, fmt.Errorf("chain: waiting to send: %w", ctx.Err())
 	}
 	defer func() { <-s.lock }()
+	if s.sharedLock != nil {
+		unlock, err := s.sharedLock(ctx)
+		if err != nil {
+			return common.Hash{}, fmt.Errorf("chain: taking the shared send lock: %w", err)
+		}
+		defer unlock()
+		s.synced = false // another replica may have sent since: ask the node
+	}
 	const attempts = 3 // a stale nonce is resynced at most twice before giving up
 	for attempt := 1; ; attempt++ {
 		if !s.synced {

@@ -114,13 +114,17 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		st.Close()
 		return nil, fmt.Errorf("SETTLEMENT_PRIVATE_KEY: %w", err)
 	}
-	sender, err := chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{Logger: log})
+	book, claims, err := openLedger(ctx, cfg, pool, log, st)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-
-	book, claims, err := openLedger(ctx, cfg, pool, log, st)
+	// Every replica signs with the same settlement key: one lock per key serialises their
+	// sends, so they never race for a nonce.
+	lockName := "settlement-key:" + crypto.PubkeyToAddress(key.PublicKey).Hex()
+	sender, err := chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{
+		Logger: log, Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
+	})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -168,6 +172,7 @@ type ledgerAll interface {
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error)
+	Lock(ctx context.Context, name string) (unlock func(), err error)
 }
 
 // claimer claims a credential's nonce once across every replica.

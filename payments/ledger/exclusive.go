@@ -97,3 +97,28 @@ func (l *Ledger) RunExclusive(ctx context.Context, name string, fn func(context.
 	}
 	return true, errors.Join(ferr, lost)
 }
+
+// Lock blocks until this replica holds the lock called name, or ctx ends, and returns the
+// function that releases it. Unlike RunExclusive it waits its turn: it serialises short
+// critical sections across replicas, such as signing and broadcasting with a settlement key
+// they share. The lock is a transaction-scoped Postgres advisory lock, so a replica that dies
+// holding it releases it with its connection.
+func (l *Ledger) Lock(ctx context.Context, name string) (unlock func(), err error) {
+	if err := checkText("lock name", name, MaxKeyBytes); err != nil || name == "" {
+		return nil, invalid("lock name is required")
+	}
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return nil, dbError(ctx, "begin lock "+name, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '') || '/' || $2))`,
+		exclusiveLockSpace, name); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return nil, dbError(ctx, "take lock "+name, err)
+	}
+	return func() {
+		rctx, cancel := context.WithTimeout(context.Background(), l.opts.DBTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx) // nothing was written: ending the transaction releases the lock
+	}, nil
+}

@@ -22,11 +22,12 @@ type Memory struct {
 	nonces   map[string]time.Time
 	batches  map[uuid.UUID]Batch
 	running  map[string]bool
+	locks    map[string]*sync.Mutex
 }
 
 // NewMemory returns an empty in-process ledger.
 func NewMemory() *Memory {
-	return &Memory{payments: map[uuid.UUID]Payment{}, nonces: map[string]time.Time{}, batches: map[uuid.UUID]Batch{}, running: map[string]bool{}}
+	return &Memory{payments: map[uuid.UUID]Payment{}, nonces: map[string]time.Time{}, batches: map[uuid.UUID]Batch{}, running: map[string]bool{}, locks: map[string]*sync.Mutex{}}
 }
 
 // Claim marks key as used until expiresAt; a second claim is ErrNonceUsed.
@@ -232,6 +233,26 @@ func (m *Memory) RunExclusive(ctx context.Context, name string, fn func(context.
 		m.mu.Unlock()
 	}()
 	return true, fn(ctx)
+}
+
+// Lock serialises a critical section within this process (there is no other replica).
+func (m *Memory) Lock(ctx context.Context, name string) (func(), error) {
+	m.mu.Lock()
+	l, ok := m.locks[name]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[name] = l
+	}
+	m.mu.Unlock()
+	got := make(chan struct{})
+	go func() { l.Lock(); close(got) }()
+	select {
+	case <-got:
+		return l.Unlock, nil
+	case <-ctx.Done():
+		go func() { <-got; l.Unlock() }() // release it once the late acquisition lands
+		return nil, ctx.Err()
+	}
 }
 
 // sorted lists payments oldest first; m.mu is held.
