@@ -162,8 +162,11 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 			return common.Hash{}, fmt.Errorf("chain: taking the shared send lock: %w", err)
 		}
 		defer unlock()
-		s.synced = false // another replica may have sent since: ask the node
 	}
+	// Ask the node every time: a cached nonce goes stale whenever anything else sends with
+	// this key (another replica, a recovery re-broadcast), and a stale nonce makes a
+	// persisted send sign a second transaction for the same payment.
+	s.synced = false
 	const attempts = 3 // a stale nonce is resynced at most twice before giving up
 	for attempt := 1; ; attempt++ {
 		if !s.synced {

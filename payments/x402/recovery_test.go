@@ -1,0 +1,191 @@
+package x402
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"errors"
+	"math/big"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/chain"
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// recoveryRig is a rail, settler and worker on the dev chain with the in-process ledger.
+type recoveryRig struct {
+	dev     *chain.DevChain
+	net     Network
+	book    *ledger.Memory
+	sender  *chain.Sender
+	settler *ChainSettler
+	worker  *Worker
+	payer   *ecdsa.PrivateKey
+	payTo   common.Address
+}
+
+func newRecoveryRig(t *testing.T) *recoveryRig {
+	t.Helper()
+	ctx := context.Background()
+	dev, err := chain.StartSimulated(ctx, chain.DevChainOptions{AutoMine: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dev.Close() })
+	r := &recoveryRig{dev: dev, book: ledger.NewMemory(), payTo: dev.Accounts()[0].Address}
+	r.payer, _ = crypto.HexToECDSA(dev.Accounts()[1].PrivateKeyHex[2:])
+	r.net = CustomNetwork(dev.ChainID().Uint64(), dev.Addresses().Token, "USD Coin", "2")
+	if r.sender, err = chain.NewSender(dev.Client(), dev.OperatorKey(), dev.ChainID(), chain.SenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.settler = NewChainSettler(r.book, r.sender, r.net.Asset, 10*time.Second, nil)
+	r.worker = NewWorker(WorkerConfig{Network: r.net, Batcher: dev.Addresses().Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: 10 * time.Second},
+		r.book, r.sender, r.settler)
+	return r
+}
+
+func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s settler) *Rail {
+	t.Helper()
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode}, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rail
+}
+
+// verify sends one fresh payment through the rail's Verify, as the gateway does.
+func (r *recoveryRig) verify(t *testing.T, rail *Rail) *payments.Authorization {
+	t.Helper()
+	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
+	req := rail.requirements(price)
+	var nonce [32]byte
+	_, _ = rand.Read(nonce[:])
+	auth := EIP3009Authorization{From: crypto.PubkeyToAddress(r.payer.PublicKey).Hex(), To: req.PayTo, Value: req.Amount,
+		ValidAfter: "0", ValidBefore: strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10), Nonce: common.Bytes2Hex(nonce[:])}
+	auth.Nonce = "0x" + auth.Nonce
+	accepted := req
+	p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, r.payer, req, auth), Authorization: auth}}
+	hreq := httptest.NewRequest("POST", "/exec/tool", nil)
+	hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
+	a, err := rail.Verify(context.Background(), hreq, price)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.JobID = uuid.NewString()
+	return a
+}
+
+func (r *recoveryRig) balance(t *testing.T) *big.Int {
+	t.Helper()
+	b, err := chain.TokenBalance(context.Background(), r.dev.Client(), r.net.Asset, r.payTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (r *recoveryRig) status(t *testing.T, a *payments.Authorization) ledger.Status {
+	t.Helper()
+	p, err := r.book.Get(context.Background(), uuid.MustParse(a.Reference))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Status
+}
+
+// crashAfterPersist records the signed transaction as the real settler does, then "crashes"
+// before broadcasting it.
+type crashAfterPersist struct{ *chain.Sender }
+
+var errCrash = errors.New("crash before broadcast")
+
+func (c crashAfterPersist) SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error) {
+	return c.Sender.SendPersisted(ctx, to, data, func(tx *types.Transaction) error {
+		if err := persist(tx); err != nil {
+			return err
+		}
+		return errCrash
+	})
+}
+
+func TestRecoveryAfterACrash(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	price := big.NewInt(10_000)
+
+	t.Run("verified, then the process died before the tool answered: not charged", func(t *testing.T) {
+		before := r.balance(t)
+		a := r.verify(t, r.rail(t, SettleSync, r.settler))
+		if err := r.worker.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s := r.status(t, a); s != ledger.StatusNotCharged {
+			t.Fatalf("status %s, want not_charged", s)
+		}
+		if got := r.balance(t); got.Cmp(before) != 0 {
+			t.Fatalf("payTo balance moved: %v -> %v", before, got)
+		}
+	})
+
+	t.Run("transaction persisted, then the process died before broadcasting: recovery sends those bytes once", func(t *testing.T) {
+		before := r.balance(t)
+		crashing := NewChainSettler(r.book, crashAfterPersist{r.sender}, r.net.Asset, 10*time.Second, nil)
+		rail := r.rail(t, SettleSync, crashing)
+		a := r.verify(t, rail)
+		s, err := rail.Settle(ctx, a)
+		if err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("a crashed settlement must read as pending: %+v %v", s, err)
+		}
+		p, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		if p.Status != ledger.StatusSubmitted || len(p.RawTx) == 0 {
+			t.Fatalf("the signed transaction must be recorded before broadcast: %+v", p)
+		}
+		for range 2 { // a second pass finds nothing to do
+			if err := r.worker.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		if after.Status != ledger.StatusSettled || after.TxHash != p.TxHash {
+			t.Fatalf("after recovery: %s with tx %s, want settled with the recorded %s", after.Status, after.TxHash, p.TxHash)
+		}
+		if got := new(big.Int).Sub(r.balance(t), before); got.Cmp(price) != 0 {
+			t.Fatalf("payTo gained %v, want exactly %v", got, price)
+		}
+	})
+
+	t.Run("batch claimed, then the process died before recording its transaction: recovery settles it once", func(t *testing.T) {
+		before := r.balance(t)
+		rail := r.rail(t, SettleBatch, r.settler)
+		a := r.verify(t, rail)
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("batch settle: %+v %v", s, err)
+		}
+		batch := uuid.New()
+		claimed, err := r.book.ClaimQueued(ctx, 10, batch, r.worker.scope())
+		if err != nil || len(claimed) != 1 {
+			t.Fatalf("claim: %v %v", claimed, err)
+		}
+		// The crash: no batch transaction was recorded or sent.
+		for range 2 {
+			if err := r.worker.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s := r.status(t, a); s != ledger.StatusSettled {
+			t.Fatalf("status %s, want settled", s)
+		}
+		if got := new(big.Int).Sub(r.balance(t), before); got.Cmp(price) != 0 {
+			t.Fatalf("payTo gained %v, want exactly %v", got, price)
+		}
+	})
+}
