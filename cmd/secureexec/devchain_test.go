@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"testing"
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/secureexec/secureexec/chain"
 	"github.com/secureexec/secureexec/chain/chaintest"
 )
 
@@ -42,6 +44,18 @@ func TestDevchainDeployToAnvil(t *testing.T) {
 			t.Fatalf("no code at %s (%v)", a, err)
 		}
 	}
+	// mint puts test USDC where a payer needs it.
+	payer := "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" // anvil #2
+	m := rootCmd()
+	m.SetArgs([]string{"devchain", "mint", "--rpc", url, "--key", anvilKey0, "--token", got.Token, "--to", payer, "--amount", "2.5"})
+	m.SetOut(io.Discard)
+	if err := m.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if bal, err := chain.TokenBalance(context.Background(), client, common.HexToAddress(got.Token), common.HexToAddress(payer)); err != nil || bal.Int64() != 2_500_000 {
+		t.Fatalf("minted balance %v (%v), want 2500000", bal, err)
+	}
+
 	bad := rootCmd()
 	bad.SetArgs([]string{"devchain", "deploy", "--rpc", url})
 	if err := bad.ExecuteContext(context.Background()); err == nil {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The x402 load benchmark of docs/PERFORMANCE.md (issue 3): x402-paid dry-run calls end to
+# end (verify, nonce claim, tool, proof, audit, settlement) with the live Postgres and Redis,
+# the chain in another process (anvil from npm, so chain reads run concurrently as against a
+# real node), and cmd/x402load signing a fresh EIP-3009 payment per request.
+# MODE=batch|sync, N payments, C connections. 127.0.0.1 only; every process started here is
+# stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${MODE:-batch}
+N=${N:-10000}
+C=${C:-32}
+DB_NAME=secureexec_x402bench
+PG=postgres://postgres@127.0.0.1:5432
+ANVIL=node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+RPC_PORT=18545
+GW_PORT=5097
+# anvil's well-known public test keys (never used on a real network)
+KEY0=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 # deployer, settlement
+ADDR1=0x70997970C51812dc3A010C7d01b50e0d17dc79C8                         # payTo
+PAYERS=(0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a
+        0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6
+        0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a
+        0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba)
+PAYER_ADDRS=(0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 0x90F79bf6EB2c4f870365E785982E1f101E93b906
+             0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc)
+
+test -x "$ANVIL" || npm ci --no-audit --no-fund
+bash .ci/services.sh
+go build -o bin/secureexec ./cmd/secureexec
+go build -o bin/x402load ./cmd/x402load
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+"$ANVIL" --host 127.0.0.1 --port $RPC_PORT --chain-id 31337 --silent & pids+=($!)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
+  -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' http://127.0.0.1:$RPC_PORT && break; sleep 0.1; done
+addrs=$(./bin/secureexec devchain deploy --rpc http://127.0.0.1:$RPC_PORT --key $KEY0)
+token=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+batcher=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batcher"])')
+mint_args=(); for a in "${PAYER_ADDRS[@]}"; do mint_args+=(--to "$a"); done
+./bin/secureexec devchain mint --rpc http://127.0.0.1:$RPC_PORT --key $KEY0 --token "$token" --amount 100000 "${mint_args[@]}" >/dev/null
+
+datadir=$(mktemp -d)
+python3 - "$datadir/accounts.json" "${PAYERS[@]}" <<'PY'
+import json, sys
+path, keys = sys.argv[1], sys.argv[2:]
+# x402load skips the first account (the dev chain's payTo); list the payers after it.
+json.dump({"accounts": [{"privateKey": "0x" + "00" * 31 + "01"}] + [{"privateKey": k} for k in keys]}, open(path, "w"))
+PY
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB_NAME" -c "CREATE DATABASE $DB_NAME"
+HOST=127.0.0.1 PORT=$GW_PORT DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=redis://127.0.0.1:6379/5 \
+  X402_NETWORK=custom ETH_RPC_URL=http://127.0.0.1:$RPC_PORT X402_TOKEN_ADDRESS="$token" X402_BATCHER_ADDRESS="$batcher" \
+  SETTLEMENT_PRIVATE_KEY=$KEY0 PAYMENT_WALLET=$ADDR1 X402_SETTLEMENT_MODE=$MODE \
+  SECUREEXEC_DATA_DIR="$datadir" LOG_FILE="$datadir/gateway.log" LOG_LEVEL=warn ./bin/secureexec serve 2>/dev/null & pids+=($!)
+gw=$!
+for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:$GW_PORT/health && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores; mode $MODE, $N payments, $C connections, chain: anvil (another process)"
+./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$datadir/accounts.json" -n "$N" -c "$C"
+sleep 3
+echo "payments by status: $(psql -tAq -h 127.0.0.1 -U postgres -d $DB_NAME -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM payments GROUP BY 1 ORDER BY 1) s")"
+kill -TERM "$gw"; wait "$gw" 2>/dev/null || true
+rm -rf "$datadir"
