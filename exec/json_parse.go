@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"strconv"
-	"strings"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // JSONParseConfig bounds json_parse. Zero fields take the defaults in DefaultJSONParseConfig.
@@ -130,16 +132,23 @@ func (j *JSONParse) parse(ctx context.Context, raw json.RawMessage) (any, error)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("json_parse: %w", err)
 	}
-	var a jsonparseArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, Failf("invalid_args", "args do not decode: %v", err)
+	a, ok := jsonparseArgsFast(raw)
+	if !ok {
+		var v jsonparseArgs
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, Failf("invalid_args", "args do not decode: %v", err)
+		}
+		a = jsonparseCall{data: v.Data, hasData: v.Data != nil, hasText: v.Text != nil, maxDepth: v.MaxDepth}
+		if v.Text != nil {
+			a.text = []byte(*v.Text)
+		}
 	}
 	var input []byte
 	switch {
-	case a.Text != nil && a.Data == nil:
-		input = []byte(*a.Text)
-	case a.Data != nil && a.Text == nil:
-		input = a.Data
+	case a.hasText && !a.hasData:
+		input = a.text
+	case a.hasData && !a.hasText:
+		input = a.data
 	default:
 		return nil, Failf("invalid_args", "give exactly one of data and text")
 	}
@@ -147,48 +156,157 @@ func (j *JSONParse) parse(ctx context.Context, raw json.RawMessage) (any, error)
 		return nil, Failf("input_too_large", "the JSON text is %d bytes, the limit is %d", len(input), j.cfg.MaxBytes)
 	}
 	maxDepth := j.cfg.DefaultDepth
-	if a.MaxDepth != nil {
-		if *a.MaxDepth < 1 || *a.MaxDepth > j.cfg.MaxDepth {
+	if a.maxDepth != nil {
+		if *a.maxDepth < 1 || *a.maxDepth > j.cfg.MaxDepth {
 			return nil, Failf("invalid_args", "maxDepth must be between 1 and %d", j.cfg.MaxDepth)
 		}
-		maxDepth = *a.MaxDepth
+		maxDepth = *a.maxDepth
 	}
 	return jsonparseText(ctx, input, maxDepth)
 }
 
-// jsonparseText parses input strictly and describes it. The returned error is a ToolError for
-// a limit, or ctx's error; an invalid text is a JSONParseOutput with Valid false.
-func jsonparseText(ctx context.Context, input []byte, maxDepth int) (JSONParseOutput, error) {
-	p := &jsonparseParser{ctx: ctx, input: input, maxDepth: maxDepth}
-	p.dec = json.NewDecoder(bytes.NewReader(input))
-	p.dec.UseNumber()
-	p.enc = json.NewEncoder(&p.scratch)
-	p.enc.SetEscapeHTML(false)
-	out := JSONParseOutput{Bytes: len(input)}
+// jsonparseCall is a decoded jsonparseArgs; text is the decoded string.
+type jsonparseCall struct {
+	data, text       []byte
+	hasData, hasText bool
+	maxDepth         *int
+}
 
-	tok, err := p.next()
-	if err == nil {
-		err = p.value(tok, 0, true)
+// jsonparseArgsFast decodes args the way json.Unmarshal into jsonparseArgs does, for the
+// shape the schema admits: an I-JSON object (checked in one pass) whose names are exactly
+// data, text and maxDepth, text a string or null, maxDepth an integer literal or null. It
+// reports false for anything else (other or mis-cased names, values of another type,
+// malformed JSON, duplicate names, invalid UTF-8), which then takes json.Unmarshal and its
+// errors. encoding/json's reflection cost more than the parse itself.
+func jsonparseArgsFast(raw []byte) (a jsonparseCall, ok bool) {
+	if !jsontext.Value(raw).IsValid() {
+		return a, false
 	}
-	if err == nil {
-		// Anything but the end of input after the first value is trailing data.
-		at := int(p.dec.InputOffset())
-		if _, terr := p.dec.Token(); terr != io.EOF {
-			err = p.fail("trailing_data", at, "unexpected data after the JSON value")
+	i := jsonparseSkipSpace(raw, 0)
+	if raw[i] != '{' {
+		return a, false
+	}
+	for i = jsonparseSkipSpace(raw, i+1); raw[i] != '}'; {
+		nameEnd := jsonparseStringEnd(raw, i)
+		name := raw[i:nameEnd]
+		start := jsonparseSkipSpace(raw, jsonparseSkipSpace(raw, nameEnd)+1) // past the colon
+		end := jsonparseValueEnd(raw, start)
+		v := raw[start:end:end]
+		switch string(name) {
+		case `"data"`:
+			a.data, a.hasData = v, true
+		case `"text"`:
+			switch v[0] {
+			case 'n': // absent, as json.Unmarshal leaves a nil pointer
+			case '"':
+				a.text, a.hasText = jsonparseUnquote(nil, v[1:len(v)-1]), true
+			default:
+				return a, false
+			}
+		case `"maxDepth"`:
+			if v[0] == 'n' {
+				break
+			}
+			if v[0] != '-' && !jsonparseIsDigit(v[0]) || bytes.ContainsAny(v, ".eE") {
+				return a, false
+			}
+			n, err := strconv.Atoi(string(v))
+			if err != nil {
+				return a, false
+			}
+			a.maxDepth = &n
+		default:
+			return a, false
+		}
+		if i = jsonparseSkipSpace(raw, end); raw[i] == ',' {
+			i = jsonparseSkipSpace(raw, i+1)
 		}
 	}
-	var perr *jsonparseInvalid
-	switch {
-	case errors.As(err, &perr):
-		out.Error = perr.detail(input)
-		return out, nil
-	case err != nil:
+	return a, true
+}
+
+// jsonparseStringEnd returns the offset just past the string that starts at the quote b[i];
+// b is valid JSON.
+func jsonparseStringEnd(b []byte, i int) int {
+	for i++; ; i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// jsonparseValueEnd returns the offset just past the value that starts at b[i]; b is valid
+// JSON.
+func jsonparseValueEnd(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			i = jsonparseStringEnd(b, i)
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
+}
+
+// jsonparseText parses input strictly and describes it. The returned error is a ToolError for
+// a limit, or ctx's error; an invalid text is a JSONParseOutput with Valid false.
+//
+// It is a single pass over the bytes that accepts exactly what encoding/json accepts and
+// reproduces what json_parse always answered: the value re-encoded as encoding/json's Encoder
+// (without HTML escaping) writes the decoded text, invalid UTF-8 and lone surrogates turned
+// into U+FFFD as encoding/json decodes them, and encoding/json's own words for a syntax error.
+// A token-by-token encoding/json.Decoder walk cost several times as much.
+func jsonparseText(ctx context.Context, input []byte, maxDepth int) (JSONParseOutput, error) {
+	p := &jsonparseParser{ctx: ctx, in: input, maxDepth: maxDepth}
+	p.out = make([]byte, 0, len(input)+2)
+	out := JSONParseOutput{Bytes: len(input)}
+
+	var err error
+	start := jsonparseSkipSpace(input, 0)
+	if start == len(input) {
+		err = p.fail("syntax_error", len(input), "the input is empty")
+	} else {
+		var end int
+		end, err = p.value(start, 0, true)
+		// Anything but whitespace after the first value is trailing data.
+		if err == nil && jsonparseSkipSpace(input, end) < len(input) {
+			err = p.fail("trailing_data", end, "unexpected data after the JSON value")
+		}
+	}
+	if err != nil {
+		// The parser returns its own errors unwrapped; anything else is a limit or ctx's.
+		if perr, ok := err.(*jsonparseInvalid); ok {
+			out.Error = perr.detail(input)
+			return out, nil
+		}
 		return JSONParseOutput{}, err
 	}
 	out.Valid = true
 	out.Type = p.topType
-	out.Value = append(json.RawMessage(nil), p.out.Bytes()...)
-	out.Depth = &p.maxSeen
+	out.Value = p.out
+	depth := p.maxSeen
+	out.Depth = &depth
 	switch p.topType {
 	case "object":
 		sort.Strings(p.topKeys)
@@ -224,13 +342,19 @@ func (e *jsonparseInvalid) detail(input []byte) *JSONParseError {
 	return &JSONParseError{Code: e.code, Message: e.msg, Offset: off, Line: line, Column: col}
 }
 
+// jsonparseSpan is where one member name of an open object sits, encoded, in the output.
+type jsonparseSpan struct{ start, end int }
+
+// jsonparseLinearKeys is how many names an object may have before duplicates are looked up
+// in a map instead of by comparing against every earlier name.
+const jsonparseLinearKeys = 16
+
 type jsonparseParser struct {
 	ctx      context.Context
-	input    []byte
-	dec      *json.Decoder
-	enc      *json.Encoder
-	scratch  bytes.Buffer
-	out      bytes.Buffer
+	in       []byte
+	out      []byte          // the compact encoding of what has been read so far
+	keys     []jsonparseSpan // names of the open objects, innermost last
+	scratch  []byte          // a decoded string, for the strings that need escaping work
 	maxDepth int
 	maxSeen  int
 	tokens   int
@@ -243,174 +367,498 @@ func (p *jsonparseParser) fail(code string, offset int, format string, args ...a
 	return &jsonparseInvalid{code: code, msg: fmt.Sprintf(format, args...), offset: offset}
 }
 
-// next reads one token, turning the decoder's errors into invalid-text errors with an offset.
-func (p *jsonparseParser) next() (json.Token, error) {
+// tick counts a token and looks at ctx every 4096 of them, so that a large text notices a
+// cancellation while it is being read.
+func (p *jsonparseParser) tick() error {
 	p.tokens++
 	if p.tokens&4095 == 0 {
 		if err := p.ctx.Err(); err != nil {
-			return nil, fmt.Errorf("json_parse: %w", err)
+			return fmt.Errorf("json_parse: %w", err)
 		}
 	}
-	at := int(p.dec.InputOffset())
-	tok, err := p.dec.Token()
-	if err == nil {
-		return tok, nil
-	}
+	return nil
+}
+
+// unexpectedEnd is the error for a text that stops before its value is complete.
+func (p *jsonparseParser) unexpectedEnd() error {
+	return p.fail("syntax_error", len(p.in), "unexpected end of input")
+}
+
+// syntaxError reports the byte at offset as invalid. The message and offset are
+// encoding/json's, which json_parse has always quoted; its scanner stops at the same byte.
+func (p *jsonparseParser) syntaxError(offset int) error {
 	var se *json.SyntaxError
-	switch {
-	case errors.As(err, &se):
-		return nil, p.syntaxError(se)
-	case err == io.EOF && p.tokens == 1:
-		return nil, p.fail("syntax_error", len(p.input), "the input is empty")
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		return nil, p.fail("syntax_error", len(p.input), "unexpected end of input")
-	default:
-		return nil, p.fail("syntax_error", at, "%s", err.Error())
-	}
-}
-
-// syntaxError locates a syntax error. The decoder's offsets are relative to the token it was
-// reading for scalars and absolute otherwise, so the whole input is checked once more by
-// json.Unmarshal, whose offset is always absolute ("after reading Offset bytes").
-func (p *jsonparseParser) syntaxError(se *json.SyntaxError) error {
-	var ce *json.SyntaxError
 	var sink json.RawMessage
-	if err := json.Unmarshal(p.input, &sink); errors.As(err, &ce) {
-		se = ce
+	if err := json.Unmarshal(p.in, &sink); errors.As(err, &se) {
+		return p.fail("syntax_error", int(se.Offset)-1, "%s", se.Error())
 	}
-	return p.fail("syntax_error", int(se.Offset)-1, "%s", se.Error())
+	// Unreachable while both grammars agree; the fuzz tests hold them to it.
+	return p.fail("syntax_error", offset, "invalid character %q", rune(p.in[offset]))
 }
 
-// value consumes the value starting with tok and writes its compact encoding to p.out.
-// Recursion is bounded by maxDepth (at most 256).
-func (p *jsonparseParser) value(tok json.Token, depth int, top bool) error {
-	switch t := tok.(type) {
-	case json.Delim:
+// jsonparseSkipSpace returns the offset of the first byte at or after i that is not JSON
+// whitespace.
+func jsonparseSkipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// value reads the value starting at in[i] (not whitespace), appends its compact encoding to
+// p.out and returns the offset just past it. depth is the nesting of the enclosing value;
+// recursion is bounded by maxDepth (at most 256).
+func (p *jsonparseParser) value(i, depth int, top bool) (int, error) {
+	if err := p.tick(); err != nil {
+		return 0, err
+	}
+	if i >= len(p.in) {
+		return 0, p.unexpectedEnd()
+	}
+	switch c := p.in[i]; c {
+	case '{', '[':
 		if depth+1 > p.maxDepth {
-			return Failf("depth_exceeded", "the JSON nests deeper than %d levels (at byte %d)", p.maxDepth, p.dec.InputOffset())
+			return 0, Failf("depth_exceeded", "the JSON nests deeper than %d levels (at byte %d)", p.maxDepth, i+1)
 		}
 		p.maxSeen = max(p.maxSeen, depth+1)
-		switch t {
-		case '{':
+		if c == '{' {
 			if top {
 				p.topType = "object"
 			}
-			return p.object(depth+1, top)
-		case '[':
-			if top {
-				p.topType = "array"
-			}
-			return p.array(depth+1, top)
-		default:
-			return p.fail("syntax_error", int(p.dec.InputOffset())-1, "unexpected %q", rune(t))
+			return p.object(i, depth+1, top)
 		}
-	case string:
+		if top {
+			p.topType = "array"
+		}
+		return p.array(i, depth+1, top)
+	case '"':
+		end, nul, err := p.str(i)
+		if err != nil {
+			return 0, err
+		}
+		if nul {
+			return 0, p.nulError(end)
+		}
 		if top {
 			p.topType = "string"
-			p.topLen = utf8.RuneCountInString(t)
+			p.topLen = utf8.RuneCount(p.decoded(p.in[i+1 : end-1]))
 		}
-		return p.str(t)
-	case json.Number:
-		if top {
-			p.topType = "number"
-		}
-		f, err := strconv.ParseFloat(t.String(), 64)
-		if err != nil || math.IsInf(f, 0) {
-			return p.fail("number_out_of_range", int(p.dec.InputOffset())-len(t), "the number %.40s is outside the range of a 64-bit float", t.String())
-		}
-		p.out.WriteString(t.String())
-		return nil
-	case bool:
-		if top {
-			p.topType = "boolean"
-		}
-		p.out.WriteString(strconv.FormatBool(t))
-		return nil
-	case nil:
-		if top {
-			p.topType = "null"
-		}
-		p.out.WriteString("null")
-		return nil
+		return end, nil
+	case 't':
+		return p.literal(i, "true", "boolean", top)
+	case 'f':
+		return p.literal(i, "false", "boolean", top)
+	case 'n':
+		return p.literal(i, "null", "null", top)
 	default:
-		return p.fail("syntax_error", int(p.dec.InputOffset()), "unexpected token")
+		if c == '-' || ('0' <= c && c <= '9') {
+			return p.number(i, top)
+		}
+		return 0, p.syntaxError(i)
 	}
 }
 
-func (p *jsonparseParser) object(depth int, top bool) error {
-	p.out.WriteByte('{')
-	seen := map[string]struct{}{}
-	for i := 0; ; i++ {
-		tok, err := p.next()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			p.out.WriteByte('}')
-			return nil
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return p.fail("syntax_error", int(p.dec.InputOffset()), "object key is not a string")
-		}
-		if _, dup := seen[key]; dup {
-			return p.fail("duplicate_key", int(p.dec.InputOffset()), "duplicate object key %q", jsonparseClip(key))
-		}
-		seen[key] = struct{}{}
-		if top {
-			p.topKeys = append(p.topKeys, key)
-		}
-		if i > 0 {
-			p.out.WriteByte(',')
-		}
-		if err := p.str(key); err != nil {
-			return err
-		}
-		p.out.WriteByte(':')
-		val, err := p.next()
-		if err != nil {
-			return err
-		}
-		if err := p.value(val, depth, false); err != nil {
-			return err
-		}
-	}
+func (p *jsonparseParser) nulError(end int) error {
+	return p.fail("nul_character", end, "a string contains U+0000, which the audit store (PostgreSQL jsonb) cannot hold")
 }
 
-func (p *jsonparseParser) array(depth int, top bool) error {
-	p.out.WriteByte('[')
-	for i := 0; ; i++ {
-		tok, err := p.next()
-		if err != nil {
-			return err
+func (p *jsonparseParser) literal(i int, lit, typ string, top bool) (int, error) {
+	for k := 0; k < len(lit); k++ {
+		switch {
+		case i+k >= len(p.in):
+			return 0, p.unexpectedEnd()
+		case p.in[i+k] != lit[k]:
+			return 0, p.syntaxError(i + k)
 		}
-		if d, ok := tok.(json.Delim); ok && d == ']' {
-			p.out.WriteByte(']')
-			if top {
-				p.topLen = i
+	}
+	if top {
+		p.topType = typ
+	}
+	p.out = append(p.out, lit...)
+	return i + len(lit), nil
+}
+
+// number reads a number (RFC 8259 grammar) and refuses one outside the float64 range.
+func (p *jsonparseParser) number(i int, top bool) (int, error) {
+	in, start := p.in, i
+	if in[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(in):
+		return 0, p.unexpectedEnd()
+	case in[i] == '0':
+		i++
+	case '1' <= in[i] && in[i] <= '9':
+		i = jsonparseDigits(in, i+1)
+	default:
+		return 0, p.syntaxError(i)
+	}
+	exponent := false
+	if i < len(in) && in[i] == '.' {
+		i++
+		if i >= len(in) {
+			return 0, p.unexpectedEnd()
+		}
+		if !jsonparseIsDigit(in[i]) {
+			return 0, p.syntaxError(i)
+		}
+		i = jsonparseDigits(in, i+1)
+	}
+	if i < len(in) && (in[i] == 'e' || in[i] == 'E') {
+		exponent = true
+		i++
+		if i < len(in) && (in[i] == '+' || in[i] == '-') {
+			i++
+		}
+		if i >= len(in) {
+			return 0, p.unexpectedEnd()
+		}
+		if !jsonparseIsDigit(in[i]) {
+			return 0, p.syntaxError(i)
+		}
+		i = jsonparseDigits(in, i+1)
+	}
+	num := in[start:i]
+	// Without an exponent, fewer than 300 characters cannot reach 1.8e308.
+	if exponent || len(num) >= 300 {
+		f, err := strconv.ParseFloat(string(num), 64)
+		if err != nil || math.IsInf(f, 0) {
+			return 0, p.fail("number_out_of_range", start, "the number %.40s is outside the range of a 64-bit float", string(num))
+		}
+	}
+	if top {
+		p.topType = "number"
+	}
+	p.out = append(p.out, num...)
+	return i, nil
+}
+
+func jsonparseIsDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func jsonparseDigits(b []byte, i int) int {
+	for i < len(b) && jsonparseIsDigit(b[i]) {
+		i++
+	}
+	return i
+}
+
+func (p *jsonparseParser) object(i, depth int, top bool) (int, error) {
+	p.out = append(p.out, '{')
+	if p.keys == nil {
+		p.keys = make([]jsonparseSpan, 0, 8)
+	}
+	base := len(p.keys)
+	var seen map[string]struct{} // built once the object outgrows jsonparseLinearKeys
+	i = jsonparseSkipSpace(p.in, i+1)
+	for n := 0; ; n++ {
+		if i >= len(p.in) {
+			return 0, p.unexpectedEnd()
+		}
+		if n == 0 && p.in[i] == '}' {
+			break
+		}
+		if err := p.tick(); err != nil {
+			return 0, err
+		}
+		if p.in[i] != '"' {
+			return 0, p.syntaxError(i)
+		}
+		if n > 0 {
+			p.out = append(p.out, ',')
+		}
+		start := len(p.out)
+		end, nul, err := p.str(i)
+		if err != nil {
+			return 0, err
+		}
+		// Names are compared encoded: encoding is one-to-one on the decoded text.
+		name := p.out[start:]
+		dup := false
+		if seen == nil {
+			for _, k := range p.keys[base:] {
+				if string(p.out[k.start:k.end]) == string(name) {
+					dup = true
+					break
+				}
 			}
-			return nil
+			if !dup && n >= jsonparseLinearKeys {
+				seen = make(map[string]struct{}, 2*jsonparseLinearKeys)
+				for _, k := range p.keys[base:] {
+					seen[string(p.out[k.start:k.end])] = struct{}{}
+				}
+				seen[string(name)] = struct{}{}
+			}
+		} else if _, dup = seen[string(name)]; !dup {
+			seen[string(name)] = struct{}{}
 		}
-		if i > 0 {
-			p.out.WriteByte(',')
+		if dup {
+			return 0, p.fail("duplicate_key", end, "duplicate object key %q", jsonparseClip(string(p.decoded(p.in[i+1:end-1]))))
 		}
-		if err := p.value(tok, depth, false); err != nil {
-			return err
+		if nul {
+			return 0, p.nulError(end)
 		}
+		if seen == nil {
+			p.keys = append(p.keys, jsonparseSpan{start, len(p.out)})
+		}
+		if top {
+			p.topKeys = append(p.topKeys, string(p.decoded(p.in[i+1:end-1])))
+		}
+		p.out = append(p.out, ':')
+		i = jsonparseSkipSpace(p.in, end)
+		if i >= len(p.in) {
+			return 0, p.unexpectedEnd()
+		}
+		if p.in[i] != ':' {
+			return 0, p.syntaxError(i)
+		}
+		if i, err = p.value(jsonparseSkipSpace(p.in, i+1), depth, false); err != nil {
+			return 0, err
+		}
+		i = jsonparseSkipSpace(p.in, i)
+		if i >= len(p.in) {
+			return 0, p.unexpectedEnd()
+		}
+		if p.in[i] == '}' {
+			break
+		}
+		if p.in[i] != ',' {
+			return 0, p.syntaxError(i)
+		}
+		i = jsonparseSkipSpace(p.in, i+1)
 	}
+	if err := p.tick(); err != nil {
+		return 0, err
+	}
+	p.keys = p.keys[:base]
+	p.out = append(p.out, '}')
+	return i + 1, nil
 }
 
-// str writes s as a JSON string, refusing U+0000, which PostgreSQL jsonb cannot store.
-func (p *jsonparseParser) str(s string) error {
-	if i := strings.IndexByte(s, 0); i >= 0 {
-		return p.fail("nul_character", int(p.dec.InputOffset()), "a string contains U+0000, which the audit store (PostgreSQL jsonb) cannot hold")
+func (p *jsonparseParser) array(i, depth int, top bool) (int, error) {
+	p.out = append(p.out, '[')
+	i = jsonparseSkipSpace(p.in, i+1)
+	n := 0
+	for ; ; n++ {
+		if i >= len(p.in) {
+			return 0, p.unexpectedEnd()
+		}
+		if n == 0 && p.in[i] == ']' {
+			break
+		}
+		if n > 0 {
+			p.out = append(p.out, ',')
+		}
+		var err error
+		if i, err = p.value(i, depth, false); err != nil {
+			return 0, err
+		}
+		i = jsonparseSkipSpace(p.in, i)
+		if i >= len(p.in) {
+			return 0, p.unexpectedEnd()
+		}
+		if p.in[i] == ']' {
+			n++
+			break
+		}
+		if p.in[i] != ',' {
+			return 0, p.syntaxError(i)
+		}
+		i = jsonparseSkipSpace(p.in, i+1)
 	}
-	p.scratch.Reset()
-	if err := p.enc.Encode(s); err != nil {
-		return p.fail("syntax_error", int(p.dec.InputOffset()), "%v", err)
+	if err := p.tick(); err != nil {
+		return 0, err
 	}
-	p.out.Write(bytes.TrimSuffix(p.scratch.Bytes(), []byte("\n")))
-	return nil
+	if top {
+		p.topLen = n
+	}
+	p.out = append(p.out, ']')
+	return i + 1, nil
+}
+
+// str reads the string starting at the quote in[i], appends it to p.out as encoding/json's
+// Encoder (without HTML escaping) writes the decoded text, and returns the offset just past
+// the closing quote and whether the text holds U+0000.
+func (p *jsonparseParser) str(i int) (end int, nul bool, err error) {
+	in := p.in
+	plain := true // no escape and no byte outside ASCII: the text is its own encoding
+	j := i + 1
+	for {
+		if j >= len(in) {
+			return 0, false, p.unexpectedEnd()
+		}
+		c := in[j]
+		if c == '"' {
+			break
+		}
+		switch {
+		case c == '\\':
+			plain = false
+			j++
+			if j >= len(in) {
+				return 0, false, p.unexpectedEnd()
+			}
+			switch in[j] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j++
+			case 'u':
+				j++
+				for k := 0; k < 4; k++ {
+					if j >= len(in) {
+						return 0, false, p.unexpectedEnd()
+					}
+					if !jsonparseIsHex(in[j]) {
+						return 0, false, p.syntaxError(j)
+					}
+					j++
+				}
+			default:
+				return 0, false, p.syntaxError(j)
+			}
+		case c < ' ':
+			return 0, false, p.syntaxError(j)
+		default:
+			if c >= utf8.RuneSelf {
+				plain = false
+			}
+			j++
+		}
+	}
+	end = j + 1
+	if plain {
+		p.out = append(p.out, in[i:end]...)
+		return end, false, nil
+	}
+	text := p.decoded(in[i+1 : j])
+	p.out = jsonparseAppendString(p.out, text)
+	return end, bytes.IndexByte(text, 0) >= 0, nil
+}
+
+func jsonparseIsHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// decoded is jsonparseUnquote into the parser's scratch buffer, valid until the next call.
+func (p *jsonparseParser) decoded(s []byte) []byte {
+	p.scratch = jsonparseUnquote(p.scratch[:0], s)
+	return p.scratch
+}
+
+// jsonparseUnquote appends the text of a well-formed string body (between its quotes) as
+// encoding/json decodes it: escapes resolved, a lone surrogate escape and each byte of
+// invalid UTF-8 replaced by U+FFFD.
+func jsonparseUnquote(b, s []byte) []byte {
+	for r := 0; r < len(s); {
+		switch c := s[r]; {
+		case c == '\\':
+			switch e := s[r+1]; e {
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'u':
+				rr := jsonparseHex4(s[r+2:])
+				r += 6
+				if utf16.IsSurrogate(rr) {
+					if r+6 <= len(s) && s[r] == '\\' && s[r+1] == 'u' {
+						if dec := utf16.DecodeRune(rr, jsonparseHex4(s[r+2:])); dec != unicode.ReplacementChar {
+							b = utf8.AppendRune(b, dec)
+							r += 6
+							continue
+						}
+					}
+					rr = unicode.ReplacementChar
+				}
+				b = utf8.AppendRune(b, rr)
+				continue
+			default: // '"', '\\', '/'
+				b = append(b, e)
+			}
+			r += 2
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			r++
+		default:
+			rr, size := utf8.DecodeRune(s[r:])
+			b = utf8.AppendRune(b, rr)
+			r += size
+		}
+	}
+	return b
+}
+
+// jsonparseHex4 is the value of four hex digits that the scanner has already checked.
+func jsonparseHex4(s []byte) rune {
+	var r rune
+	for _, c := range s[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c <= 'F':
+			c -= 'A' - 10
+		default:
+			c -= 'a' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// jsonparseAppendString appends text (valid UTF-8) as a JSON string exactly as
+// encoding/json's Encoder with SetEscapeHTML(false) writes it.
+func jsonparseAppendString(dst, text []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(text); {
+		c := text[i]
+		if c < utf8.RuneSelf {
+			if c >= ' ' && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, text[start:i]...)
+			switch c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(text[i:])
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, text[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			start = i + size
+		}
+		i += size
+	}
+	dst = append(dst, text[start:]...)
+	return append(dst, '"')
 }
 
 // jsonparseClip shortens s for an error message, on a rune boundary.

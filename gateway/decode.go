@@ -9,6 +9,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -44,6 +45,9 @@ func badRequest(code, field, format string, args ...any) *requestError {
 // errUnsupportedMediaType answers 415.
 var errUnsupportedMediaType = errors.New("unsupported_media_type")
 
+// readAllUpFront bounds the memory a declared Content-Length reserves before the body arrives.
+const readAllUpFront = 16 << 10
+
 const (
 	maxAgentIDLen  = 256
 	maxToolNameLen = 128
@@ -61,7 +65,7 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 			return nil, fmt.Errorf("%w: %q, send application/json", errUnsupportedMediaType, ct)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, maxBytes), r.ContentLength, maxBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -82,22 +86,25 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		return nil, badRequest("nul_character", "", `strings must not contain U+0000 ("\u0000")`)
 	}
 	var req execRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		var synErr *json.SyntaxError
-		switch {
-		case errors.As(err, &typeErr):
-			return nil, badRequest("invalid_field_type", typeErr.Field, "%s must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-		case errors.As(err, &synErr):
-			return nil, badRequest("invalid_json", "", "malformed JSON at byte %d: %v", synErr.Offset, synErr)
-		default:
-			return nil, badRequest("invalid_json", "", "malformed JSON: %v", err)
+	if !decodeExecRequestFast(body, &req) {
+		req = execRequest{}
+		if err := json.Unmarshal(body, &req); err != nil {
+			var typeErr *json.UnmarshalTypeError
+			var synErr *json.SyntaxError
+			switch {
+			case errors.As(err, &typeErr):
+				return nil, badRequest("invalid_field_type", typeErr.Field, "%s must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+			case errors.As(err, &synErr):
+				return nil, badRequest("invalid_json", "", "malformed JSON at byte %d: %v", synErr.Offset, synErr)
+			default:
+				return nil, badRequest("invalid_json", "", "malformed JSON: %v", err)
+			}
 		}
-	}
-	// Duplicate member names let two parsers read one body differently, and have no
-	// canonical form for the proof: refuse them (RFC 7493, I-JSON).
-	if !jsontext.Value(body).IsValid() {
-		return nil, badRequest("invalid_json", "", "the body is not I-JSON: duplicate member names or escaped lone surrogates")
+		// Duplicate member names let two parsers read one body differently, and have no
+		// canonical form for the proof: refuse them (RFC 7493, I-JSON).
+		if !jsontext.Value(body).IsValid() {
+			return nil, badRequest("invalid_json", "", "the body is not I-JSON: duplicate member names or escaped lone surrogates")
+		}
 	}
 	if req.Tool == nil || req.Tool.Name == "" {
 		return nil, badRequest("missing_tool_name", "tool.name", "tool.name is required")
@@ -123,6 +130,194 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		req.Context = nil
 	}
 	return &req, nil
+}
+
+// readAll is io.ReadAll with a first buffer sized from the declared length: a typical body
+// arrives in one allocation instead of growing from 512 bytes. The declaration is the
+// client's word, so it sizes at most readAllUpFront bytes before any arrive; past that the
+// buffer grows with what is actually read.
+func readAll(r io.Reader, declared, limit int64) ([]byte, error) {
+	size := int64(512)
+	if declared > 0 {
+		size = min(declared, limit, readAllUpFront) + 1 // room to read the EOF without growing
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
+// decodeExecRequestFast decodes body into req exactly as json.Unmarshal does, for the bodies
+// clients send: I-JSON (checked in one pass), an object with only the seed's field names,
+// spelled as the seed spells them, each of the type the seed gives it. It reports false for
+// anything else, and the caller takes json.Unmarshal and its exact errors: mis-cased names
+// (which encoding/json matches case-insensitively), unknown names, wrong types, duplicate
+// names, malformed JSON. Reflection-based decoding cost more than the rest of decoding.
+func decodeExecRequestFast(body []byte, req *execRequest) bool {
+	if !jsontext.Value(body).IsValid() {
+		return false
+	}
+	return decodeMembers(body, func(name, v []byte) bool {
+		switch string(name) {
+		case "agentId":
+			return decodeString(v, &req.AgentID)
+		case "tool":
+			switch v[0] {
+			case 'n':
+				req.Tool = nil
+				return true
+			case '{':
+				req.Tool = &toolSpec{}
+				return decodeToolSpec(v, req.Tool)
+			}
+		case "dryRun":
+			switch v[0] {
+			case 'n':
+				req.DryRun = nil
+				return true
+			case 't', 'f':
+				b := v[0] == 't'
+				req.DryRun = &b
+				return true
+			}
+		case "context":
+			req.Context = v
+			return true
+		}
+		return false
+	})
+}
+
+func decodeToolSpec(obj []byte, t *toolSpec) bool {
+	return decodeMembers(obj, func(name, v []byte) bool {
+		switch string(name) {
+		case "name":
+			return decodeString(v, &t.Name)
+		case "args":
+			t.Args = v
+			return true
+		case "timeout_s":
+			if v[0] == 'n' {
+				t.TimeoutS = nil
+				return true
+			}
+			if v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+				return false
+			}
+			f, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return false // out of range: encoding/json's type error says so
+			}
+			t.TimeoutS = &f
+			return true
+		}
+		return false
+	})
+}
+
+// decodeMembers calls member for each member of the object at the start of b (valid JSON,
+// possibly after whitespace) with its name and its value's bytes, until member returns
+// false. It reports false if b is not an object or member refused one.
+func decodeMembers(b []byte, member func(name, v []byte) bool) bool {
+	i := jsonSkipSpace(b, 0)
+	if b[i] != '{' {
+		return false
+	}
+	for i = jsonSkipSpace(b, i+1); b[i] != '}'; {
+		nameEnd := jsonStringEnd(b, i)
+		name := b[i+1 : nameEnd-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			return false // an escaped name is not one the seed spells
+		}
+		start := jsonSkipSpace(b, jsonSkipSpace(b, nameEnd)+1) // past the colon
+		end := jsonValueEnd(b, start)
+		// Capped, so that appending to one raw value can never write over the next.
+		if !member(name, b[start:end:end]) {
+			return false
+		}
+		if i = jsonSkipSpace(b, end); b[i] == ',' {
+			i = jsonSkipSpace(b, i+1)
+		}
+	}
+	return true
+}
+
+// decodeString sets *dst from a JSON string (valid I-JSON) and leaves it alone for null, as
+// json.Unmarshal does; any other value is refused.
+func decodeString(v []byte, dst *string) bool {
+	switch v[0] {
+	case 'n':
+		return true
+	case '"':
+		if bytes.IndexByte(v, '\\') < 0 {
+			*dst = string(v[1 : len(v)-1])
+			return true
+		}
+		s, err := jsontext.AppendUnquote(nil, v)
+		*dst = string(s)
+		return err == nil
+	}
+	return false
+}
+
+func jsonSkipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonStringEnd returns the offset just past the string that starts at the quote b[i]; b is
+// valid JSON.
+func jsonStringEnd(b []byte, i int) int {
+	for i++; ; i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// jsonValueEnd returns the offset just past the value that starts at b[i]; b is valid JSON.
+func jsonValueEnd(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch b[i] {
+		case '"':
+			i = jsonStringEnd(b, i)
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
 }
 
 func jsonKind(goKind string) string {

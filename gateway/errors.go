@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
+	"github.com/secureexec/secureexec/payments/mpp"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -72,6 +72,10 @@ func classify(err error) (status int, code, field string, retryAfter int) {
 		return http.StatusForbidden, "tool_blocked", "tool.name", 0
 	case errors.As(err, &denied):
 		return http.StatusForbidden, "iam_denied", "", 0
+	case errors.As(err, &payErr) && payErr.Rail == mpp.RailName && mpp.Status(payErr.Reason) < 500:
+		// The Payment scheme's own statuses (400 for method-unsupported and bad-request); its
+		// kebab-case slug becomes a snake_case code, and stays whole in the problem type.
+		return mpp.Status(payErr.Reason), strings.ReplaceAll(payErr.Reason, "-", "_"), "", 0
 	case errors.As(err, &payErr):
 		return http.StatusPaymentRequired, payErr.Reason, "", 0
 	case errors.Is(err, errPaymentRequired):
@@ -145,7 +149,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeJSON encodes v as the whole response. Encoding our own types cannot fail; a
 // failure to write means the client went away, and there is nobody left to tell.
 func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshalResponse(v)
 	if err != nil {
 		slog.Error("encoding a response", "err", err)
 		status, b = http.StatusServiceUnavailable, []byte(`{"code":"internal_error","error":"response encoding failed"}`)

@@ -31,7 +31,10 @@ func Canonicalize(doc []byte) ([]byte, error) {
 // HashCanonical returns the proof hash of bytes that are already canonical.
 func HashCanonical(canonical []byte) string {
 	sum := sha256.Sum256(canonical)
-	return "0x" + hex.EncodeToString(sum[:])
+	var h [2 + 2*sha256.Size]byte
+	h[0], h[1] = '0', 'x'
+	hex.Encode(h[2:], sum[:])
+	return string(h[:])
 }
 
 // Hash returns the proof hash of a JSON document: "0x" + hex(SHA-256(JCS(doc))).
