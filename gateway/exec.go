@@ -89,7 +89,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	}
 	pay, err := s.pay.authorize(r.Context(), r, price)
 	if err != nil {
-		s.metrics.payments.WithLabelValues(credentialScheme(r), "refused").Inc()
+		s.metrics.payments.WithLabelValues(s.pay.label(r), "refused").Inc()
 		if errors.Is(err, errPaymentRequired) || isPaymentError(err) {
 			s.writePaymentRequired(w, r, price, err)
 			return

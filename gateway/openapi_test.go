@@ -24,11 +24,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
+	"github.com/secureexec/secureexec/payments/mpp"
 	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
@@ -236,11 +238,72 @@ func oaRails(t *testing.T) []payments.Rail {
 				"asset":"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913","extra":{"name":"USD Coin","version":"2"}}]`),
 		},
 	}}
-	mpp := oaRail{name: "mpp", scheme: "Payment", offer: payments.Challenge{
-		Header: http.Header{"Www-Authenticate": {`Payment id="g9AWHTSaHQPvX3isMNqpd2CWcXzwfR0ONFVggYLlO0g", realm="127.0.0.1", ` +
-			`method="stripe", intent="charge", request="eyJhbW91bnQiOiI1MCJ9", expires="2030-01-01T00:00:00Z"`}},
-	}}
-	return []payments.Rail{x402, mpp}
+	// The MPP rail is the real one, over a fake Stripe: its challenges, refusals and receipts
+	// are what the document must describe.
+	rail, _ := newMPPRail(t, newStripeFake(t).srv.URL)
+	return []payments.Rail{x402, rail}
+}
+
+// oaBrokenIntent is a PaymentIntent whose payment the ledger cannot read, like an outage.
+const oaBrokenIntent = "pi_oa_broken"
+
+// oaMarkStore is the in-process ledger, failing for oaBrokenIntent.
+type oaMarkStore struct{ *ledger.Memory }
+
+func (s oaMarkStore) GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error) {
+	if key == mppNonceKey(oaBrokenIntent) {
+		return ledger.Payment{}, fmt.Errorf("oa: %w", payments.ErrUnavailable)
+	}
+	return s.Memory.GetByNonceKey(ctx, key)
+}
+
+// oaInFlightEvent is an event whose first delivery is still being processed.
+const oaInFlightEvent = "evt_oa_in_flight"
+
+// oaWebhook is the Stripe webhook with a small body cap, an event in flight and a ledger that
+// fails for one PaymentIntent, so that every status it documents can be produced.
+func oaWebhook(t *testing.T) http.Handler {
+	t.Helper()
+	events := ledger.NewMemoryIdempotency()
+	fp, err := ledger.Fingerprint([]byte(fmt.Sprintf("{\"event\":%q}", oaInFlightEvent)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.Begin(context.Background(), "stripe-event:"+oaInFlightEvent, fp); err != nil {
+		t.Fatal(err)
+	}
+	marks := NewStripeMarks(oaMarkStore{ledger.NewMemory()}, quietLogger())
+	h, err := mpp.NewWebhookHandler(mpp.WebhookConfig{Secrets: []string{mppTestWhsec}, MaxBodyBytes: 8 << 10, Logger: quietLogger()}, events, marks, marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// oaEvent is a signed Stripe event: a refund of the PaymentIntent pi.
+func oaEvent(t *testing.T, id, pi string) (body, signature string) {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"id": id, "object": "event", "api_version": "2026-07-29.preview", "created": time.Now().Unix(),
+		"livemode": false, "type": "charge.refunded", "data": map[string]any{"object": map[string]any{"id": "ch_oa", "object": "charge",
+			"payment_intent": pi, "amount_refunded": 50, "currency": "usd"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: b, Secret: mppTestWhsec, Timestamp: time.Now()}).Header
+}
+
+// oaPaymentAuth asks the handler for the 402 of body and answers its stripe challenge.
+func oaPaymentAuth(body string) func(t *testing.T, h http.Handler) map[string]string {
+	return func(t *testing.T, h http.Handler) map[string]string {
+		req := httptest.NewRequest(http.MethodPost, "/exec/tool", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusPaymentRequired {
+			t.Fatalf("unpaid call: %d %s", rec.Code, rec.Body)
+		}
+		return map[string]string{"Authorization": paymentAuth(t, stripeChallenge(t, rec.Header()), "spt_oa_"+uuid.NewString()[:8])}
+	}
 }
 
 func oaServer(t *testing.T) (*Server, *oaAudit) {
@@ -256,7 +319,7 @@ func oaServer(t *testing.T) (*Server, *oaAudit) {
 	cfg.Payment.InternalAPIKey = oaInternalKey
 	cfg.Payment.PayTo = oaPayTo
 	s, err := New(cfg, Deps{Runner: exec.NewRunner(reg, exec.Limits{}, log), IAM: oaApprove{}, Audit: audit,
-		Rails: oaRails(t), Logger: log, Payments: oaPayments{}, Idempotent: ledger.NewMemoryIdempotency()})
+		Rails: oaRails(t), Logger: log, Payments: oaPayments{}, Idempotent: ledger.NewMemoryIdempotency(), StripeWebhook: oaWebhook(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,6 +646,7 @@ type oaCall struct {
 	path    func(t *testing.T, h http.Handler) string // nil: use target
 	target  string
 	header  map[string]string
+	headers func(t *testing.T, h http.Handler) map[string]string // added to header, computed first
 	body    string
 	conform int // oaReqUnchecked, oaReqConforms or oaReqViolates: the request body against the document
 	status  int
@@ -640,6 +704,10 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			return "/exec/jobs/" + oaExec(t, h, "/exec/simulate", body, nil).JobID
 		}
 	}
+
+	refundEvent, refundSig := oaEvent(t, "evt_oa_refund", "pi_oa_unknown")
+	inFlightEvent, inFlightSig := oaEvent(t, oaInFlightEvent, "pi_oa_unknown")
+	brokenEvent, brokenSig := oaEvent(t, "evt_oa_broken", oaBrokenIntent)
 
 	calls := []oaCall{
 		{name: "health", method: "GET", target: "/health", status: 200},
@@ -718,7 +786,29 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			status: 409, code: "payment_identifier_conflict",
 			header: map[string]string{"Authorization": "x402 ok-other", "X-Test-Payment-Id": "pay_0123456789abcdef"}},
 		{name: "paid with MPP, real execution", method: "POST", target: "/exec/tool", conform: oaReqConforms, status: 200,
-			body: `{"tool":{"name":"oa_echo","args":{"text":"real"}},"dryRun":false}`, header: map[string]string{"Authorization": "Payment ok"}},
+			body:    `{"tool":{"name":"oa_echo","args":{"text":"real"}},"dryRun":false}`,
+			headers: oaPaymentAuth(`{"tool":{"name":"oa_echo","args":{"text":"real"}},"dryRun":false}`),
+			check: func(t *testing.T, b []byte) {
+				var r execResponse
+				if err := json.Unmarshal(b, &r); err != nil || r.PaymentProtocol != "mpp" || r.Settlement == nil || r.Settlement.Status != "settled" {
+					t.Errorf("paid with MPP: %s", b)
+				}
+			}},
+		{name: "malformed MPP credential", method: "POST", target: "/exec/tool", body: echo("hello"), conform: oaReqConforms, status: 402,
+			header: map[string]string{"Authorization": "Payment dGhpcyBpcyBnYXJiYWdl"}, code: "malformed_credential"},
+		{name: "MPP credential of a method not offered", method: "POST", target: "/exec/tool", body: echo("hello"), conform: oaReqConforms,
+			status: 400, code: "method_unsupported", header: map[string]string{"Authorization": paymentAuth(t, mpp.Challenge{ID: "x", Realm: mppTestRealm,
+				Method: "tempo", Intent: "charge", Request: "e30", Expires: "2030-01-01T00:00:00Z"}, "spt_oa_tempo")}},
+		{name: "signed Stripe event", method: "POST", target: mpp.WebhookPath, conform: oaReqConforms, status: 200,
+			body: refundEvent, header: map[string]string{"Stripe-Signature": refundSig}},
+		{name: "unsigned Stripe event", method: "POST", target: mpp.WebhookPath, conform: oaReqConforms, status: 400, body: refundEvent},
+		{name: "Stripe event in flight", method: "POST", target: mpp.WebhookPath, conform: oaReqConforms, status: 409,
+			body: inFlightEvent, header: map[string]string{"Stripe-Signature": inFlightSig}},
+		{name: "Stripe event over the cap", method: "POST", target: mpp.WebhookPath, status: 413, body: `{"pad":"` + strings.Repeat("a", 9<<10) + `"}`,
+			header: map[string]string{"Stripe-Signature": refundSig}},
+		{name: "Stripe event, ledger away", method: "POST", target: mpp.WebhookPath, conform: oaReqConforms, status: 503,
+			body: brokenEvent, header: map[string]string{"Stripe-Signature": brokenSig}},
+		{name: "wrong method on the webhook", method: "GET", target: mpp.WebhookPath, status: 405, code: "method_not_allowed"},
 		{name: "internal agent", method: "POST", target: "/exec/tool", body: `{"tool":{"name":"oa_echo","args":{"text":"x"}}}`,
 			conform: oaReqConforms, status: 200, header: internal},
 		{name: "payment backend away", method: "POST", target: "/exec/tool", body: echo("hello"), conform: oaReqConforms, status: 503,
@@ -774,6 +864,11 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			}
 			for k, v := range c.header {
 				req.Header.Set(k, v)
+			}
+			if c.headers != nil {
+				for k, v := range c.headers(t, h) {
+					req.Header.Set(k, v)
+				}
 			}
 
 			// The router, not the test, says which part of the document applies.

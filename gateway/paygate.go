@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/mpp"
 )
 
 // errPaymentRequired means the request carried no credential that any rail accepts.
@@ -129,12 +130,16 @@ type paymentRequiredBody struct {
 	ACP          string `json:"acp,omitempty"`
 }
 
-// writePaymentRequired answers 402 with the seed's body and every enabled rail's offer.
-// cause is nil for a request without credential, or the refusal of the one it carried.
+// writePaymentRequired answers 402 (or the Payment scheme's 400) with the seed's body and
+// every enabled rail's offer. cause is nil for a request without credential, or the refusal
+// of the one it carried: then classify gives the status (the Payment scheme answers 400 to an
+// unsupported method or a malformed request, still with fresh challenges) and the code, and
+// an MPP refusal's problem type is the draft's. The offers honour the request's Accept-Payment.
 func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, price payments.Price, cause error) {
 	g := s.pay
+	status := http.StatusPaymentRequired
 	body := paymentRequiredBody{
-		Type:         "https://paymentauth.org/problems/payment-required",
+		Type:         mpp.ProblemType(mpp.ReasonPaymentRequired),
 		Title:        "Payment Required",
 		Status:       http.StatusPaymentRequired,
 		Code:         "payment_required",
@@ -149,16 +154,25 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 	}
 	var payErr *payments.PaymentError
 	if errors.As(cause, &payErr) {
-		body.Code, body.Detail, body.Error = payErr.Reason, payErr.Detail, payErr.Reason
+		var code string
+		status, code, _, _ = classify(cause)
+		body.Status, body.Title = status, http.StatusText(status)
+		body.Code, body.Detail, body.Error = code, payErr.Detail, code
+		if payErr.Rail == mpp.RailName {
+			body.Type = mpp.ProblemType(payErr.Reason)
+		}
 	}
+	ctx := mpp.WithAcceptPayment(r.Context(), r.Header.Values(mpp.HeaderAcceptPayment))
 	fields := map[string]json.RawMessage{}
 	for _, rail := range g.rails {
-		ch, err := rail.Offer(r.Context(), price)
+		ch, err := rail.Offer(ctx, price)
 		if err != nil {
 			// One rail that cannot make an offer must not hide the others.
 			s.log.Warn("rail offer failed", "rail", rail.Name(), "err", err)
 			continue
 		}
+		// Add, not Set: several rails (or one with several methods) may each send a
+		// WWW-Authenticate challenge, and every one must reach the client.
 		for k, vs := range ch.Header {
 			for _, v := range vs {
 				w.Header().Add(k, v)
@@ -171,7 +185,7 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusPaymentRequired, "application/problem+json", mergeFields(body, fields))
+	writeJSON(w, status, "application/problem+json", mergeFields(body, fields))
 }
 
 // mergeFields returns the JSON of base with extra fields added; base's own fields win.
@@ -189,4 +203,23 @@ func mergeFields(base any, extra map[string]json.RawMessage) json.RawMessage {
 	}
 	out, _ := json.Marshal(m)
 	return out
+}
+
+// label names the credential a request carries for metrics, from a bounded set: an
+// enabled rail's name, "internal", "other" for an Authorization nobody accepts, or "none".
+// Never the request's own text: label values must not be chosen by callers.
+func (g *paymentGate) label(r *http.Request) string {
+	for _, rail := range g.rails {
+		if rail.Accepts(r) {
+			return rail.Name()
+		}
+	}
+	switch {
+	case r.Header.Get(headerInternalKey) != "":
+		return protocolInternal
+	case r.Header.Get("Authorization") != "":
+		return "other"
+	default:
+		return protocolNone
+	}
 }

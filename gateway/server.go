@@ -18,6 +18,7 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/mpp"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -62,10 +63,13 @@ type Deps struct {
 	Rails      []payments.Rail
 	Payments   PaymentReader    // GET /payments/{id}; nil when no rail keeps a ledger
 	Idempotent IdempotencyStore // replays for payment identifiers; nil disables them
-	Logger     *slog.Logger
-	Registry   *prometheus.Registry // metrics are registered here and served at /metrics
-	Collectors []prometheus.Collector
-	Now        func() time.Time // for tests; time.Now when nil
+	// StripeWebhook serves POST /webhooks/stripe (an *mpp.WebhookHandler), outside the payment
+	// gate: Stripe signs the raw body. nil leaves the route unmounted.
+	StripeWebhook http.Handler
+	Logger        *slog.Logger
+	Registry      *prometheus.Registry // metrics are registered here and served at /metrics
+	Collectors    []prometheus.Collector
+	Now           func() time.Time // for tests; time.Now when nil
 }
 
 // Server is the HTTP gateway. Build it with New and serve Handler().
@@ -76,6 +80,7 @@ type Server struct {
 	audit    AuditLog
 	payments PaymentReader
 	idem     IdempotencyStore
+	webhook  http.Handler
 	pay      *paymentGate
 	prices   payments.PriceTable
 	log      *slog.Logger
@@ -112,7 +117,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, payments: d.Payments, idem: d.Idempotent, pay: newPaymentGate(cfg.Payment, d.Rails),
+		cfg: cfg, runner: d.Runner, iam: d.IAM, audit: d.Audit, payments: d.Payments, idem: d.Idempotent, webhook: d.StripeWebhook, pay: newPaymentGate(cfg.Payment, d.Rails),
 		prices: cfg.Prices, log: d.Logger, metrics: m, now: d.Now,
 	}
 	s.router = s.routes(d.Registry)
@@ -140,6 +145,10 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	handle("/payments/{id}", http.MethodGet, "payment", s.handlePayment)
 	handle("/health", http.MethodGet, "health", s.handleHealth)
 	handle("/openapi.json", http.MethodGet, "openapi", s.handleOpenAPI)
+	if s.webhook != nil {
+		// Not a paid call: the handler checks Stripe's signature over the body as sent.
+		handle(mpp.WebhookPath, http.MethodPost, "webhook_stripe", s.webhook.ServeHTTP)
+	}
 	r.Handle("/metrics", metricsHandler(reg)).Methods(http.MethodGet)
 	r.NotFoundHandler = s.requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: %s", errRouteNotFound, r.URL.Path))

@@ -5,21 +5,27 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/stripe/stripe-go/v76/webhook"
 	"go.uber.org/goleak"
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
+	"github.com/secureexec/secureexec/payments/mpp"
 	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
@@ -588,5 +594,606 @@ func TestPaymentIdentifierReplays(t *testing.T) {
 	}
 	if w := h.do("POST", "/exec/tool", call, "Authorization", "Fake bad", "X-Pay-Id", "pay_2"); w.Code != 402 || w.Header().Get("X-Idempotent-Replay") != "" {
 		t.Fatalf("a refusal must not be replayed: %d %v", w.Code, w.Header())
+	}
+}
+
+// --- the MPP rail, for real, over a fake Stripe -----------------------------------------
+
+// stripeFake answers the Stripe endpoints the MPP rail calls, the way Stripe does: a
+// create+confirm with a Shared Payment Token whose outcome the token names (spt_decline… is
+// declined, spt_action… needs an action, spt_cus_<name>… pays as customer cus_<name>), an
+// idempotency key answered again with Idempotent-Replayed, refunds and cancels. With down set
+// it drops every connection, like a Stripe that cannot be reached.
+type stripeFake struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	byKey    map[string][]byte // create responses by idempotency key
+	pis      map[string]map[string]any
+	creates  int // create+confirm requests that reached the fake
+	refunded []string
+	canceled []string
+	down     bool
+}
+
+func newStripeFake(t *testing.T) *stripeFake {
+	t.Helper()
+	f := &stripeFake{byKey: map[string][]byte{}, pis: map[string]map[string]any{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *stripeFake) setDown(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *stripeFake) counts() (creates, refunds, cancels int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.creates, len(f.refunded), len(f.canceled)
+}
+
+func stripeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Request-Id", "req_fake")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *stripeFake) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				_ = c.Close()
+				return
+			}
+		}
+	}
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer sk_test_") {
+		stripeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "Invalid API Key"}})
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	form, _ := url.ParseQuery(string(body))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+		f.creates++
+		key := r.Header.Get("Idempotency-Key")
+		if prev, ok := f.byKey[key]; ok && key != "" {
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(prev)
+			return
+		}
+		spt := form.Get("shared_payment_granted_token")
+		if strings.HasPrefix(spt, "spt_decline") {
+			stripeJSON(w, http.StatusPaymentRequired, map[string]any{"error": map[string]any{"type": "card_error", "code": "card_declined",
+				"decline_code": "insufficient_funds", "message": "Your card has insufficient funds."}})
+			return
+		}
+		amount, _ := strconv.ParseInt(form.Get("amount"), 10, 64)
+		id := fmt.Sprintf("pi_gw%d", f.creates)
+		status := "succeeded"
+		if strings.HasPrefix(spt, "spt_action") {
+			status = "requires_action"
+		}
+		pi := map[string]any{"id": id, "object": "payment_intent", "amount": amount, "currency": form.Get("currency"),
+			"status": status, "livemode": false, "created": time.Now().Unix(), "metadata": map[string]string{}}
+		if status == "succeeded" {
+			pi["amount_received"] = amount
+		}
+		if parts := strings.Split(spt, "_"); len(parts) > 2 && parts[1] == "cus" {
+			pi["customer"] = "cus_" + parts[2]
+		}
+		f.pis[id] = pi
+		raw, _ := json.Marshal(pi)
+		f.byKey[key] = raw
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(raw)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/cancel"):
+		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/"), "/cancel")
+		f.canceled = append(f.canceled, id)
+		stripeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "payment_intent", "status": "canceled"})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/refunds":
+		pi := form.Get("payment_intent")
+		f.refunded = append(f.refunded, pi)
+		stripeJSON(w, http.StatusOK, map[string]any{"id": "re_" + pi, "object": "refund", "status": "succeeded", "payment_intent": pi})
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/payment_intents/"):
+		pi, ok := f.pis[strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/")]
+		if !ok {
+			stripeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"type": "invalid_request_error", "code": "resource_missing", "message": "No such payment_intent"}})
+			return
+		}
+		stripeJSON(w, http.StatusOK, pi)
+	default:
+		stripeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "Unrecognized request URL"}})
+	}
+}
+
+const (
+	mppTestSecret = "gateway-test-challenge-secret-0123456789"
+	mppTestWhsec  = "whsec_gateway_test_0123456789abcdef"
+	mppTestRealm  = "secureexec.example.com"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newMPPRail is the real MPP rail over the fake Stripe at base and an in-process ledger. The
+// seed's prices are below Stripe's minimum, so the charges are fixed: 50 cents a dry run, 100
+// a real one.
+func newMPPRail(t *testing.T, base string) (*mpp.Rail, *ledger.Memory) {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	st, err := mpp.NewStripe(mpp.StripeConfig{SecretKey: "sk_test_gateway0123456789", BaseURL: base, Timeout: 2 * time.Second,
+		AttemptTimeout: time.Second, MaxAttempts: 2, Transport: tr, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	book := ledger.NewMemory()
+	rail, err := mpp.NewRail(mpp.Config{Realm: mppTestRealm, Secret: []byte(mppTestSecret), NetworkID: "profile_test",
+		Amounts: map[payments.Mode]uint64{payments.ModeDryRun: 50, payments.ModeReal: 100}, Now: newTickingClock().Now,
+		Logger: quietLogger()}, st, book, book)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rail, book
+}
+
+// tickingClock moves one second at every reading. The rail's challenge id binds the challenge's
+// expiry, written to the second: two 402s within one second carry the same id, so that only
+// one of them can be paid (a limit of payments/mpp reported to its owner). The tests that pay
+// several times read a clock that never repeats a second.
+type tickingClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTickingClock() *tickingClock { return &tickingClock{now: time.Now().UTC()} }
+
+func (c *tickingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Second)
+	return c.now
+}
+
+// newMPPWebhook is the Stripe webhook over book, as cmd/secureexec wires it.
+func newMPPWebhook(t *testing.T, book *ledger.Memory, events mpp.EventLog, mutate func(*mpp.WebhookConfig)) http.Handler {
+	t.Helper()
+	cfg := mpp.WebhookConfig{Secrets: []string{mppTestWhsec}, Logger: quietLogger()}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	marks := NewStripeMarks(book, quietLogger())
+	h, err := mpp.NewWebhookHandler(cfg, events, marks, marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// wwwAuthRail offers one more Payment challenge, of a method the MPP rail does not serve, to
+// show that every rail's WWW-Authenticate reaches the client.
+type wwwAuthRail struct{ fakeRail }
+
+func (r *wwwAuthRail) Offer(_ context.Context, p payments.Price) (payments.Challenge, error) {
+	h := http.Header{}
+	h.Add("WWW-Authenticate", `Payment id="other", realm="`+mppTestRealm+`", method="tempo", intent="charge", request="e30"`)
+	return payments.Challenge{Header: h}, nil
+}
+
+type mppHarness struct {
+	*harness
+	stripe *stripeFake
+	book   *ledger.Memory
+	events *ledger.MemoryIdempotency
+}
+
+func newMPPHarness(t *testing.T) *mppHarness {
+	t.Helper()
+	h := newHarness(t)
+	f := newStripeFake(t)
+	rail, book := newMPPRail(t, f.srv.URL)
+	events := ledger.NewMemoryIdempotency()
+	srv, err := New(h.srv.cfg, Deps{
+		Runner: h.srv.runner, IAM: DenyFlagged(h.iam, book, quietLogger()), Audit: h.audit,
+		Rails:    []payments.Rail{rail, &wwwAuthRail{}},
+		Payments: book, Idempotent: ledger.NewMemoryIdempotency(), StripeWebhook: newMPPWebhook(t, book, events, nil),
+		Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	return &mppHarness{harness: h, stripe: f, book: book, events: events}
+}
+
+// challenge reads the stripe/charge challenge of a 402 (or of a refusal that carries one).
+func stripeChallenge(t *testing.T, hdr http.Header) mpp.Challenge {
+	t.Helper()
+	for _, v := range hdr.Values("WWW-Authenticate") {
+		cs, err := mpp.ParseChallenges(v)
+		if err != nil {
+			t.Fatalf("WWW-Authenticate %q: %v", v, err)
+		}
+		for _, c := range cs {
+			ch, err := mpp.ChallengeFromParams(c.Params)
+			if err == nil && ch.Method == mpp.MethodStripe {
+				return ch
+			}
+		}
+	}
+	t.Fatalf("no stripe challenge in %v", hdr.Values("WWW-Authenticate"))
+	return mpp.Challenge{}
+}
+
+// paymentAuth is the Authorization value a payer sends for c with the token spt.
+func paymentAuth(t *testing.T, c mpp.Challenge, spt string) string {
+	t.Helper()
+	cred := mpp.Credential{Challenge: c, Payload: json.RawMessage(fmt.Sprintf(`{"spt":%q}`, spt))}
+	tok, err := cred.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "Payment " + tok
+}
+
+const mppCall = `{"agentId":"a1","tool":{"name":"echo","args":{"text":"paid"}}}`
+
+// pay asks for a 402 and answers its stripe challenge with spt.
+func (h *mppHarness) pay(t *testing.T, spt string, hdr ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	w := h.do("POST", "/exec/tool", mppCall)
+	if w.Code != 402 {
+		t.Fatalf("unpaid call: %d %s", w.Code, w.Body)
+	}
+	return h.do("POST", "/exec/tool", mppCall, append([]string{"Authorization", paymentAuth(t, stripeChallenge(t, w.Header()), spt)}, hdr...)...)
+}
+
+func signedEvent(t *testing.T, typ string, obj map[string]any) (body []byte, signature string) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"id": "evt_" + uuid.NewString()[:8], "object": "event", "api_version": "2026-07-29.preview",
+		"created": time.Now().Unix(), "livemode": false, "type": typ, "data": map[string]any{"object": obj}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body, webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: mppTestWhsec, Timestamp: time.Now()}).Header
+}
+
+func (h *mppHarness) postEvent(t *testing.T, body []byte, signature string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, mpp.WebhookPath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if signature != "" {
+		req.Header.Set("Stripe-Signature", signature)
+	}
+	w := httptest.NewRecorder()
+	h.srv.Handler().ServeHTTP(w, req)
+	return w
+}
+
+func TestMPPOffersBesideOtherRails(t *testing.T) {
+	h := newMPPHarness(t)
+	for _, tc := range []struct {
+		name   string
+		accept []string
+		stripe bool // the stripe/charge challenge is offered
+	}{
+		{"no Accept-Payment", nil, true},
+		{"stripe wanted", []string{"stripe/charge"}, true},
+		{"stripe refused with q=0", []string{"tempo/charge, stripe/charge;q=0"}, false},
+		{"every method refused", []string{"*/*;q=0"}, false},
+		{"no range matches: the normal set", []string{"tempo/session"}, true},
+		{"malformed: ignored", []string{"stripe;q=zero"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/exec/tool", strings.NewReader(mppCall))
+			req.Header.Set("Content-Type", "application/json")
+			for _, v := range tc.accept {
+				req.Header.Add("Accept-Payment", v)
+			}
+			w := httptest.NewRecorder()
+			h.srv.Handler().ServeHTTP(w, req)
+			if w.Code != 402 || w.Header().Get("Cache-Control") != "no-store" {
+				t.Fatalf("status %d headers %v", w.Code, w.Header())
+			}
+			var stripe, tempo int
+			for _, v := range w.Header().Values("WWW-Authenticate") {
+				switch {
+				case strings.Contains(v, `method="stripe"`):
+					stripe++
+				case strings.Contains(v, `method="tempo"`):
+					tempo++
+				}
+			}
+			if tempo != 1 || (stripe == 1) != tc.stripe || stripe > 1 {
+				t.Fatalf("challenges %q: stripe %d tempo %d", w.Header().Values("WWW-Authenticate"), stripe, tempo)
+			}
+			b := decode[map[string]any](t, w)
+			if _, has := b["challengeId"]; has != tc.stripe || b["type"] != mpp.ProblemType(mpp.ReasonPaymentRequired) {
+				t.Fatalf("body %v", b)
+			}
+			if tc.stripe {
+				c := stripeChallenge(t, w.Header())
+				if c.Realm != mppTestRealm || c.Intent != "charge" || c.Expires == "" || b["challengeId"] != c.ID {
+					t.Fatalf("challenge %+v, body challengeId %v", c, b["challengeId"])
+				}
+			}
+		})
+	}
+	if creates, _, _ := h.stripe.counts(); creates != 0 {
+		t.Fatal("an offer must not touch Stripe")
+	}
+}
+
+func TestMPPPaysOnceWithAReceipt(t *testing.T) {
+	h := newMPPHarness(t)
+	w := h.do("POST", "/exec/tool", mppCall)
+	c := stripeChallenge(t, w.Header())
+	auth := paymentAuth(t, c, "spt_ok_1")
+	paid := h.do("POST", "/exec/tool", mppCall, "Authorization", auth)
+	if paid.Code != 200 {
+		t.Fatalf("paid call: %d %s", paid.Code, paid.Body)
+	}
+	r := decode[execResponse](t, paid)
+	rcpt, err := mpp.DecodeReceipt(paid.Header().Get("Payment-Receipt"))
+	if err != nil || rcpt.Status != "success" || rcpt.Method != "stripe" || rcpt.Reference != "pi_gw1" || paid.Header().Get("Cache-Control") != "private" {
+		t.Fatalf("receipt %+v (%v), headers %v", rcpt, err, paid.Header())
+	}
+	if r.PaymentProtocol != "mpp" || r.Settlement == nil || r.Settlement.Status != "settled" {
+		t.Fatalf("body %+v", r)
+	}
+	pw := h.do("GET", "/payments/"+r.Settlement.ID, "")
+	pv := decode[paymentView](t, pw)
+	if pw.Code != 200 || pv.Rail != "mpp" || pv.Status != "settled" || pv.Network != "stripe" || pv.Asset != "usd" || pv.Amount != "50" ||
+		pv.Transaction != "pi_gw1" || pv.JobID != r.JobID {
+		t.Fatalf("GET /payments/%s: %d %+v", r.Settlement.ID, pw.Code, pv)
+	}
+
+	// The same credential again is a lost response resent: the stored answer, not a second
+	// charge. Another token for the same challenge is refused. Neither reaches Stripe.
+	again := h.do("POST", "/exec/tool", mppCall, "Authorization", auth)
+	if again.Code != 200 || again.Header().Get("X-Idempotent-Replay") != "true" || again.Body.String() != paid.Body.String() {
+		t.Fatalf("resend: %d %v %s", again.Code, again.Header(), again.Body)
+	}
+	other := h.do("POST", "/exec/tool", mppCall, "Authorization", paymentAuth(t, c, "spt_ok_2"))
+	if other.Code != 409 || decode[problem](t, other).Code != "payment_identifier_conflict" {
+		t.Fatalf("second token for a used challenge: %d %s", other.Code, other.Body)
+	}
+	if creates, refunds, _ := h.stripe.counts(); creates != 1 || refunds != 0 {
+		t.Fatalf("Stripe saw %d creates and %d refunds, want 1 and 0", creates, refunds)
+	}
+
+	// Without the replay store, a used challenge is refused by the rail itself, with a fresh
+	// challenge to pay again.
+	h.srv.idem = nil
+	used := h.do("POST", "/exec/tool", mppCall, "Authorization", auth)
+	b := decode[map[string]any](t, used)
+	if used.Code != 402 || b["code"] != "invalid_challenge" || b["type"] != mpp.ProblemType(mpp.ReasonInvalidChallenge) ||
+		stripeChallenge(t, used.Header()).ID == c.ID {
+		t.Fatalf("used challenge: %d %v", used.Code, b)
+	}
+	if creates, _, _ := h.stripe.counts(); creates != 1 {
+		t.Fatalf("a used challenge reached Stripe (%d creates)", creates)
+	}
+}
+
+func TestMPPRefusals(t *testing.T) {
+	h := newMPPHarness(t)
+	w := h.do("POST", "/exec/tool", mppCall)
+	c := stripeChallenge(t, w.Header())
+	tempo := c
+	tempo.Method = "tempo"
+	expired := c
+	expired.Expires = "2020-01-01T00:00:00Z"
+	for _, tc := range []struct {
+		name   string
+		auth   []string
+		status int
+		code   string
+	}{
+		{"malformed credential", []string{"Payment dGhpcyBpcyBnYXJiYWdl"}, 402, "malformed_credential"},
+		{"tampered challenge", []string{paymentAuth(t, expired, "spt_ok_3")}, 402, "invalid_challenge"},
+		{"unsupported method", []string{paymentAuth(t, tempo, "spt_ok_3")}, 400, "method_unsupported"},
+		{"two Authorization fields", []string{paymentAuth(t, c, "spt_ok_3"), "Payment eyJ9"}, 400, "bad_request"},
+		{"bad payload", []string{paymentAuth(t, c, "tok_not_an_spt")}, 402, "invalid_payload"},
+		{"declined card", []string{paymentAuth(t, c, "spt_decline_1")}, 402, "verification_failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/exec/tool", strings.NewReader(mppCall))
+			req.Header.Set("Content-Type", "application/json")
+			for _, a := range tc.auth {
+				req.Header.Add("Authorization", a)
+			}
+			w := httptest.NewRecorder()
+			h.srv.Handler().ServeHTTP(w, req)
+			b := decode[map[string]any](t, w)
+			slug := strings.ReplaceAll(tc.code, "_", "-")
+			if w.Code != tc.status || b["code"] != tc.code || b["status"] != float64(tc.status) || b["type"] != mpp.ProblemType(slug) ||
+				b["title"] != http.StatusText(tc.status) || b["detail"] == "" {
+				t.Fatalf("%d %v", w.Code, b)
+			}
+			// Every refusal carries a fresh challenge, so that the payer can pay again.
+			if fresh := stripeChallenge(t, w.Header()); fresh.ID == c.ID || w.Header().Get("Cache-Control") != "no-store" {
+				t.Fatalf("refusal without a fresh challenge: %v", w.Header())
+			}
+		})
+	}
+	if _, _, cancels := h.stripe.counts(); cancels != 0 || len(openPaymentsOf(t, h.book)) != 0 {
+		t.Fatal("a refusal left a payment behind")
+	}
+	if len(h.audit.entries) != 0 {
+		t.Fatal("a refused payment reached the audit log")
+	}
+}
+
+func openPaymentsOf(t *testing.T, m *ledger.Memory) []ledger.Payment {
+	t.Helper()
+	ps, err := m.ListRecoverable(context.Background(), -time.Hour, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func TestMPPStripeUnreachable(t *testing.T) {
+	h := newMPPHarness(t)
+	h.stripe.setDown(true)
+	w := h.pay(t, "spt_ok_down")
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" || decode[problem](t, w).Code != "payment_backend_unavailable" {
+		t.Fatalf("Stripe away: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	if creates, _, _ := h.stripe.counts(); creates != 0 || len(openPaymentsOf(t, h.book)) != 0 || len(h.audit.entries) != 0 {
+		t.Fatal("a call with Stripe away charged or recorded something")
+	}
+}
+
+func TestMPPDeniedCallIsRefunded(t *testing.T) {
+	h := newMPPHarness(t)
+	w := h.do("POST", "/exec/tool", mppCall)
+	denied := h.do("POST", "/exec/tool", `{"agentId":"mallory","tool":{"name":"echo","args":{"text":"x"}}}`,
+		"Authorization", paymentAuth(t, stripeChallenge(t, w.Header()), "spt_ok_denied"))
+	if denied.Code != 403 || decode[problem](t, denied).Code != "iam_denied" || len(denied.Header().Values("WWW-Authenticate")) != 0 ||
+		denied.Header().Get("Payment-Receipt") != "" {
+		t.Fatalf("paid, then denied by policy: %d %v %s", denied.Code, denied.Header(), denied.Body)
+	}
+	p, err := h.book.GetByNonceKey(context.Background(), "mpp:pi_gw1")
+	if _, refunds, _ := h.stripe.counts(); err != nil || refunds != 1 || p.Status != ledger.StatusNotCharged {
+		t.Fatalf("the charge of a denied call must be refunded: %d refunds, payment %+v (%v)", refunds, p, err)
+	}
+}
+
+func TestStripeWebhookMarksAndFlags(t *testing.T) {
+	h := newMPPHarness(t)
+	// An agent paying as Stripe customer cus_agent1 has a call, then disputes the charge.
+	first := h.pay(t, "spt_cus_agent1_1")
+	if first.Code != 200 {
+		t.Fatalf("first call: %d %s", first.Code, first.Body)
+	}
+	p, err := h.book.GetByNonceKey(context.Background(), "mpp:pi_gw1")
+	if err != nil || p.Payer != "cus_agent1" {
+		t.Fatalf("payment %+v, %v", p, err)
+	}
+	body, sig := signedEvent(t, "charge.dispute.created", map[string]any{"id": "dp_1", "object": "dispute", "charge": "ch_1",
+		"payment_intent": "pi_gw1", "amount": 50, "currency": "usd", "reason": "fraudulent", "status": "needs_response"})
+	for _, tc := range []struct {
+		name   string
+		sig    string
+		status int
+		want   string
+	}{
+		{"unsigned", "", 400, `"invalid_signature"`},
+		{"signed with another secret", webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: "whsec_not_ours_0123456789", Timestamp: time.Now()}).Header, 400, `"invalid_signature"`},
+		{"signed", sig, 200, `"received":true`},
+		{"delivered again", sig, 200, `"duplicate":true`},
+	} {
+		w := h.postEvent(t, body, tc.sig)
+		if w.Code != tc.status || !strings.Contains(w.Body.String(), tc.want) || w.Header().Get(headerRequestID) == "" {
+			t.Fatalf("%s: %d %s", tc.name, w.Code, w.Body)
+		}
+	}
+	marks, _ := h.book.Marks(context.Background(), p.ID)
+	f, flagged, _ := h.book.Flagged(context.Background(), "cus_agent1")
+	if len(marks) != 1 || marks[0].Kind != ledger.MarkDisputed || marks[0].Reason != "fraudulent" || !flagged || f.JobID.String() != p.JobID.String() {
+		t.Fatalf("marks %+v, flag %+v %v", marks, f, flagged)
+	}
+
+	// The flagged payer's next call is paid, denied by policy and refunded.
+	next := h.pay(t, "spt_cus_agent1_2")
+	var pr problem
+	_ = json.Unmarshal(next.Body.Bytes(), &pr)
+	if next.Code != 403 || pr.Code != "iam_denied" || !strings.Contains(pr.Detail, ReasonPayerFlagged) {
+		t.Fatalf("flagged payer: %d %s", next.Code, next.Body)
+	}
+	if _, refunds, _ := h.stripe.counts(); refunds != 1 {
+		t.Fatalf("%d refunds, want the denied call's", refunds)
+	}
+	// Another payer is not affected.
+	if w := h.pay(t, "spt_cus_agent2_1"); w.Code != 200 {
+		t.Fatalf("another payer: %d %s", w.Code, w.Body)
+	}
+
+	// The gateway's own refund (the denied call's) is marked but flags nobody new; a refund
+	// event for a PaymentIntent the gateway never took marks nothing.
+	for _, pi := range []string{"pi_gw2", "pi_elsewhere"} {
+		body, sig := signedEvent(t, "charge.refunded", map[string]any{"id": "ch_2", "object": "charge", "payment_intent": pi,
+			"amount_refunded": 50, "currency": "usd"})
+		if w := h.postEvent(t, body, sig); w.Code != 200 {
+			t.Fatalf("refund of %s: %d %s", pi, w.Code, w.Body)
+		}
+	}
+	denied, _ := h.book.GetByNonceKey(context.Background(), "mpp:pi_gw2")
+	if marks, _ := h.book.Marks(context.Background(), denied.ID); len(marks) != 1 || marks[0].Kind != ledger.MarkRefunded {
+		t.Fatalf("marks of the refunded payment: %+v", marks)
+	}
+	if _, flagged, _ := h.book.Flagged(context.Background(), "cus_agent2"); flagged {
+		t.Fatal("a payer was flagged for the gateway's own refund")
+	}
+
+	// Only POST is served; the body cap and an event still in flight have their own answers.
+	if w := h.do("GET", mpp.WebhookPath, ""); w.Code != 405 || w.Header().Get("Allow") != "POST" {
+		t.Fatalf("GET: %d %v", w.Code, w.Header())
+	}
+}
+
+func TestWebhookRouteOnlyWhenConfigured(t *testing.T) {
+	h := newHarness(t)
+	if w := h.do("POST", mpp.WebhookPath, `{}`); w.Code != 404 {
+		t.Fatalf("webhook without configuration: %d", w.Code)
+	}
+}
+
+// failingFlags is a flag store that cannot answer.
+type failingFlags struct{}
+
+func (failingFlags) Flagged(context.Context, string) (ledger.Flag, bool, error) {
+	return ledger.Flag{}, false, errors.New("connection refused")
+}
+
+func TestDenyFlagged(t *testing.T) {
+	book := ledger.NewMemory()
+	if _, err := book.FlagPayer(context.Background(), ledger.Flag{EventID: "evt_1", Payer: "cus_bad", Reason: "charge_refunded"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		flags    FlagChecker
+		req      identity.Request
+		approved bool
+		reason   string
+	}{
+		{"flagged payer", book, identity.Request{Payer: "cus_bad"}, false, ReasonPayerFlagged},
+		{"other payer", book, identity.Request{Payer: "cus_good"}, true, "policy_allows"},
+		{"no payer (free call)", book, identity.Request{}, true, "policy_allows"},
+		{"internal caller", book, identity.Request{Payer: "cus_bad", Internal: true}, true, "policy_allows"},
+		{"flags unavailable: next decides", failingFlags{}, identity.Request{Payer: "cus_bad"}, true, "policy_allows"},
+		{"denied by next", book, identity.Request{Payer: "cus_good", AgentID: "mallory"}, false, "agent_denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			iam := &fakeIAM{deny: map[string]bool{"mallory": true}}
+			o := DenyFlagged(iam, tc.flags, quietLogger()).Decide(context.Background(), tc.req)
+			if o.Approved != tc.approved || o.Reason != tc.reason {
+				t.Fatalf("outcome %+v", o)
+			}
+			if tc.reason == ReasonPayerFlagged && (len(iam.seen) != 0 || o.Decision != identity.DecisionDenied || o.Source != identity.SourcePolicy || len(o.Violations) != 1) {
+				t.Fatalf("a flagged payer reached the next stage or lacks its violation: %+v", o)
+			}
+		})
+	}
+}
+
+func TestPaymentMetricLabelsAreBounded(t *testing.T) {
+	h := newHarness(t)
+	for i := range 20 {
+		h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, "Authorization", fmt.Sprintf("Scheme%d abc", i))
+	}
+	body := h.do("GET", "/metrics", "").Body.String()
+	if strings.Contains(body, "Scheme1") || !strings.Contains(body, `protocol="other"`) {
+		t.Fatal("a caller's Authorization scheme must never become a metric label")
 	}
 }

@@ -7,11 +7,15 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/mpp"
 )
 
 // Config is every setting, read once from the environment (and optionally a JSON file
@@ -57,6 +61,25 @@ type Config struct {
 	PolicyAllowReal  bool     // POLICY_ALLOW_REAL: real (non-dry-run) execution is allowed at all
 	PolicyDenyAgents []string // POLICY_DENY_AGENTS: comma-separated agent ids refused outright
 	PolicyRealAgents []string // POLICY_REAL_AGENTS: agents allowed real (non-dry-run) runs; empty = all
+
+	StripeSecretKey      string                   // STRIPE_SECRET_KEY: "" turns the MPP rail off
+	StripeLive           bool                     // the key is a live one (sk_live_, rk_live_)
+	StripeAPIBase        string                   // STRIPE_API_BASE: "" is api.stripe.com
+	StripePreviewVersion string                   // STRIPE_PREVIEW_VERSION: Stripe-Version of the SPT create+confirm
+	StripeSPTParam       string                   // STRIPE_SPT_PARAM: form name the Shared Payment Token travels under
+	StripeTimeout        time.Duration            // STRIPE_TIMEOUT_S: one Stripe operation, retries included
+	StripeWebhookSecrets []string                 // STRIPE_WEBHOOK_SECRET: whsec_… signing secrets, current first
+	MPPRealm             string                   // MPP_REALM: the challenges' realm (default: PUBLIC_URL's host)
+	MPPSecret            []byte                   // MPP_CHALLENGE_SECRET: signs challenge ids; never logged
+	MPPPreviousSecret    []byte                   // MPP_CHALLENGE_SECRET_PREVIOUS: still verifies after a rotation
+	MPPSecretRotatedAt   time.Time                // MPP_SECRET_ROTATED_AT: when the previous secret was replaced
+	MPPChallengeTTL      time.Duration            // MPP_CHALLENGE_TTL_S: how long a challenge may be paid
+	MPPNetworkID         string                   // MPP_STRIPE_NETWORK_ID: the Stripe Business Network profile
+	MPPCurrency          string                   // MPP_CURRENCY: the Stripe currency
+	MPPPaymentMethods    []string                 // MPP_PAYMENT_METHOD_TYPES: offered in the challenge
+	MPPAmounts           map[payments.Mode]uint64 // MPP_AMOUNT_*: fixed charges in minor units; absent = par
+	MPPBindKey           string                   // MPP_BIND_METADATA_KEY: metadata binding a PaymentIntent to this gateway
+	MPPBindValue         string                   // MPP_BIND_METADATA_VALUE: its value (default: the realm)
 }
 
 // settings lists every variable with its default, so that docs and the loader agree.
@@ -94,6 +117,25 @@ var settings = []struct{ name, def, help string }{
 	{"POLICY_ALLOW_REAL", "true", "allow real (non-dry-run) execution; false makes every call a dry run or a 403"},
 	{"POLICY_DENY_AGENTS", "", "comma-separated agent ids that are always denied"},
 	{"POLICY_REAL_AGENTS", "", "comma-separated agent ids allowed real runs (empty: every paying agent)"},
+	{"STRIPE_SECRET_KEY", "", "Stripe secret or restricted key (sk_/rk_, test or live): turns the MPP rail on; unset is off"},
+	{"STRIPE_API_BASE", "", "base URL of the Stripe API (default https://api.stripe.com; a fake or stripe-mock in tests)"},
+	{"STRIPE_PREVIEW_VERSION", mpp.DefaultPreviewVersion, "Stripe-Version sent with the Shared Payment Token charge (a preview feature)"},
+	{"STRIPE_SPT_PARAM", mpp.DefaultSPTParam, "form field the Shared Payment Token is sent in"},
+	{"STRIPE_TIMEOUT_S", "15", "deadline of one Stripe operation, retries included"},
+	{"STRIPE_WEBHOOK_SECRET", "", "comma-separated whsec_ signing secrets of POST /webhooks/stripe (current first); unset leaves it unmounted"},
+	{"MPP_REALM", "", "realm of the MPP challenges (default: PUBLIC_URL's host name)"},
+	{"MPP_CHALLENGE_SECRET", "", "HMAC secret of the MPP challenge ids, at least 32 bytes; required with STRIPE_SECRET_KEY"},
+	{"MPP_CHALLENGE_SECRET_PREVIOUS", "", "the secret before the last rotation: its challenges stay payable until they expire"},
+	{"MPP_SECRET_ROTATED_AT", "", "RFC 3339 time MPP_CHALLENGE_SECRET replaced the previous one; required with it"},
+	{"MPP_CHALLENGE_TTL_S", "300", "how long an MPP challenge may be paid"},
+	{"MPP_STRIPE_NETWORK_ID", "", "Stripe Business Network profile id (profile_…) payers grant their tokens to; required with STRIPE_SECRET_KEY"},
+	{"MPP_CURRENCY", "usd", "Stripe currency of the MPP charges"},
+	{"MPP_PAYMENT_METHOD_TYPES", "card", "comma-separated payment method types offered in the challenge"},
+	{"MPP_AMOUNT_DRY_RUN", "", "MPP charge of a dry run, in the currency's minor units (cents); unset converts the USDC price at par"},
+	{"MPP_AMOUNT_REAL", "", "MPP charge of a real run, in minor units; unset converts the USDC price at par"},
+	{"MPP_AMOUNT_BATCH", "", "MPP charge of a batch call, in minor units; unset converts the USDC price at par"},
+	{"MPP_BIND_METADATA_KEY", mpp.DefaultBindKey, "PaymentIntent metadata key that binds a payment to this gateway"},
+	{"MPP_BIND_METADATA_VALUE", "", "its value (default: the realm)"},
 }
 
 // loadConfig reads the optional JSON file, then the environment (which wins), then defaults.
@@ -259,6 +301,7 @@ func loadConfig(getenv func(string) string, file string) (Config, error) {
 	}
 	c.PolicyDenyAgents = splitList(get("POLICY_DENY_AGENTS"))
 	c.PolicyRealAgents = splitList(get("POLICY_REAL_AGENTS"))
+	loadMPP(&c, get, num, bad)
 	if len(errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
@@ -273,4 +316,189 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// Patterns of the MPP and Stripe settings.
+var (
+	stripeKeyPattern   = regexp.MustCompile(`^(sk|rk)_(test|live)_[A-Za-z0-9_]{4,250}$`)
+	stripeTokenPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	sptParamPattern    = regexp.MustCompile(`^[a-z_]{1,64}(\[[a-z_]{1,64}\])*$`)
+	lowerWordPattern   = regexp.MustCompile(`^[a-z_]{1,64}$`)
+	metadataKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
+)
+
+// maxMPPAmount is Stripe's largest charge (eight digits of minor units).
+const maxMPPAmount = 99_999_999
+
+// loadMPP reads the settings of the MPP rail (the Payment scheme, stripe method) and of its
+// Stripe client. With STRIPE_SECRET_KEY unset the rail is off and the others are not required.
+func loadMPP(c *Config, get func(string) string, num func(string, int64, int64) int64, bad func(name, why string)) {
+	c.StripeSecretKey = strings.TrimSpace(get("STRIPE_SECRET_KEY"))
+	on := c.StripeSecretKey != ""
+	if on && !stripeKeyPattern.MatchString(c.StripeSecretKey) {
+		bad("STRIPE_SECRET_KEY", "want a Stripe secret or restricted key: sk_test_…, sk_live_…, rk_test_… or rk_live_…")
+	}
+	c.StripeLive = strings.HasPrefix(c.StripeSecretKey, "sk_live_") || strings.HasPrefix(c.StripeSecretKey, "rk_live_")
+	c.StripeAPIBase = get("STRIPE_API_BASE")
+	if c.StripeAPIBase != "" {
+		u, err := url.Parse(c.StripeAPIBase)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
+			bad("STRIPE_API_BASE", "want an http(s) base URL")
+		case c.StripeLive && u.Scheme != "https":
+			bad("STRIPE_API_BASE", "a live Stripe key is only ever sent over https")
+		}
+	}
+	c.StripePreviewVersion = get("STRIPE_PREVIEW_VERSION")
+	if !stripeTokenPattern.MatchString(c.StripePreviewVersion) {
+		bad("STRIPE_PREVIEW_VERSION", "want a Stripe API version such as "+mpp.DefaultPreviewVersion)
+	}
+	c.StripeSPTParam = get("STRIPE_SPT_PARAM")
+	if !sptParamPattern.MatchString(c.StripeSPTParam) {
+		bad("STRIPE_SPT_PARAM", "want a Stripe form field name such as shared_payment_granted_token or payment_method_data[shared_payment_granted_token]")
+	}
+	c.StripeTimeout = time.Duration(num("STRIPE_TIMEOUT_S", 1, 120)) * time.Second
+	c.StripeWebhookSecrets = splitList(get("STRIPE_WEBHOOK_SECRET"))
+	for _, s := range c.StripeWebhookSecrets {
+		if !strings.HasPrefix(s, "whsec_") || len(s) < 16 || strings.ContainsAny(s, " \t") {
+			bad("STRIPE_WEBHOOK_SECRET", "want whsec_… signing secrets, comma-separated")
+			break
+		}
+	}
+	if len(c.StripeWebhookSecrets) > 0 && !on {
+		bad("STRIPE_WEBHOOK_SECRET", "the Stripe webhook records MPP payments: it needs STRIPE_SECRET_KEY")
+	}
+
+	c.MPPRealm = get("MPP_REALM")
+	if c.MPPRealm == "" {
+		if u, err := url.Parse(c.PublicURL); err == nil {
+			c.MPPRealm = u.Hostname()
+		}
+	}
+	if on && !printableASCII(c.MPPRealm, 256) {
+		bad("MPP_REALM", "want printable ASCII, at most 256 bytes (the gateway's host name)")
+	}
+	c.MPPSecret = []byte(get("MPP_CHALLENGE_SECRET"))
+	switch {
+	case on && len(c.MPPSecret) == 0:
+		bad("MPP_CHALLENGE_SECRET", "required with STRIPE_SECRET_KEY: at least 32 random bytes, e.g. openssl rand -base64 32")
+	case len(c.MPPSecret) > 0 && len(c.MPPSecret) < mpp.MinSecretBytes:
+		bad("MPP_CHALLENGE_SECRET", fmt.Sprintf("must be at least %d bytes", mpp.MinSecretBytes))
+	}
+	c.MPPPreviousSecret = []byte(get("MPP_CHALLENGE_SECRET_PREVIOUS"))
+	switch {
+	case len(c.MPPPreviousSecret) > 0 && len(c.MPPPreviousSecret) < mpp.MinSecretBytes:
+		bad("MPP_CHALLENGE_SECRET_PREVIOUS", fmt.Sprintf("must be at least %d bytes", mpp.MinSecretBytes))
+	case len(c.MPPPreviousSecret) > 0 && string(c.MPPPreviousSecret) == string(c.MPPSecret):
+		bad("MPP_CHALLENGE_SECRET_PREVIOUS", "is the current secret: remove it, or set the secret it replaced")
+	}
+	if v := get("MPP_SECRET_ROTATED_AT"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		switch {
+		case err != nil:
+			bad("MPP_SECRET_ROTATED_AT", "want an RFC 3339 time, e.g. 2026-03-23T12:00:00Z")
+		case t.After(time.Now().Add(time.Minute)):
+			bad("MPP_SECRET_ROTATED_AT", "is in the future")
+		case len(c.MPPPreviousSecret) == 0:
+			bad("MPP_SECRET_ROTATED_AT", "only means something with MPP_CHALLENGE_SECRET_PREVIOUS")
+		}
+		c.MPPSecretRotatedAt = t
+	} else if len(c.MPPPreviousSecret) > 0 {
+		// Without it, every restart would accept the old secret for another TTL.
+		bad("MPP_SECRET_ROTATED_AT", "required with MPP_CHALLENGE_SECRET_PREVIOUS: when the secret was rotated")
+	}
+	c.MPPChallengeTTL = time.Duration(num("MPP_CHALLENGE_TTL_S", 30, 3600)) * time.Second
+	c.MPPNetworkID = get("MPP_STRIPE_NETWORK_ID")
+	switch {
+	case on && c.MPPNetworkID == "":
+		bad("MPP_STRIPE_NETWORK_ID", "required with STRIPE_SECRET_KEY: the Stripe Business Network profile id payers grant their tokens to")
+	case c.MPPNetworkID != "" && (!printableASCII(c.MPPNetworkID, 256) || strings.ContainsAny(c.MPPNetworkID, " \"")):
+		bad("MPP_STRIPE_NETWORK_ID", "want a Stripe profile id (profile_…)")
+	}
+	c.MPPCurrency = strings.ToLower(get("MPP_CURRENCY"))
+	if len(c.MPPCurrency) != 3 || strings.Trim(c.MPPCurrency, "abcdefghijklmnopqrstuvwxyz") != "" {
+		bad("MPP_CURRENCY", "want a three-letter ISO 4217 code, e.g. usd")
+	}
+	c.MPPPaymentMethods = splitList(get("MPP_PAYMENT_METHOD_TYPES"))
+	if len(c.MPPPaymentMethods) == 0 {
+		bad("MPP_PAYMENT_METHOD_TYPES", "want at least one payment method type, e.g. card")
+	}
+	for _, m := range c.MPPPaymentMethods {
+		if !lowerWordPattern.MatchString(m) {
+			bad("MPP_PAYMENT_METHOD_TYPES", fmt.Sprintf("%q is not a Stripe payment method type", m))
+			break
+		}
+	}
+	c.MPPAmounts = map[payments.Mode]uint64{}
+	for _, a := range []struct {
+		name string
+		mode payments.Mode
+	}{{"MPP_AMOUNT_DRY_RUN", payments.ModeDryRun}, {"MPP_AMOUNT_REAL", payments.ModeReal}, {"MPP_AMOUNT_BATCH", payments.ModeBatch}} {
+		if get(a.name) == "" {
+			continue
+		}
+		v := num(a.name, 1, maxMPPAmount)
+		if v > 0 && v < mpp.DefaultMinAmount {
+			bad(a.name, fmt.Sprintf("%d is below Stripe's minimum charge of %d minor units", v, mpp.DefaultMinAmount))
+		}
+		c.MPPAmounts[a.mode] = uint64(v)
+	}
+	if on && len(c.MPPAmounts) == 0 && !anyParChargeable(c.MPPCurrency) {
+		bad("MPP_AMOUNT_DRY_RUN", fmt.Sprintf("at par no price (dry run %s, real %s, batch %s USDC) reaches Stripe's minimum charge of %d cents, "+
+			"so the MPP rail would offer nothing: set MPP_AMOUNT_DRY_RUN, MPP_AMOUNT_REAL or MPP_AMOUNT_BATCH (minor units)",
+			payments.FormatAtomic(payments.DefaultPrices.DryRun, payments.USDCDecimals), payments.FormatAtomic(payments.DefaultPrices.Real, payments.USDCDecimals),
+			payments.FormatAtomic(payments.DefaultPrices.Batch, payments.USDCDecimals), mpp.DefaultMinAmount))
+	}
+	c.MPPBindKey = get("MPP_BIND_METADATA_KEY")
+	if !metadataKeyPattern.MatchString(c.MPPBindKey) {
+		bad("MPP_BIND_METADATA_KEY", "want 1-40 letters, digits, '_' or '-'")
+	}
+	c.MPPBindValue = get("MPP_BIND_METADATA_VALUE")
+	if c.MPPBindValue == "" {
+		c.MPPBindValue = c.MPPRealm
+	}
+	if on && !printableASCII(c.MPPBindValue, 500) {
+		bad("MPP_BIND_METADATA_VALUE", "want printable ASCII, at most 500 bytes")
+	}
+
+	if c.StripeLive {
+		// Real money: payments must survive restarts and be shared by every replica, and the
+		// in-process test chain must not take free calls beside it.
+		if c.DatabaseURL == "" {
+			bad("DATABASE_URL", "required with a live STRIPE_SECRET_KEY: payments must survive restarts and replicas")
+		}
+		if c.RedisURL == "" {
+			bad("REDIS_URL", "required with a live STRIPE_SECRET_KEY: challenges must be claimed once across replicas")
+		}
+		if c.X402Network == "dev" {
+			bad("X402_NETWORK", "dev (a test chain, no real money) cannot run beside a live STRIPE_SECRET_KEY: set off or a real network")
+		}
+	}
+}
+
+// anyParChargeable reports whether any of the default prices, converted at par, reaches
+// Stripe's minimum: the rail's own rule (mpp.Rail.AmountFor) without a fixed amount.
+func anyParChargeable(currency string) bool {
+	if currency != mpp.DefaultCurrency {
+		return false
+	}
+	const perCent = 10_000 // USDC atomic units in a cent
+	for _, p := range []uint64{payments.DefaultPrices.DryRun, payments.DefaultPrices.Real, payments.DefaultPrices.Batch} {
+		if p%perCent == 0 && p/perCent >= mpp.DefaultMinAmount {
+			return true
+		}
+	}
+	return false
+}
+
+func printableASCII(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/secureexec/secureexec/payments"
 )
 
 func envOf(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -60,6 +62,40 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{env: map[string]string{"HTTP_GET_ALLOW_CIDRS": "10.0.0.1"}, want: "HTTP_GET_ALLOW_CIDRS"},
 		{env: map[string]string{"LOG_LEVEL": "loud"}, want: "LOG_LEVEL"},
 		{env: map[string]string{"POLICY_ALLOW_REAL": "perhaps"}, want: "POLICY_ALLOW_REAL"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "pk_test_publishable"}), want: "STRIPE_SECRET_KEY"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_test_has space"}), want: "STRIPE_SECRET_KEY"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET": ""}), want: "MPP_CHALLENGE_SECRET: required"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET": "too-short-0123456789"}), want: "MPP_CHALLENGE_SECRET: must be at least 32"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET_PREVIOUS": "short"}), want: "MPP_CHALLENGE_SECRET_PREVIOUS"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET_PREVIOUS": mppTestChallengeSecret, "MPP_SECRET_ROTATED_AT": "2026-01-01T00:00:00Z"}), want: "MPP_CHALLENGE_SECRET_PREVIOUS: is the current secret"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET_PREVIOUS": "previous-secret-0123456789abcdef0123"}), want: "MPP_SECRET_ROTATED_AT: required"},
+		{env: mppEnv(map[string]string{"MPP_SECRET_ROTATED_AT": "2026-01-01T00:00:00Z"}), want: "MPP_SECRET_ROTATED_AT: only"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET_PREVIOUS": "previous-secret-0123456789abcdef0123", "MPP_SECRET_ROTATED_AT": "yesterday"}), want: "MPP_SECRET_ROTATED_AT: want"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET_PREVIOUS": "previous-secret-0123456789abcdef0123", "MPP_SECRET_ROTATED_AT": "2999-01-01T00:00:00Z"}), want: "MPP_SECRET_ROTATED_AT: is in the future"},
+		{env: mppEnv(map[string]string{"MPP_CHALLENGE_TTL_S": "5"}), want: "MPP_CHALLENGE_TTL_S"},
+		{env: mppEnv(map[string]string{"MPP_STRIPE_NETWORK_ID": ""}), want: "MPP_STRIPE_NETWORK_ID: required"},
+		{env: mppEnv(map[string]string{"MPP_STRIPE_NETWORK_ID": "profile with space"}), want: "MPP_STRIPE_NETWORK_ID"},
+		{env: mppEnv(map[string]string{"MPP_CURRENCY": "dollars"}), want: "MPP_CURRENCY"},
+		{env: mppEnv(map[string]string{"MPP_PAYMENT_METHOD_TYPES": "card,Link!"}), want: "MPP_PAYMENT_METHOD_TYPES"},
+		{env: mppEnv(map[string]string{"MPP_PAYMENT_METHOD_TYPES": " , "}), want: "MPP_PAYMENT_METHOD_TYPES"},
+		{env: mppEnv(map[string]string{"MPP_AMOUNT_DRY_RUN": "10"}), want: "MPP_AMOUNT_DRY_RUN: 10 is below"},
+		{env: mppEnv(map[string]string{"MPP_AMOUNT_REAL": "100000000"}), want: "MPP_AMOUNT_REAL"},
+		{env: mppEnv(map[string]string{"MPP_AMOUNT_BATCH": "1.5"}), want: "MPP_AMOUNT_BATCH"},
+		{env: mppEnv(map[string]string{"MPP_AMOUNT_DRY_RUN": ""}), want: "MPP_AMOUNT_DRY_RUN: at par no price"},
+		{env: mppEnv(map[string]string{"MPP_REALM": "bad\trealm"}), want: "MPP_REALM"},
+		{env: mppEnv(map[string]string{"MPP_BIND_METADATA_KEY": "a key with spaces"}), want: "MPP_BIND_METADATA_KEY"},
+		{env: mppEnv(map[string]string{"MPP_BIND_METADATA_VALUE": strings.Repeat("v", 501)}), want: "MPP_BIND_METADATA_VALUE"},
+		{env: mppEnv(map[string]string{"STRIPE_API_BASE": "ftp://stripe.example"}), want: "STRIPE_API_BASE"},
+		{env: mppEnv(map[string]string{"STRIPE_PREVIEW_VERSION": "2026-07-29 preview"}), want: "STRIPE_PREVIEW_VERSION"},
+		{env: mppEnv(map[string]string{"STRIPE_SPT_PARAM": "spt=1"}), want: "STRIPE_SPT_PARAM"},
+		{env: mppEnv(map[string]string{"STRIPE_TIMEOUT_S": "0"}), want: "STRIPE_TIMEOUT_S"},
+		{env: mppEnv(map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_ok_0123456789abcdef,not-a-secret"}), want: "STRIPE_WEBHOOK_SECRET"},
+		{env: map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_ok_0123456789abcdef"}, want: "STRIPE_WEBHOOK_SECRET: the Stripe webhook records MPP payments"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_live_0123456789abcdef", "X402_NETWORK": "off"}), want: "DATABASE_URL: required with a live"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "rk_live_0123456789abcdef", "X402_NETWORK": "off", "DATABASE_URL": "postgres://x/y"}), want: "REDIS_URL: required with a live"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_live_0123456789abcdef", "DATABASE_URL": "postgres://x/y", "REDIS_URL": "redis://x:6379/0"}), want: "X402_NETWORK: dev"},
+		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_live_0123456789abcdef", "X402_NETWORK": "off", "DATABASE_URL": "postgres://x/y",
+			"REDIS_URL": "redis://x:6379/0", "STRIPE_API_BASE": "http://stripe.internal"}), want: "STRIPE_API_BASE: a live Stripe key"},
 		{file: `{"PROT": 1}`, want: `unknown setting "PROT"`},
 		{file: `{not json`, want: "config file"},
 	} {
@@ -72,5 +108,55 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %s: error %v, want it to name %s", tc.env, tc.file, err, tc.want)
 		}
+	}
+}
+
+const mppTestChallengeSecret = "config-test-challenge-secret-0123456789"
+
+// mppEnv is a valid MPP configuration (test mode) with overrides; "" removes a setting.
+func mppEnv(over map[string]string) map[string]string {
+	env := map[string]string{
+		"STRIPE_SECRET_KEY": "sk_test_0123456789abcdef", "MPP_CHALLENGE_SECRET": mppTestChallengeSecret,
+		"MPP_STRIPE_NETWORK_ID": "profile_test_0123", "MPP_AMOUNT_DRY_RUN": "50",
+	}
+	for k, v := range over {
+		env[k] = v
+	}
+	return env
+}
+
+func TestConfigMPP(t *testing.T) {
+	c, err := loadConfig(envOf(nil), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StripeSecretKey != "" || c.MPPCurrency != "usd" || c.MPPChallengeTTL != 5*time.Minute || c.StripeTimeout != 15*time.Second ||
+		c.StripePreviewVersion != "2026-07-29.preview" || c.StripeSPTParam != "shared_payment_granted_token" || c.MPPBindKey != "secureexec_gateway" {
+		t.Fatalf("the MPP rail is off by default, with the documented defaults: %+v", c)
+	}
+
+	c, err = loadConfig(envOf(mppEnv(map[string]string{"PUBLIC_URL": "https://gw.example.com:8443/base", "MPP_AMOUNT_REAL": "120",
+		"MPP_PAYMENT_METHOD_TYPES": "card, link", "STRIPE_WEBHOOK_SECRET": "whsec_current_0123456789, whsec_rolled_0123456789",
+		"MPP_CHALLENGE_SECRET_PREVIOUS": "previous-secret-0123456789abcdef0123", "MPP_SECRET_ROTATED_AT": "2026-03-23T12:00:00Z",
+		"STRIPE_SPT_PARAM": "payment_method_data[shared_payment_granted_token]", "MPP_CURRENCY": "USD"})), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case c.MPPRealm != "gw.example.com" || c.MPPBindValue != "gw.example.com":
+		t.Errorf("realm %q, binding %q: want PUBLIC_URL's host name, without its port", c.MPPRealm, c.MPPBindValue)
+	case c.MPPAmounts[payments.ModeDryRun] != 50 || c.MPPAmounts[payments.ModeReal] != 120 || len(c.MPPAmounts) != 2:
+		t.Errorf("amounts %v", c.MPPAmounts)
+	case strings.Join(c.MPPPaymentMethods, "|") != "card|link" || len(c.StripeWebhookSecrets) != 2 || c.MPPCurrency != "usd":
+		t.Errorf("lists %v %d, currency %q", c.MPPPaymentMethods, len(c.StripeWebhookSecrets), c.MPPCurrency)
+	case c.StripeLive || !c.MPPSecretRotatedAt.Equal(time.Date(2026, 3, 23, 12, 0, 0, 0, time.UTC)):
+		t.Errorf("live %v, rotated at %v", c.StripeLive, c.MPPSecretRotatedAt)
+	}
+
+	// A live key with everything a live key needs.
+	c, err = loadConfig(envOf(mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_live_0123456789abcdef", "X402_NETWORK": "off",
+		"DATABASE_URL": "postgres://x/y", "REDIS_URL": "redis://x:6379/0", "MPP_REALM": "api.example.com"})), "")
+	if err != nil || !c.StripeLive || c.MPPRealm != "api.example.com" {
+		t.Fatalf("live configuration: %v (live %v)", err, c.StripeLive)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -22,6 +24,7 @@ import (
 	"github.com/secureexec/secureexec/gateway"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
+	"github.com/secureexec/secureexec/payments/mpp"
 	"github.com/secureexec/secureexec/payments/x402"
 )
 
@@ -30,6 +33,8 @@ type paymentStack struct {
 	rails   []payments.Rail
 	reader  gateway.PaymentReader
 	idem    gateway.IdempotencyStore
+	webhook http.Handler        // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
+	flags   gateway.FlagChecker // payers flagged by that webhook; nil without the MPP rail
 	payTo   string
 	network string // shown in the 402's network field
 	closers []func()
@@ -48,13 +53,43 @@ type chainBackend interface {
 	x402.ContractCaller
 }
 
-// buildPayments wires the x402 rail for the configured network. pool is the audit
+// buildPayments opens the payments ledger when any rail is on, and wires the x402 rail for the
+// configured network and the MPP rail when STRIPE_SECRET_KEY is set. pool is the audit
 // database's pool, or nil on the embedded default.
 func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*paymentStack, error) {
 	st := &paymentStack{payTo: cfg.PaymentWallet}
-	if cfg.X402Network == "off" {
+	if cfg.X402Network == "off" && cfg.StripeSecretKey == "" {
 		return st, nil
 	}
+	book, claims, err := openLedger(ctx, cfg, pool, log, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.reader = book
+	if _, inMemory := book.(*ledger.Memory); inMemory {
+		st.idem = ledger.NewMemoryIdempotency()
+	} else {
+		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{})
+	}
+	if cfg.X402Network != "off" {
+		if err := buildX402(ctx, cfg, book, claims, st, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	if cfg.StripeSecretKey != "" {
+		if err := buildMPP(cfg, book, claims, st, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// buildX402 wires the x402 rail for the configured network on the shared ledger. What it
+// starts is closed by st.Close, also when it fails.
+func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, st *paymentStack, log *slog.Logger) error {
 	var (
 		backend   chainBackend
 		network   x402.Network
@@ -65,7 +100,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 	case "dev":
 		dev, err := chain.StartSimulated(ctx, chain.DevChainOptions{AutoMine: true, Logger: log})
 		if err != nil {
-			return nil, fmt.Errorf("dev chain: %w", err)
+			return fmt.Errorf("dev chain: %w", err)
 		}
 		st.closers = append(st.closers, func() { _ = dev.Close() })
 		addrs := dev.Addresses()
@@ -77,20 +112,18 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		}
 		settleKey = "0x" + common.Bytes2Hex(crypto.FromECDSA(dev.OperatorKey()))
 		if err := announceDevChain(cfg, dev, st.payTo, log); err != nil {
-			st.Close()
-			return nil, err
+			return err
 		}
 	default:
 		c, err := ethclient.DialContext(ctx, cfg.EthRPCURL)
 		if err != nil {
-			return nil, fmt.Errorf("ETH_RPC_URL: %w", err)
+			return fmt.Errorf("ETH_RPC_URL: %w", err)
 		}
 		st.closers = append(st.closers, c.Close)
 		backend = c
 		id, err := c.ChainID(ctx)
 		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("ETH_RPC_URL: chain id: %w", err)
+			return fmt.Errorf("ETH_RPC_URL: chain id: %w", err)
 		}
 		switch cfg.X402Network {
 		case "base":
@@ -101,8 +134,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 			network = x402.CustomNetwork(id.Uint64(), common.HexToAddress(cfg.X402Token), cfg.X402TokenName, cfg.X402TokenVer)
 		}
 		if id.Uint64() != network.ChainID {
-			st.Close()
-			return nil, fmt.Errorf("ETH_RPC_URL serves chain %d, but X402_NETWORK=%s is chain %d", id, cfg.X402Network, network.ChainID)
+			return fmt.Errorf("ETH_RPC_URL serves chain %d, but X402_NETWORK=%s is chain %d", id, cfg.X402Network, network.ChainID)
 		}
 		if cfg.X402Batcher != "" {
 			batcher = common.HexToAddress(cfg.X402Batcher)
@@ -111,13 +143,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 
 	key, err := crypto.HexToECDSA(strings.TrimPrefix(settleKey, "0x"))
 	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("SETTLEMENT_PRIVATE_KEY: %w", err)
-	}
-	book, claims, err := openLedger(ctx, cfg, pool, log, st)
-	if err != nil {
-		st.Close()
-		return nil, err
+		return fmt.Errorf("SETTLEMENT_PRIVATE_KEY: %w", err)
 	}
 	// Every replica signs with the same settlement key: one lock per key serialises their
 	// sends, so they never race for a nonce.
@@ -126,13 +152,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		Logger: log, Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
 	})
 	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	if _, inMemory := book.(*ledger.Memory); inMemory {
-		st.idem = ledger.NewMemoryIdempotency()
-	} else {
-		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{})
+		return err
 	}
 	settler := x402.NewChainSettler(book, sender, network.Asset, cfg.ReceiptTimeout, log)
 	mode := x402.SettleSync
@@ -143,8 +163,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		Network: network, PayTo: common.HexToAddress(st.payTo), MaxTimeout: cfg.X402MaxTimeout, Mode: mode, Logger: log, PublicURL: cfg.PublicURL,
 	}, x402.NewRPCReader(backend, 3*time.Second), claims, book, settler)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
 	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Logger: log}, book, sender, settler)
 	worker.Start()
@@ -154,10 +173,97 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		st.network = network.V1Name // "base", as the seed's 402 says
 	}
 	st.rails = append(st.rails, rail)
-	st.reader = book
 	log.Info("x402 rail enabled", "network", network.CAIP2, "asset", network.Asset.Hex(), "payTo", st.payTo,
 		"settlement", mode, "settler", sender.Address().Hex(), "batcher", batcher.Hex())
-	return st, nil
+	return nil
+}
+
+// mppReconcileEvery is how often the MPP reconciler looks for charges whose call never
+// completed.
+const mppReconcileEvery = time.Minute
+
+// buildMPP wires the MPP rail (the Payment scheme, stripe method) on the shared ledger: its
+// Stripe client, the reconciler that refunds charges whose call never completed (a goroutine
+// st.Close stops and waits for), and, with STRIPE_WEBHOOK_SECRET, the Stripe webhook.
+func buildMPP(cfg Config, book ledgerAll, claims claimer, st *paymentStack, log *slog.Logger) error {
+	client, err := mpp.NewStripe(mpp.StripeConfig{
+		SecretKey: cfg.StripeSecretKey, BaseURL: cfg.StripeAPIBase, PreviewVersion: cfg.StripePreviewVersion,
+		SPTParam: cfg.StripeSPTParam, Timeout: cfg.StripeTimeout, AttemptTimeout: min(8*time.Second, cfg.StripeTimeout), Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("STRIPE_SECRET_KEY: %w", err)
+	}
+	rail, err := mpp.NewRail(mpp.Config{
+		Realm: cfg.MPPRealm, Secret: cfg.MPPSecret, PreviousSecret: cfg.MPPPreviousSecret, SecretRotatedAt: cfg.MPPSecretRotatedAt,
+		ChallengeTTL: cfg.MPPChallengeTTL, Currency: cfg.MPPCurrency, Amounts: cfg.MPPAmounts, NetworkID: cfg.MPPNetworkID,
+		PaymentMethodTypes: cfg.MPPPaymentMethods, BindKey: cfg.MPPBindKey, BindValue: cfg.MPPBindValue,
+		Livemode: client.Livemode(), Logger: log,
+	}, client, claims, book)
+	if err != nil {
+		return err
+	}
+	offered := map[payments.Mode]string{}
+	for _, mode := range []payments.Mode{payments.ModeDryRun, payments.ModeReal, payments.ModeBatch} {
+		amount, err := rail.AmountFor(payments.DefaultPrices.Price("", mode, "/exec/tool"))
+		if err != nil {
+			log.Warn("mpp: this mode is not offered on the MPP rail; the other rails still offer it", "mode", mode, "reason", err)
+			continue
+		}
+		offered[mode] = payments.FormatAtomic(amount, 2) + " " + cfg.MPPCurrency
+	}
+	st.rails = append(st.rails, rail)
+	st.flags = book
+
+	// A charge is refunded only when its call has had every chance to finish: the longest tool
+	// run, EP and Stripe, with room to spare.
+	staleAfter := cfg.ToolMaxTimeout + cfg.EPTimeout + cfg.StripeTimeout + 2*time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runMPPReconciler(ctx, rail, book, mppReconcileEvery, staleAfter, log)
+	}()
+	st.closers = append(st.closers, func() { cancel(); wg.Wait() })
+
+	if len(cfg.StripeWebhookSecrets) > 0 {
+		marks := gateway.NewStripeMarks(book, log)
+		h, err := mpp.NewWebhookHandler(mpp.WebhookConfig{Secrets: cfg.StripeWebhookSecrets, Livemode: client.Livemode(), Logger: log}, st.idem, marks, marks)
+		if err != nil {
+			return fmt.Errorf("STRIPE_WEBHOOK_SECRET: %w", err)
+		}
+		st.webhook = h
+	} else {
+		log.Warn("mpp: STRIPE_WEBHOOK_SECRET is not set: refunds and disputes made in Stripe are not recorded and flag nobody")
+	}
+	log.Info("mpp rail enabled", "realm", cfg.MPPRealm, "network_id", cfg.MPPNetworkID, "livemode", client.Livemode(),
+		"charges", offered, "stripe", orDefault(cfg.StripeAPIBase, "https://api.stripe.com"), "webhook", st.webhook != nil)
+	return nil
+}
+
+// runMPPReconciler runs the MPP rail's Reconcile every interval until ctx is done, under a
+// lease (Postgres advisory lock) so that one replica at a time refunds abandoned charges.
+func runMPPReconciler(ctx context.Context, rail *mpp.Rail, book ledgerAll, every, staleAfter time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := book.RunExclusive(ctx, "mpp-reconcile", func(ctx context.Context) error { return rail.Reconcile(ctx, book, staleAfter) })
+		if err != nil && ctx.Err() == nil {
+			log.Warn("mpp: reconciliation", "err", err)
+		}
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // ledgerAll is what the rail, its worker and GET /payments/{id} need from a ledger; both
@@ -173,6 +279,11 @@ type ledgerAll interface {
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error)
 	Lock(ctx context.Context, name string) (unlock func(), err error)
+	// The Stripe webhook's records (refunds, disputes, flagged payers).
+	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
+	MarkPayment(ctx context.Context, m ledger.Mark) (bool, error)
+	FlagPayer(ctx context.Context, f ledger.Flag) (bool, error)
+	Flagged(ctx context.Context, payer string) (ledger.Flag, bool, error)
 }
 
 // claimer claims a credential's nonce once across every replica.

@@ -174,9 +174,14 @@ func serve(ctx context.Context, cfg Config) error {
 	if pays.network != "" {
 		gcfg.Payment.Network = pays.network
 	}
+	var authz gateway.Authorizer = iam
+	if pays.flags != nil {
+		// Payers whose MPP payment was refunded or disputed outside the gateway are denied.
+		authz = gateway.DenyFlagged(iam, pays.flags, log)
+	}
 	srv, err := gateway.New(gcfg, gateway.Deps{
-		Runner: runner, IAM: iam, Audit: writer, Rails: pays.rails, Payments: pays.reader, Idempotent: pays.idem, Logger: log,
-		Registry: promReg, Collectors: []prometheus.Collector{writer.Collector()},
+		Runner: runner, IAM: authz, Audit: writer, Rails: pays.rails, Payments: pays.reader, Idempotent: pays.idem,
+		StripeWebhook: pays.webhook, Logger: log, Registry: promReg, Collectors: []prometheus.Collector{writer.Collector()},
 	})
 	if err != nil {
 		return err

@@ -1,9 +1,10 @@
 // Package ledger is the durable record the payment rails share: nonce claims (Claims), the
 // state of every paid call (Ledger), and the payment-identifier store (Idempotency), in
 // Postgres (migrations 002_payments and 003_payment_batches) with Redis in front of the
-// claims. Gateway replicas keep no payment state of their own: any number of them can run
-// against one Postgres and one Redis (Cluster included) without two of them ever using one
-// credential or moving one payment.
+// claims; refunds and disputes reported after a call, and the payers they flag (marks.go,
+// migration 004_payment_marks). Gateway replicas keep no payment state of their own: any
+// number of them can run against one Postgres and one Redis (Cluster included) without two of
+// them ever using one credential or moving one payment.
 //
 // A payment moves along one state machine, checked in Go (checkTransition) and again in SQL
 // (every move is UPDATE ... WHERE status = ANY(allowed from), and a trigger refuses any other
@@ -28,9 +29,9 @@
 //	                            any other move (to submitted above all: the signed transaction
 //	                            must be in Postgres before it is broadcast, where every
 //	                            replica's recovery can find it): ErrUnavailable, fail closed
-//	Ledger.Get                  answered from the spool for a spooled payment, else ErrUnavailable
+//	Ledger.Get, GetByNonceKey   answered from the spool for a spooled payment, else ErrUnavailable
 //	Ledger.ClaimQueued, ListRecoverable, RecordAttempt, TransitionBatch, RecordBatchTx,
-//	GetBatch, RunExclusive, purges
+//	GetBatch, RunExclusive, purges, MarkPayment, Marks, FlagPayer, Flagged
 //	                            ErrUnavailable
 //	Idempotency.*               ErrUnavailable: without the store a resend cannot be told apart
 //

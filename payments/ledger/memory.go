@@ -23,6 +23,8 @@ type Memory struct {
 	batches  map[uuid.UUID]Batch
 	running  map[string]bool
 	locks    map[string]*sync.Mutex
+	marks    map[string]Mark // by event id (marks.go)
+	flags    map[string]Flag // by event id (marks.go)
 }
 
 // NewMemory returns an empty in-process ledger.

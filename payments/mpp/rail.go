@@ -2,6 +2,7 @@ package mpp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -275,8 +276,19 @@ func (r *Rail) NewChallenge(price payments.Price) (Challenge, error) {
 	if err != nil {
 		return Challenge{}, err
 	}
+	// A random value in opaque (echoed unchanged by clients, and bound into the id) makes
+	// every challenge's id unique: without it two 402s for one price in the same second
+	// share an id, and a challenge id pays once.
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return Challenge{}, err
+	}
+	opaque, err := EncodeRequest(map[string]string{"n": hex.EncodeToString(n[:])})
+	if err != nil {
+		return Challenge{}, err
+	}
 	c := Challenge{Realm: r.cfg.Realm, Method: MethodStripe, Intent: IntentCharge, Request: req,
-		Expires: r.cfg.Now().Add(r.cfg.ChallengeTTL).UTC().Format("2006-01-02T15:04:05Z")}
+		Expires: r.cfg.Now().Add(r.cfg.ChallengeTTL).UTC().Format("2006-01-02T15:04:05Z"), Opaque: opaque}
 	c.ID = r.keys.Sign(c)
 	return c, nil
 }

@@ -723,3 +723,18 @@ func TestPayerIsWhatStripeVouchesFor(t *testing.T) {
 		t.Fatalf("authorization payer %q, record payer %q", a.Payer, p.Payer)
 	}
 }
+
+func TestChallengeIDsAreUniqueWithinASecond(t *testing.T) {
+	r := newTestRail(t, nil) // its clock stands still: every challenge in the same instant
+	seen := map[string]bool{}
+	for range 50 {
+		c, err := r.NewChallenge(payments.Price{Mode: payments.ModeDryRun, Amount: 1_000_000, Currency: "USDC"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.ID] {
+			t.Fatalf("challenge id %s issued twice", c.ID)
+		}
+		seen[c.ID] = true
+	}
+}
