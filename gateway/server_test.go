@@ -962,7 +962,7 @@ func TestMPPPaysOnceWithAReceipt(t *testing.T) {
 		t.Fatalf("resend: %d %v %s", again.Code, again.Header(), again.Body)
 	}
 	other := h.do("POST", "/exec/tool", mppCall, "Authorization", paymentAuth(t, c, "spt_ok_2"))
-	if other.Code != 409 || decode[problem](t, other).Code != "payment_identifier_conflict" {
+	if other.Code != 402 || decode[problem](t, other).Code != "invalid_challenge" || other.Header().Get("WWW-Authenticate") == "" {
 		t.Fatalf("second token for a used challenge: %d %s", other.Code, other.Body)
 	}
 	if creates, refunds, _ := h.stripe.counts(); creates != 1 || refunds != 0 {

@@ -385,7 +385,8 @@ func TestMPPEndToEnd(t *testing.T) {
 		t.Fatalf("resent credential: %d %v %s", again.status, again.header, again.raw)
 	}
 	other := mppSend(t, http.MethodPost, base+"/exec/tool", []byte(mppE2ECall), map[string]string{"Authorization": mppAuthorization(t, c, f.mintSPT(t, c))})
-	if other.status != http.StatusConflict || other.body["code"] != "payment_identifier_conflict" {
+	if other.status != http.StatusPaymentRequired || other.body["code"] != "invalid_challenge" ||
+		other.body["type"] != mpp.ProblemType(mpp.ReasonInvalidChallenge) || other.header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("another token for a used challenge: %d %s", other.status, other.raw)
 	}
 	asPI := mppSend(t, http.MethodPost, base+"/exec/tool", []byte(mppE2ECall), map[string]string{"Authorization": "MPP " + rcpt.Reference})

@@ -662,8 +662,10 @@ func jobIDOf(a *payments.Authorization) uuid.UUID {
 
 // IdempotencyKey implements payments.Idempotent: a credential names its request, so a resend
 // of the same credential (a lost response) gets the stored response instead of an
-// invalid-challenge. The key is the challenge id (or PaymentIntent id) scoped to this rail and
-// path; the fingerprint binds it to the whole credential. What does not decode names nothing.
+// invalid-challenge. The key is the whole credential's fingerprint (scoped to this rail and
+// path), not the challenge id: another credential for a used challenge is then a new request,
+// which Verify refuses as invalid-challenge (402, as the scheme says), rather than an
+// identifier conflict. A PaymentIntent is keyed by its id. What does not decode names nothing.
 func (r *Rail) IdempotencyKey(req *http.Request) (key, fingerprint string, ok bool, err error) {
 	if !hasCredential(req.Header) {
 		return "", "", false, nil
@@ -692,7 +694,7 @@ func (r *Rail) IdempotencyKey(req *http.Request) (key, fingerprint string, ok bo
 	if err != nil {
 		return "", "", false, nil
 	}
-	return RailName + ":" + req.URL.Path + ":" + cred.Challenge.ID, fp, true, nil
+	return RailName + ":" + req.URL.Path + ":" + fp, fp, true, nil
 }
 
 // recoverable lists payments nobody moved for a while (*ledger.Ledger, *ledger.Memory).

@@ -692,11 +692,13 @@ func TestIdempotencyKey(t *testing.T) {
 	k1, fp1, ok1, err1 := tr.IdempotencyKey(requestWith(credential(t, c, testSPT)))
 	k2, fp2, ok2, _ := tr.IdempotencyKey(requestWith(credential(t, c, testSPT)))
 	k3, fp3, _, _ := tr.IdempotencyKey(requestWith(credential(t, c, "spt_other")))
-	if err1 != nil || !ok1 || !ok2 || k1 != "mpp:/exec/tool:"+c.ID || k1 != k2 || fp1 != fp2 {
+	if err1 != nil || !ok1 || !ok2 || k1 != "mpp:/exec/tool:"+fp1 || k1 != k2 || fp1 != fp2 {
 		t.Fatalf("same credential: %q %q %v", k1, k2, err1)
 	}
-	if k3 != k1 || fp3 == fp1 {
-		t.Fatal("another token for the same challenge must conflict, not replay")
+	// Another token for the same challenge is another request: Verify refuses it as an
+	// invalid (used) challenge, with the scheme's 402, instead of an identifier conflict.
+	if k3 == k1 || fp3 == fp1 {
+		t.Fatal("another token for the same challenge must not share the first one's key")
 	}
 	if k, _, ok, _ := tr.IdempotencyKey(requestWith("MPP pi_abc")); !ok || k != "mpp:/exec/tool:pi_abc" {
 		t.Fatalf("seed form key %q", k)
