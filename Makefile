@@ -6,7 +6,7 @@ BIN      := bin/secureexec
 PKGS     := ./...
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
-.PHONY: build run test test-short fuzz bench bench-load lint services tools clean
+.PHONY: build run test test-short fuzz bench bench-load bench-x402 outage-drill lint services tools clean
 
 include contracts/contracts.mk
 
@@ -41,6 +41,14 @@ bench:
 # The HTTP load benchmark of docs/PERFORMANCE.md: gateway + bare handler, same run.
 bench-load: build
 	bash scripts/bench-load.sh
+
+# x402-paid calls against anvil with live Postgres and Redis (MODE=batch|sync, N, C).
+bench-x402: build
+	bash scripts/bench-x402.sh
+
+# Postgres stopped for a minute under load; rows must equal answers afterwards.
+outage-drill: build
+	bash scripts/outage-drill.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
