@@ -139,7 +139,13 @@ var settings = []struct{ name, def, help string }{
 }
 
 // loadConfig reads the optional JSON file, then the environment (which wins), then defaults.
-func loadConfig(getenv func(string) string, file string) (Config, error) {
+// emptyMeansOff lists the settings for which a variable set to the empty string is a value
+// ("no log file"), not "unset, use the default".
+var emptyMeansOff = map[string]bool{"LOG_FILE": true}
+
+// loadConfig reads settings through lookup (os.LookupEnv), which tells an unset variable
+// from one set to "".
+func loadConfig(lookup func(string) (string, bool), file string) (Config, error) {
 	fromFile := map[string]string{}
 	if file != "" {
 		raw, err := os.ReadFile(file)
@@ -162,7 +168,7 @@ func loadConfig(getenv func(string) string, file string) (Config, error) {
 		}
 	}
 	get := func(name string) string {
-		if v := getenv(name); v != "" {
+		if v, set := lookup(name); v != "" || (set && emptyMeansOff[name]) {
 			return v
 		}
 		if v, ok := fromFile[name]; ok {

@@ -10,7 +10,25 @@ import (
 	"github.com/secureexec/secureexec/payments"
 )
 
-func envOf(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+func envOf(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestEmptyLogFileMeansStderrOnly(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"LOG_FILE": "", "PORT": ""}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogFile != "" {
+		t.Fatalf("LOG_FILE set to empty must mean no log file, got %q", c.LogFile)
+	}
+	if c.Port != 5091 {
+		t.Fatalf("other settings set to empty keep their default: port %d", c.Port)
+	}
+	if c, _ := loadConfig(envOf(nil), ""); c.LogFile != "/tmp/secureexec.log" {
+		t.Fatalf("unset LOG_FILE keeps the seed's default, got %q", c.LogFile)
+	}
+}
 
 func TestConfigDefaultsAreTheSeeds(t *testing.T) {
 	c, err := loadConfig(envOf(nil), "")

@@ -30,7 +30,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&configFile, "config", "", "JSON file of settings (keys are the environment variable names)")
-	load := func() (Config, error) { return loadConfig(os.Getenv, configFile) }
+	load := func() (Config, error) { return loadConfig(os.LookupEnv, configFile) }
 	serve := serveCmd(load)
 	root.RunE = serve.RunE // `secureexec` alone serves
 	root.AddCommand(serve, migrateCmd(load), verifyCmd(), configCmd(), devchainCmd(), callCmd(os.Getenv))
