@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/secureexec/secureexec/internal/jsonstr"
 )
 
 // JSONParseConfig bounds json_parse. Zero fields take the defaults in DefaultJSONParseConfig.
@@ -818,47 +819,7 @@ func jsonparseHex4(s []byte) rune {
 // jsonparseAppendString appends text (valid UTF-8) as a JSON string exactly as
 // encoding/json's Encoder with SetEscapeHTML(false) writes it.
 func jsonparseAppendString(dst, text []byte) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(text); {
-		c := text[i]
-		if c < utf8.RuneSelf {
-			if c >= ' ' && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, text[start:i]...)
-			switch c {
-			case '\\', '"':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(text[i:])
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, text[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			start = i + size
-		}
-		i += size
-	}
-	dst = append(dst, text[start:]...)
-	return append(dst, '"')
+	return jsonstr.Append(dst, text, jsonstr.EncodingJSONNoHTML)
 }
 
 // jsonparseClip shortens s for an error message, on a rune boundary.

@@ -8,12 +8,12 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
+	"github.com/secureexec/secureexec/internal/jsonstr"
 	"github.com/secureexec/secureexec/proof"
 )
 
@@ -436,62 +436,8 @@ var responseShapeKnown = slices.Equal(shapeOf(reflect.TypeFor[execResponse](), r
 // appendHTMLSafeString appends s as encoding/json encodes a string by default: <, > and &
 // escaped for HTML, U+2028 and U+2029 escaped for JavaScript, invalid UTF-8 as \ufffd.
 func appendHTMLSafeString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if htmlSafe[c] {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			start = i + size
-		case r == '\u2028' || r == '\u2029':
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			start = i + size
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return jsonstr.Append(dst, s, jsonstr.EncodingJSON)
 }
-
-// htmlSafe marks the bytes encoding/json copies as they are into a string: ASCII but for
-// control characters, '"', '\\', '<', '>' and '&'.
-var htmlSafe = func() (t [256]bool) {
-	for c := ' '; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-	}
-	return t
-}()
 
 // rawSpecial marks the bytes rawIsCompactAndHTMLSafe has to look at.
 var rawSpecial = func() (t [256]bool) {

@@ -9,63 +9,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/secureexec/secureexec/internal/jsonstr"
 )
 
 // AppendString appends s to dst as a canonical (RFC 8785) JSON string. Invalid UTF-8
 // becomes U+FFFD byte by byte, as encoding/json writes it, so the result is exactly what
 // Canonicalize makes of json.Marshal(s).
-func AppendString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if plainASCII[c] {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\uFFFD"...)
-			start = i + size
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-// plainASCII marks the bytes a canonical string holds as they are and that need no UTF-8
-// decoding: ASCII but for control characters, '"' and '\\'.
-var plainASCII = func() (t [256]bool) {
-	for c := ' '; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
+func AppendString(dst []byte, s string) []byte { return jsonstr.Append(dst, s, jsonstr.Canonical) }
 
 // AppendCanonical appends the canonical (RFC 8785) form of the JSON value raw to dst. It
 // refuses exactly what Canonicalize refuses; on error dst is returned unchanged in length.
