@@ -10,9 +10,10 @@
 // (every move is UPDATE ... WHERE status = ANY(allowed from), and a trigger refuses any other
 // edge):
 //
-//	verified  -> not_charged | queued | submitted
-//	queued    -> submitted
+//	verified  -> not_charged | queued | submitted | settling
+//	queued    -> submitted | settling | not_charged
 //	submitted -> settled | pending | failed
+//	settling  -> settled | pending | failed | not_charged   (a remote facilitator settles)
 //	pending   -> settled | failed
 //
 // # When Postgres is away
@@ -30,7 +31,7 @@
 //	                            must be in Postgres before it is broadcast, where every
 //	                            replica's recovery can find it): ErrUnavailable, fail closed
 //	Ledger.Get, GetByNonceKey   answered from the spool for a spooled payment, else ErrUnavailable
-//	Ledger.ClaimQueued, ListRecoverable, RecordAttempt, TransitionBatch, RecordBatchTx,
+//	Ledger.ClaimQueued, ClaimQueuedSettling, ListRecoverable, RecordAttempt, TransitionBatch, RecordBatchTx,
 //	GetBatch, RunExclusive, purges, MarkPayment, Marks, FlagPayer, Flagged
 //	                            ErrUnavailable
 //	Idempotency.*               ErrUnavailable: without the store a resend cannot be told apart

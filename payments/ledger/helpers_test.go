@@ -232,7 +232,7 @@ func patchFor(to Status) Patch {
 // pathTo lists the moves that bring a new payment to status s.
 func pathTo(s Status) []Status {
 	switch s {
-	case StatusNotCharged, StatusQueued, StatusSubmitted:
+	case StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling:
 		return []Status{s}
 	case StatusPending, StatusSettled, StatusFailed:
 		return []Status{StatusSubmitted, s}

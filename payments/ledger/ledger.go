@@ -466,8 +466,18 @@ type Scope struct {
 // (FOR UPDATE SKIP LOCKED). It needs Postgres: unreachable is ErrUnavailable, nothing spooled.
 // Record the batch's signed transaction with RecordBatchTx before broadcasting it.
 func (l *Ledger) ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, scope Scope) ([]Payment, error) {
-	patch := Patch{BatchID: batchID}
-	if err := checkTransition([]Status{StatusQueued}, StatusSubmitted, patch); err != nil {
+	return l.claimQueued(ctx, limit, StatusSubmitted, Patch{BatchID: batchID}, scope)
+}
+
+// ClaimQueuedSettling moves up to limit queued payments of scope, oldest first, to settling
+// and returns them, for a rail that settles each through a remote facilitator. As with
+// ClaimQueued, no two workers claim one payment.
+func (l *Ledger) ClaimQueuedSettling(ctx context.Context, limit int, scope Scope) ([]Payment, error) {
+	return l.claimQueued(ctx, limit, StatusSettling, Patch{}, scope)
+}
+
+func (l *Ledger) claimQueued(ctx context.Context, limit int, to Status, patch Patch, scope Scope) ([]Payment, error) {
+	if err := checkTransition([]Status{StatusQueued}, to, patch); err != nil {
 		return nil, err
 	}
 	if limit <= 0 || limit > 10000 {
@@ -482,9 +492,9 @@ func (l *Ledger) ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, 
 		LIMIT $1
 		FOR UPDATE SKIP LOCKED
 	)
-	UPDATE payments p SET status = 'submitted', batch_id = $2::uuid, updated_at = now()
+	UPDATE payments p SET status = $6, batch_id = $2::uuid, updated_at = now()
 	FROM picked WHERE p.id = picked.id AND p.status = 'queued'
-	RETURNING `+paymentColumns("p."), limit, batchID.String(), scope.Rail, scope.Network, scope.Asset)
+	RETURNING `+paymentColumns("p."), limit, uuidArg(patch.BatchID), scope.Rail, scope.Network, scope.Asset, string(to))
 	if err != nil {
 		return nil, dbError(ctx, "claim queued payments", err)
 	}
@@ -497,9 +507,9 @@ func (l *Ledger) ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, 
 }
 
 // ListRecoverable returns up to limit payments that nobody has moved for olderThan, oldest
-// first: verified ones (the call never finished: mark them not_charged) and submitted or
+// first: verified ones (the call never finished: mark them not_charged), submitted or
 // pending ones (reconcile them against the chain, re-broadcasting RawTx or the batch's
-// transaction). It needs Postgres: unreachable is ErrUnavailable. Age is measured from
+// transaction) and settling ones (ask the chain, then the facilitator again). It needs Postgres: unreachable is ErrUnavailable. Age is measured from
 // updated_at, which a spooled payment gets when it reaches Postgres, so an outage does not
 // make a payment that is still being worked on look abandoned.
 func (l *Ledger) ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
@@ -512,7 +522,7 @@ func (l *Ledger) ListRecoverable(ctx context.Context, olderThan time.Duration, l
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
 	rows, err := l.pool.Query(qctx, `SELECT `+paymentColumns("")+` FROM payments
-		WHERE status IN ('verified', 'submitted', 'pending') AND updated_at < now() - $1::bigint * interval '1 microsecond'
+		WHERE status IN ('verified', 'submitted', 'settling', 'pending') AND updated_at < now() - $1::bigint * interval '1 microsecond'
 		ORDER BY updated_at, id LIMIT $2`, olderThan.Microseconds(), limit)
 	if err != nil {
 		return nil, dbError(ctx, "list recoverable payments", err)

@@ -186,8 +186,8 @@ func TestTransitionTable(t *testing.T) {
 			}
 		}
 	}
-	if legal != 10 {
-		t.Fatalf("%d legal edges, want the 10 of the state machine", legal)
+	if legal != 16 {
+		t.Fatalf("%d legal edges, want the 16 of the state machine", legal)
 	}
 }
 
@@ -462,12 +462,12 @@ func TestListRecoverable(t *testing.T) {
 		ids = append(ids, p.ID)
 	}
 	for _, s := range AllStatuses {
-		want := s == StatusVerified || s == StatusSubmitted || s == StatusPending
+		want := s == StatusVerified || s == StatusSubmitted || s == StatusSettling || s == StatusPending
 		if slices.Contains(ids, byStatus[s].ID) != want {
 			t.Errorf("%s payment listed = %v, want %v", s, !want, want)
 		}
 	}
-	if slices.Contains(ids, fresh.ID) || len(ids) != 3 {
+	if slices.Contains(ids, fresh.ID) || len(ids) != 4 {
 		t.Fatalf("listed %v", ids)
 	}
 	for _, p := range got {
@@ -595,5 +595,47 @@ func TestRecordAttempt(t *testing.T) {
 	}
 	if _, err := l.RecordAttempt(ctx, uuid.New(), StatusPending); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("RecordAttempt of an unknown payment = %v, want ErrNotFound", err)
+	}
+}
+
+// TestClaimQueuedSettling: queued payments handed to a remote facilitator move to settling,
+// once, only within the scope, without a batch; a settling payment then moves on like any.
+func TestClaimQueuedSettling(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	l := openLedger(t, openPool(t, schema, ""), "")
+	ctx := context.Background()
+	var queued []uuid.UUID
+	for range 3 {
+		p := mustCreate(t, l, newPayment(big.NewInt(100_000)))
+		if _, err := l.Transition(ctx, p.ID, []Status{StatusVerified}, StatusQueued, Patch{}); err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, p.ID)
+	}
+	if got, err := l.ClaimQueuedSettling(ctx, 10, Scope{Network: "eip155:1"}); err != nil || len(got) != 0 {
+		t.Fatalf("claim outside the scope = %d, %v", len(got), err)
+	}
+	got, err := l.ClaimQueuedSettling(ctx, 2, Scope{})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ClaimQueuedSettling = %d, %v", len(got), err)
+	}
+	for _, p := range got {
+		if p.Status != StatusSettling || p.BatchID != uuid.Nil || !slices.Contains(queued, p.ID) {
+			t.Fatalf("claimed %+v", p)
+		}
+	}
+	rest, err := l.ClaimQueuedSettling(ctx, 10, Scope{})
+	if err != nil || len(rest) != 1 || rest[0].ID == got[0].ID || rest[0].ID == got[1].ID {
+		t.Fatalf("second claim = %+v, %v", rest, err)
+	}
+	if again, _ := l.ClaimQueuedSettling(ctx, 10, Scope{}); len(again) != 0 {
+		t.Fatal("a claimed payment was claimed twice")
+	}
+	if _, err := l.Transition(ctx, got[0].ID, []Status{StatusSettling}, StatusSettled, Patch{TxHash: "0x" + strings.Repeat("ab", 32)}); err != nil {
+		t.Fatalf("settling -> settled: %v", err)
+	}
+	if _, err := l.Transition(ctx, got[1].ID, []Status{StatusSettling}, StatusNotCharged, Patch{ErrorReason: "invalid_exact_evm_signature"}); err != nil {
+		t.Fatalf("settling -> not_charged: %v", err)
 	}
 }

@@ -131,8 +131,16 @@ func (m *Memory) move(p Payment, from []Status, to Status, patch Patch) (Payment
 
 // ClaimQueued moves up to limit queued payments of scope to submitted under batchID.
 func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, scope Scope) ([]Payment, error) {
-	patch := Patch{BatchID: batchID}
-	if err := checkTransition([]Status{StatusQueued}, StatusSubmitted, patch); err != nil {
+	return m.claimQueued(limit, StatusSubmitted, Patch{BatchID: batchID}, scope)
+}
+
+// ClaimQueuedSettling moves up to limit queued payments of scope to settling.
+func (m *Memory) ClaimQueuedSettling(_ context.Context, limit int, scope Scope) ([]Payment, error) {
+	return m.claimQueued(limit, StatusSettling, Patch{}, scope)
+}
+
+func (m *Memory) claimQueued(limit int, to Status, patch Patch, scope Scope) ([]Payment, error) {
+	if err := checkTransition([]Status{StatusQueued}, to, patch); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -145,7 +153,7 @@ func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, sc
 		if p.Status != StatusQueued || (scope.Rail != "" && p.Rail != scope.Rail) || (scope.Network != "" && p.Network != scope.Network) || (scope.Asset != "" && p.Asset != scope.Asset) {
 			continue
 		}
-		moved, err := m.move(p, []Status{StatusQueued}, StatusSubmitted, patch)
+		moved, err := m.move(p, []Status{StatusQueued}, to, patch)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +162,8 @@ func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, sc
 	return out, nil
 }
 
-// ListRecoverable returns verified, submitted and pending payments untouched for olderThan.
+// ListRecoverable returns verified, submitted, settling and pending payments untouched for
+// olderThan.
 func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -165,7 +174,7 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 			break
 		}
 		switch p.Status {
-		case StatusVerified, StatusSubmitted, StatusPending:
+		case StatusVerified, StatusSubmitted, StatusSettling, StatusPending:
 			if p.UpdatedAt.Before(cutoff) {
 				out = append(out, p)
 			}

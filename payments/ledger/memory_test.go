@@ -67,6 +67,22 @@ func TestMemoryStateMachine(t *testing.T) {
 	if again, _ := m.ClaimQueued(ctx, 10, uuid.New(), Scope{}); len(again) != 0 {
 		t.Fatal("a claimed payment was claimed twice")
 	}
+	remote := memPayment("n-remote")
+	if err := m.Create(ctx, remote); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Transition(ctx, remote.ID, []Status{StatusVerified}, StatusQueued, Patch{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.ClaimQueuedSettling(ctx, 10, Scope{Rail: "x402"}); err != nil || len(got) != 1 || got[0].Status != StatusSettling || got[0].ID != remote.ID {
+		t.Fatalf("claim queued for a facilitator: %+v %v", got, err)
+	}
+	if again, _ := m.ClaimQueuedSettling(ctx, 10, Scope{}); len(again) != 0 {
+		t.Fatal("a payment claimed for a facilitator was claimed twice")
+	}
+	if _, err := m.Transition(ctx, remote.ID, []Status{StatusSettling}, StatusNotCharged, Patch{ErrorReason: "refused"}); err != nil {
+		t.Fatalf("settling -> not_charged: %v", err)
+	}
 	if err := m.RecordBatchTx(ctx, batch, []byte{1}, "0x1"); err != nil {
 		t.Fatal(err)
 	}

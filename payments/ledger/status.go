@@ -19,6 +19,11 @@ const (
 	StatusQueued Status = "queued"
 	// StatusSubmitted: the signed transaction (or the batch's) is recorded and being broadcast.
 	StatusSubmitted Status = "submitted"
+	// StatusSettling: handed to a remote facilitator, whose answer is not recorded yet. There
+	// is no transaction of ours to re-broadcast: recovery asks the chain whether the
+	// authorization was used, and otherwise asks the facilitator again (one EIP-3009 nonce
+	// can move the money only once, so asking again never charges twice).
+	StatusSettling Status = "settling"
 	// StatusPending: the receipt wait timed out. Not failed: reconciled against the chain later.
 	StatusPending Status = "pending"
 	// StatusSettled: the receipt holds the Transfer log; the money moved.
@@ -30,14 +35,15 @@ const (
 // transitions is the state machine: from -> the statuses it may move to. migrations/
 // 002_payments.sql enforces the same edges in a trigger (TestTransitionsMatchTrigger).
 var transitions = map[Status][]Status{
-	StatusVerified:  {StatusNotCharged, StatusQueued, StatusSubmitted},
-	StatusQueued:    {StatusSubmitted, StatusNotCharged}, // not charged: the token refused it before broadcast
+	StatusVerified:  {StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling},
+	StatusQueued:    {StatusSubmitted, StatusSettling, StatusNotCharged}, // not charged: the token refused it before broadcast
 	StatusSubmitted: {StatusSettled, StatusPending, StatusFailed},
+	StatusSettling:  {StatusSettled, StatusPending, StatusFailed, StatusNotCharged}, // not charged: refused, nothing sent
 	StatusPending:   {StatusSettled, StatusFailed},
 }
 
 // AllStatuses lists every status, in the order a payment meets them.
-var AllStatuses = []Status{StatusVerified, StatusNotCharged, StatusQueued, StatusSubmitted, StatusPending, StatusSettled, StatusFailed}
+var AllStatuses = []Status{StatusVerified, StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling, StatusPending, StatusSettled, StatusFailed}
 
 // Valid reports whether s is one of the statuses.
 func (s Status) Valid() bool { return slices.Contains(AllStatuses, s) }
