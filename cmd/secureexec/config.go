@@ -56,6 +56,9 @@ type Config struct {
 	X402MaxTimeout  time.Duration // X402_MAX_TIMEOUT_S: the offer's maxTimeoutSeconds
 	SettlementKey   string        // SETTLEMENT_PRIVATE_KEY: signs settlement transactions (pays gas)
 	ReceiptTimeout  time.Duration // SETTLEMENT_RECEIPT_TIMEOUT_S: past it a settlement is pending
+	FacilitatorURL  string        // X402_FACILITATOR_URL: settle through this remote facilitator instead of our own key
+	FacilitatorKey  string        // X402_FACILITATOR_API_KEY: sent as "Authorization: Bearer <key>"
+	FacilitatorWait time.Duration // X402_FACILITATOR_TIMEOUT_S: bound on one /settle
 	DevAccountsFile string        // DEVCHAIN_ACCOUNTS_FILE: where the dev chain writes its accounts
 
 	PolicyAllowReal  bool     // POLICY_ALLOW_REAL: real (non-dry-run) execution is allowed at all
@@ -113,6 +116,9 @@ var settings = []struct{ name, def, help string }{
 	{"X402_MAX_TIMEOUT_S", "60", "maxTimeoutSeconds offered to x402 payers"},
 	{"SETTLEMENT_PRIVATE_KEY", "", "hex key that sends settlement transactions (it pays gas, never receives payments)"},
 	{"SETTLEMENT_RECEIPT_TIMEOUT_S", "30", "how long to wait for a settlement receipt before answering pending"},
+	{"X402_FACILITATOR_URL", "", "settle through this remote x402 facilitator (/verify, /settle, /supported) instead of SETTLEMENT_PRIVATE_KEY; sync mode, needs ETH_RPC_URL"},
+	{"X402_FACILITATOR_API_KEY", "", "sent to the facilitator as Authorization: Bearer <key>, when it needs one"},
+	{"X402_FACILITATOR_TIMEOUT_S", "60", "bound on one facilitator /settle; past it the payment is pending and reconciled"},
 	{"DEVCHAIN_ACCOUNTS_FILE", "", "where the dev chain writes its funded accounts (default: in SECUREEXEC_DATA_DIR)"},
 	{"POLICY_ALLOW_REAL", "true", "allow real (non-dry-run) execution; false makes every call a dry run or a 403"},
 	{"POLICY_DENY_AGENTS", "", "comma-separated agent ids that are always denied"},
@@ -264,6 +270,8 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	c.X402MaxTimeout = time.Duration(num("X402_MAX_TIMEOUT_S", 10, 3600)) * time.Second
 	c.SettlementKey = get("SETTLEMENT_PRIVATE_KEY")
 	c.ReceiptTimeout = time.Duration(num("SETTLEMENT_RECEIPT_TIMEOUT_S", 1, 600)) * time.Second
+	c.FacilitatorURL, c.FacilitatorKey = get("X402_FACILITATOR_URL"), get("X402_FACILITATOR_API_KEY")
+	c.FacilitatorWait = time.Duration(num("X402_FACILITATOR_TIMEOUT_S", 1, 600)) * time.Second
 	c.DevAccountsFile = get("DEVCHAIN_ACCOUNTS_FILE")
 	for _, a := range []struct{ name, v string }{{"X402_TOKEN_ADDRESS", c.X402Token}, {"X402_BATCHER_ADDRESS", c.X402Batcher}} {
 		if a.v != "" && !common.IsHexAddress(a.v) {
@@ -280,8 +288,8 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 		if c.EthRPCURL == "" {
 			bad("ETH_RPC_URL", "required with X402_NETWORK="+c.X402Network)
 		}
-		if c.SettlementKey == "" {
-			bad("SETTLEMENT_PRIVATE_KEY", "required with X402_NETWORK="+c.X402Network)
+		if c.SettlementKey == "" && c.FacilitatorURL == "" {
+			bad("SETTLEMENT_PRIVATE_KEY", "required with X402_NETWORK="+c.X402Network+" unless X402_FACILITATOR_URL settles")
 		}
 		if c.PaymentWallet == "" {
 			bad("PAYMENT_WALLET", "required with X402_NETWORK="+c.X402Network+" (where payments go)")
@@ -294,6 +302,22 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 		}
 	default:
 		bad("X402_NETWORK", "want dev, base, base-sepolia, custom or off")
+	}
+	if c.FacilitatorURL != "" {
+		if u, err := url.Parse(c.FacilitatorURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("X402_FACILITATOR_URL", "want an http(s):// URL")
+		}
+		switch {
+		case c.X402Network == "dev":
+			bad("X402_FACILITATOR_URL", "the dev chain runs inside the gateway, where no facilitator can reach it: use X402_NETWORK=custom with ETH_RPC_URL (e.g. anvil)")
+		case c.X402Network == "off":
+			bad("X402_FACILITATOR_URL", "set, but X402_NETWORK=off")
+		case c.X402Mode == "batch":
+			bad("X402_SETTLEMENT_MODE", "batch settles many payments in one transaction of our SettlementBatcher with our own key; a facilitator settles one per call: use sync")
+		}
+	}
+	if strings.ContainsAny(c.FacilitatorKey, "\r\n") {
+		bad("X402_FACILITATOR_API_KEY", "contains a line break")
 	}
 	if c.X402Mode == "batch" && c.X402Network != "dev" && c.X402Network != "off" && c.X402Batcher == "" {
 		bad("X402_BATCHER_ADDRESS", "required with X402_SETTLEMENT_MODE=batch")

@@ -178,3 +178,46 @@ func TestConfigMPP(t *testing.T) {
 		t.Fatalf("live configuration: %v (live %v)", err, c.StripeLive)
 	}
 }
+
+func TestConfigFacilitator(t *testing.T) {
+	base := map[string]string{
+		"X402_NETWORK": "custom", "ETH_RPC_URL": "http://127.0.0.1:8545", "PAYMENT_WALLET": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+		"X402_TOKEN_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "X402_FACILITATOR_URL": "http://127.0.0.1:4022",
+	}
+	with := func(kv map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range kv {
+			if v == "-" {
+				delete(m, k)
+			} else {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	c, err := loadConfig(envOf(base), "")
+	if err != nil {
+		t.Fatalf("a facilitator instead of a settlement key: %v", err)
+	}
+	if c.FacilitatorURL != "http://127.0.0.1:4022" || c.FacilitatorWait != 60*time.Second {
+		t.Fatalf("facilitator settings: %q %v", c.FacilitatorURL, c.FacilitatorWait)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"X402_SETTLEMENT_MODE": "batch", "X402_BATCHER_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3"}, "X402_SETTLEMENT_MODE"},
+		{map[string]string{"X402_NETWORK": "dev"}, "X402_FACILITATOR_URL"},
+		{map[string]string{"X402_FACILITATOR_URL": "ftp://127.0.0.1"}, "X402_FACILITATOR_URL"},
+		{map[string]string{"X402_FACILITATOR_URL": "-"}, "SETTLEMENT_PRIVATE_KEY"},
+		{map[string]string{"X402_FACILITATOR_API_KEY": "a\nb"}, "X402_FACILITATOR_API_KEY"},
+		{map[string]string{"X402_FACILITATOR_TIMEOUT_S": "0"}, "X402_FACILITATOR_TIMEOUT_S"},
+	} {
+		if _, err := loadConfig(envOf(with(tc.env)), ""); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err %v, want one naming %s", tc.env, err, tc.want)
+		}
+	}
+}

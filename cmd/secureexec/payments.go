@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
@@ -51,6 +52,8 @@ func (p *paymentStack) Close() {
 type chainBackend interface {
 	chain.Backend
 	x402.ContractCaller
+	ethereum.LogFilterer
+	BlockNumber(ctx context.Context) (uint64, error)
 }
 
 // buildPayments opens the payments ledger when any rail is on, and wires the x402 rail for the
@@ -141,31 +144,58 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		}
 	}
 
-	key, err := crypto.HexToECDSA(strings.TrimPrefix(settleKey, "0x"))
-	if err != nil {
-		return fmt.Errorf("SETTLEMENT_PRIVATE_KEY: %w", err)
+	var (
+		sender      *chain.Sender
+		chainSettle *x402.ChainSettler
+		settler     x402.Settler
+		remote      *x402.FacilitatorClient
+		remoteSet   *x402.FacilitatorSettler
+	)
+	if settleKey != "" {
+		key, err := crypto.HexToECDSA(strings.TrimPrefix(settleKey, "0x"))
+		if err != nil {
+			return fmt.Errorf("SETTLEMENT_PRIVATE_KEY: %w", err)
+		}
+		// Every replica signs with the same settlement key: one lock per key serialises their
+		// sends, so they never race for a nonce.
+		lockName := "settlement-key:" + crypto.PubkeyToAddress(key.PublicKey).Hex()
+		sender, err = chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{
+			Logger: log, Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
+		})
+		if err != nil {
+			return err
+		}
+		chainSettle = x402.NewChainSettler(book, sender, network.Asset, cfg.ReceiptTimeout, log)
+		settler = chainSettle
 	}
-	// Every replica signs with the same settlement key: one lock per key serialises their
-	// sends, so they never race for a nonce.
-	lockName := "settlement-key:" + crypto.PubkeyToAddress(key.PublicKey).Hex()
-	sender, err := chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{
-		Logger: log, Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
-	})
-	if err != nil {
-		return err
+	if cfg.FacilitatorURL != "" {
+		var err error
+		if remote, remoteSet, err = buildFacilitator(ctx, cfg, network, book, backend, log); err != nil {
+			return err
+		}
+		settler = remoteSet
 	}
-	settler := x402.NewChainSettler(book, sender, network.Asset, cfg.ReceiptTimeout, log)
 	mode := x402.SettleSync
 	if cfg.X402Mode == "batch" {
 		mode = x402.SettleBatch
 	}
-	rail, err := x402.NewRail(x402.Config{
+	railCfg := x402.Config{
 		Network: network, PayTo: common.HexToAddress(st.payTo), MaxTimeout: cfg.X402MaxTimeout, Mode: mode, Logger: log, PublicURL: cfg.PublicURL,
-	}, x402.NewRPCReader(backend, 3*time.Second), claims, book, settler)
+	}
+	if remote != nil {
+		railCfg.Facilitator = remote
+	}
+	rail, err := x402.NewRail(railCfg,
+		x402.NewRPCReader(backend, 3*time.Second), claims, book, settler)
 	if err != nil {
 		return err
 	}
-	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Logger: log}, book, sender, settler)
+	var workerSender x402.TxSender // nil without a settlement key: only the facilitator's work
+	if sender != nil {
+		workerSender = sender
+	}
+	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Facilitator: remoteSet, Logger: log},
+		book, workerSender, chainSettle)
 	worker.Start()
 	st.closers = append(st.closers, worker.Close)
 	st.network = network.CAIP2
@@ -173,9 +203,37 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		st.network = network.V1Name // "base", as the seed's 402 says
 	}
 	st.rails = append(st.rails, rail)
+	settledBy := cfg.FacilitatorURL
+	if sender != nil && remote == nil {
+		settledBy = sender.Address().Hex()
+	}
 	log.Info("x402 rail enabled", "network", network.CAIP2, "asset", network.Asset.Hex(), "payTo", st.payTo,
-		"settlement", mode, "settler", sender.Address().Hex(), "batcher", batcher.Hex())
+		"settlement", mode, "settler", settledBy, "batcher", batcher.Hex())
 	return nil
+}
+
+// buildFacilitator connects to X402_FACILITATOR_URL: it must settle the exact scheme on our
+// network (GET /supported). A facilitator that cannot be reached at start is only a warning:
+// each call asks it again, and answers 503 until it is back.
+func buildFacilitator(ctx context.Context, cfg Config, network x402.Network, book ledgerAll, backend chainBackend, log *slog.Logger) (*x402.FacilitatorClient, *x402.FacilitatorSettler, error) {
+	opts := x402.FacilitatorOptions{SettleTimeout: cfg.FacilitatorWait, VerifyTimeout: min(10*time.Second, cfg.FacilitatorWait)}
+	if cfg.FacilitatorKey != "" {
+		opts.AuthHeader = "Bearer " + cfg.FacilitatorKey
+	}
+	c, err := x402.NewFacilitatorClient(cfg.FacilitatorURL, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("X402_FACILITATOR_URL: %w", err)
+	}
+	sup, err := c.Supported(ctx)
+	switch {
+	case err != nil:
+		log.Warn("x402: the facilitator did not answer GET /supported; paid calls answer 503 until it does", "url", cfg.FacilitatorURL, "err", err)
+	case !sup.Settles(2, network.CAIP2):
+		return nil, nil, fmt.Errorf("X402_FACILITATOR_URL: %s does not settle x402 v2 exact payments on %s (GET /supported lists %d other kinds)",
+			cfg.FacilitatorURL, network.CAIP2, len(sup.Kinds))
+	}
+	settler := x402.NewFacilitatorSettler(x402.FacilitatorSettlerConfig{Token: network.Asset, Logger: log}, book, c, backend, x402.NewRPCReader(backend, 3*time.Second))
+	return c, settler, nil
 }
 
 // mppReconcileEvery is how often the MPP reconciler looks for charges whose call never
@@ -273,6 +331,7 @@ type ledgerAll interface {
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
 	ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, scope ledger.Scope) ([]ledger.Payment, error)
+	ClaimQueuedSettling(ctx context.Context, limit int, scope ledger.Scope) ([]ledger.Payment, error)
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)

@@ -1036,7 +1036,11 @@ func (f *x402Fixture) redisUnreachable(t *testing.T) {
 
 // typescriptClientInterop (7): the official TypeScript client (@x402/fetch 2.27.0), unmodified,
 // pays through scripts/x402-pay.mjs.
-func (f *x402Fixture) typescriptClientInterop(t *testing.T) {
+func (f *x402Fixture) typescriptClientInterop(t *testing.T) { f.typeScriptPays(t, f.a.base) }
+
+// typeScriptPays runs the official TypeScript client against the gateway at base, as payer #3,
+// and checks the answer, the PAYMENT-RESPONSE and the chain.
+func (f *x402Fixture) typeScriptPays(t *testing.T, base string) {
 	root := moduleRoot(t)
 	for _, pkg := range []string{"@x402/fetch", "@x402/evm", "viem"} {
 		if _, err := os.Stat(filepath.Join(root, "node_modules", pkg, "package.json")); err != nil {
@@ -1051,7 +1055,7 @@ func (f *x402Fixture) typescriptClientInterop(t *testing.T) {
 	before := f.balances(t)
 	ctx, cancel := context.WithTimeout(f.ctx, 90*time.Second)
 	defer cancel()
-	cmd := osexec.CommandContext(ctx, node, filepath.Join(root, "scripts", "x402-pay.mjs"), f.a.base, anvilKey3, f.token.Hex())
+	cmd := osexec.CommandContext(ctx, node, filepath.Join(root, "scripts", "x402-pay.mjs"), base, anvilKey3, f.token.Hex())
 	cmd.Dir = root
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	cmd.WaitDelay = 5 * time.Second
@@ -1092,7 +1096,7 @@ func (f *x402Fixture) typescriptClientInterop(t *testing.T) {
 	}
 	f.expectMoved(t, before, map[string]int64{"payer3": -priceDryRun, "payTo": priceDryRun})
 	f.expectTransfers(t, pr.Transaction, payer3, priceDryRun, 1)
-	if p := f.payment(t, f.a.base, body.Settlement.ID); p.Status != "settled" || !strings.EqualFold(p.Payer, payer3.Hex()) {
+	if p := f.payment(t, base, body.Settlement.ID); p.Status != "settled" || !strings.EqualFold(p.Payer, payer3.Hex()) {
 		t.Fatalf("GET /payments/%s = %+v", body.Settlement.ID, p)
 	}
 }

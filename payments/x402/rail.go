@@ -43,8 +43,14 @@ type paymentBook interface {
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 }
 
-// settler moves the money of one verified payment now.
-type settler interface {
+// remoteVerifier is a facilitator's /verify; *FacilitatorClient satisfies it.
+type remoteVerifier interface {
+	Verify(ctx context.Context, body []byte) (VerifyResponse, error)
+}
+
+// Settler moves the money of one verified payment now: a *ChainSettler (our own key) or a
+// *FacilitatorSettler (a remote facilitator).
+type Settler interface {
 	settle(ctx context.Context, p *pendingPayment) (*payments.Settlement, error)
 }
 
@@ -55,8 +61,11 @@ type Config struct {
 	MaxTimeout time.Duration // maxTimeoutSeconds of the offer (default 60 s)
 	Mode       SettleMode    // default SettleSync
 	PublicURL  string        // the gateway's base URL as payers reach it; resource.url = PublicURL + path
-	Now        func() time.Time
-	Logger     *slog.Logger
+	// Facilitator, when set, is asked to verify every payment that passed local verification
+	// (and the rail's settler should be a FacilitatorSettler): X402_FACILITATOR_URL.
+	Facilitator remoteVerifier
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // Rail is x402 (exact scheme, EIP-3009) as a payments.Rail.
@@ -65,12 +74,12 @@ type Rail struct {
 	reader  ChainReader
 	claims  nonceClaims
 	book    paymentBook
-	settler settler
+	settler Settler
 }
 
-// NewRail wires the rail. reader serves verification's chain reads; settler is the chain
-// or facilitator settler (see NewChainSettler).
-func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBook, s settler) (*Rail, error) {
+// NewRail wires the rail. reader serves verification's chain reads; s is the chain or
+// facilitator settler (NewChainSettler, NewFacilitatorSettler).
+func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBook, s Settler) (*Rail, error) {
 	if err := cfg.Network.Validate(); err != nil {
 		return nil, err
 	}
@@ -149,6 +158,9 @@ type storedAuthorization struct {
 	ValidBefore string `json:"validBefore"`
 	Nonce       string `json:"nonce"`
 	Signature   string `json:"signature"`
+	// SettleRequest is the facilitator request (payload and requirements) when a remote
+	// facilitator settles: recovery sends it again, byte for byte in meaning.
+	SettleRequest json.RawMessage `json:"settleRequest,omitempty"`
 }
 
 func (s storedAuthorization) chainAuthorization() (chain.Authorization, error) {
@@ -172,6 +184,7 @@ type pendingPayment struct {
 	Verified *Verified
 	Auth     chain.Authorization
 	JobID    uuid.UUID
+	Remote   []byte // the facilitator request; nil unless a facilitator settles
 }
 
 // Verify implements payments.Rail: decode, verify locally and on-chain, then claim the nonce
@@ -187,6 +200,12 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 	if err != nil {
 		return nil, err
 	}
+	var remote []byte
+	if r.cfg.Facilitator != nil {
+		if remote, err = r.verifyRemote(ctx, payload, offer, price); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.claims.Claim(ctx, v.NonceKey(), time.Unix(v.ValidBefore.Int64(), 0)); err != nil {
 		if errors.Is(err, ledger.ErrNonceUsed) {
 			return nil, refuse(ReasonNonceAlreadyUsed, "this authorization's nonce was already used")
@@ -196,7 +215,7 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 	stored := storedAuthorization{
 		X402Version: v.X402Version, Network: v.Network, From: v.Payer.Hex(), To: v.To.Hex(), Value: v.Value.String(),
 		ValidAfter: v.ValidAfter.String(), ValidBefore: v.ValidBefore.String(), Nonce: v.Nonce.Hex(),
-		Signature: "0x" + hex.EncodeToString(v.Signature),
+		Signature: "0x" + hex.EncodeToString(v.Signature), SettleRequest: remote,
 	}
 	auth, err := stored.chainAuthorization()
 	if err != nil {
@@ -215,8 +234,26 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 	}
 	return &payments.Authorization{
 		Rail: RailName, Payer: v.Payer.Hex(), Amount: price.Amount, Reference: p.ID.String(),
-		State: &pendingPayment{ID: p.ID, Verified: v, Auth: auth},
+		State: &pendingPayment{ID: p.ID, Verified: v, Auth: auth, Remote: remote},
 	}, nil
+}
+
+// verifyRemote asks the facilitator to verify a payment that passed local verification, and
+// returns the request it will be asked to settle. Its refusal is the 402's reason; a
+// facilitator that cannot answer is payments.ErrUnavailable (503), and nothing is claimed.
+func (r *Rail) verifyRemote(ctx context.Context, payload *PaymentPayload, offer PaymentRequirements, price payments.Price) ([]byte, error) {
+	body, err := NewFacilitatorRequest(payload, offer, ResourceFor(price, strings.TrimSuffix(r.cfg.PublicURL, "/")+price.Resource))
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.cfg.Facilitator.Verify(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	if !res.IsValid {
+		return nil, refuse(res.InvalidReason, "the facilitator refused the payment: "+orText(res.InvalidMessage, res.InvalidReason))
+	}
+	return body, nil
 }
 
 func pendingOf(a *payments.Authorization) (*pendingPayment, error) {

@@ -53,7 +53,7 @@ func newRecoveryRig(t *testing.T) *recoveryRig {
 	return r
 }
 
-func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s settler) *Rail {
+func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s Settler) *Rail {
 	t.Helper()
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode}, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, s)
 	if err != nil {

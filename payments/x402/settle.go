@@ -17,9 +17,9 @@ import (
 	"github.com/secureexec/secureexec/payments/ledger"
 )
 
-// txSender is what settlement needs from a chain: sign and persist before broadcast, wait
+// TxSender is what settlement needs from a chain: sign and persist before broadcast, wait
 // for the receipt, and re-broadcast after a crash. *chain.Sender satisfies it.
-type txSender interface {
+type TxSender interface {
 	SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error)
 	WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error)
 	Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error)
@@ -28,7 +28,7 @@ type txSender interface {
 // ChainSettler settles with the gateway's own settlement key.
 type ChainSettler struct {
 	book           paymentBook
-	sender         txSender
+	sender         TxSender
 	token          common.Address
 	receiptTimeout time.Duration
 	pollEvery      time.Duration
@@ -37,7 +37,7 @@ type ChainSettler struct {
 
 // NewChainSettler returns a settler sending transferWithAuthorization from the sender's key.
 // A receipt not seen within receiptTimeout leaves the payment pending.
-func NewChainSettler(book paymentBook, sender txSender, token common.Address, receiptTimeout time.Duration, log *slog.Logger) *ChainSettler {
+func NewChainSettler(book paymentBook, sender TxSender, token common.Address, receiptTimeout time.Duration, log *slog.Logger) *ChainSettler {
 	if receiptTimeout <= 0 {
 		receiptTimeout = 30 * time.Second
 	}
@@ -103,19 +103,26 @@ func (s *ChainSettler) await(ctx context.Context, p *pendingPayment, hash common
 
 // record turns a receipt into the payment's final state.
 func (s *ChainSettler) record(ctx context.Context, pid uuid.UUID, a chain.Authorization, receipt *types.Receipt) (*payments.Settlement, error) {
-	from := []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}
-	if !chain.HasTransfer(receipt, s.token, a.From, a.To, a.Value) {
+	return recordReceipt(ctx, s.book, s.log, s.token, pid, a, receipt, []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending})
+}
+
+// recordReceipt moves a payment from one of the statuses in from to settled when receipt
+// carries the Transfer the authorization promised, and to failed otherwise: whoever sent the
+// transaction, the chain's receipt is what decides.
+func recordReceipt(ctx context.Context, book paymentBook, log *slog.Logger, token common.Address, pid uuid.UUID, a chain.Authorization,
+	receipt *types.Receipt, from []ledger.Status) (*payments.Settlement, error) {
+	if !chain.HasTransfer(receipt, token, a.From, a.To, a.Value) {
 		reason := ReasonTransferEventMismatch
 		if receipt.Status != types.ReceiptStatusSuccessful {
 			reason = ReasonTransactionFailed
 		}
-		if _, err := s.book.Transition(ctx, pid, from, ledger.StatusFailed, ledger.Patch{ErrorReason: reason}); err != nil {
-			s.log.Error("x402: recording a failed settlement", "payment", pid, "err", err)
+		if _, err := book.Transition(ctx, pid, from, ledger.StatusFailed, ledger.Patch{TxHash: receipt.TxHash.Hex(), ErrorReason: reason}); err != nil {
+			log.Error("x402: recording a failed settlement", "payment", pid, "err", err)
 		}
 		return nil, refuse(reason, "settlement transaction "+receipt.TxHash.Hex()+" did not transfer the payment")
 	}
-	if _, err := s.book.Transition(ctx, pid, from, ledger.StatusSettled, ledger.Patch{}); err != nil && !errors.Is(err, ledger.ErrConflict) {
-		s.log.Error("x402: recording a settlement", "payment", pid, "err", err)
+	if _, err := book.Transition(ctx, pid, from, ledger.StatusSettled, ledger.Patch{TxHash: receipt.TxHash.Hex()}); err != nil && !errors.Is(err, ledger.ErrConflict) {
+		log.Error("x402: recording a settlement", "payment", pid, "err", err)
 	}
 	return &payments.Settlement{Status: payments.SettlementSettled, ID: pid.String(), TxHash: receipt.TxHash.Hex(), Reference: pid.String()}, nil
 }

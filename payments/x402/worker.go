@@ -19,6 +19,7 @@ import (
 // batchBook is what the batch settler needs from the ledger.
 type batchBook interface {
 	ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, scope ledger.Scope) ([]ledger.Payment, error)
+	ClaimQueuedSettling(ctx context.Context, limit int, scope ledger.Scope) ([]ledger.Payment, error)
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
@@ -44,7 +45,11 @@ type WorkerConfig struct {
 	Interval       time.Duration  // how often to look for work (default 250 ms)
 	StaleAfter     time.Duration  // a payment untouched this long is recovered (default 2 min)
 	ReceiptTimeout time.Duration  // how long to wait for a receipt before "pending" (default 30 s)
-	Logger         *slog.Logger
+	// Facilitator, when set, settles through a remote facilitator: queued payments are handed
+	// to it one by one and settling ones are recovered through it. Without a settlement key
+	// (sender nil) that is all the worker does.
+	Facilitator *FacilitatorSettler
+	Logger      *slog.Logger
 }
 
 // Worker settles queued payments in batches and reconciles what a crash or a slow chain
@@ -55,7 +60,7 @@ type Worker struct {
 	batches  batchBook
 	recovery recoveryBook
 	lock     exclusive
-	sender   txSender
+	sender   TxSender
 	settler  *ChainSettler
 	log      *slog.Logger
 
@@ -68,7 +73,7 @@ func NewWorker(cfg WorkerConfig, l interface {
 	batchBook
 	recoveryBook
 	exclusive
-}, sender txSender, settler *ChainSettler) *Worker {
+}, sender TxSender, settler *ChainSettler) *Worker {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 100
 	}
@@ -116,9 +121,15 @@ func (w *Worker) Close() {
 	<-w.done
 }
 
-// Tick does one round of work: settle queued batches, then reconcile stale payments.
+// Tick does one round of work: settle queued batches (or hand queued payments to the
+// facilitator), then reconcile stale payments.
 func (w *Worker) Tick(ctx context.Context) {
-	if w.cfg.Batcher != (common.Address{}) {
+	if w.cfg.Facilitator != nil {
+		if _, err := w.lock.RunExclusive(ctx, "x402-facilitator-queue", w.settleQueuedRemote); err != nil && ctx.Err() == nil {
+			w.log.Warn("x402: facilitator settlement of queued payments", "err", err)
+		}
+	}
+	if w.cfg.Batcher != (common.Address{}) && w.sender != nil {
 		if _, err := w.lock.RunExclusive(ctx, "x402-batch", func(ctx context.Context) error {
 			for {
 				n, err := w.SettleBatch(ctx)
@@ -137,6 +148,20 @@ func (w *Worker) Tick(ctx context.Context) {
 
 func (w *Worker) scope() ledger.Scope {
 	return ledger.Scope{Rail: RailName, Network: CAIP2(w.cfg.Network.ChainID), Asset: w.cfg.Network.Asset.Hex()}
+}
+
+// settleQueuedRemote hands queued payments (deferred while Postgres was away) to the
+// facilitator, one /settle each.
+func (w *Worker) settleQueuedRemote(ctx context.Context) error {
+	ps, err := w.batches.ClaimQueuedSettling(ctx, w.cfg.BatchSize, w.scope())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range ps {
+		errs = append(errs, w.cfg.Facilitator.reconcile(ctx, p))
+	}
+	return errors.Join(errs...)
 }
 
 // SettleBatch settles up to BatchSize queued payments in one transaction through the
@@ -252,6 +277,15 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 			if err != nil && !errors.Is(err, ledger.ErrConflict) {
 				errs = append(errs, err)
 			}
+		case p.Status == ledger.StatusSettling || (p.Status == ledger.StatusPending && len(p.RawTx) == 0 && p.BatchID == uuid.Nil):
+			// Handed to a facilitator: no transaction of ours to re-broadcast.
+			if w.cfg.Facilitator == nil {
+				errs = append(errs, fmt.Errorf("x402: payment %s was settled through a facilitator, and X402_FACILITATOR_URL is not set", p.ID))
+				continue
+			}
+			errs = append(errs, w.cfg.Facilitator.reconcile(ctx, p))
+		case w.sender == nil:
+			errs = append(errs, fmt.Errorf("x402: payment %s is %s with our own transaction, and there is no settlement key to finish it", p.ID, p.Status))
 		case p.BatchID != uuid.Nil:
 			batches[p.BatchID] = append(batches[p.BatchID], p)
 		default:
