@@ -17,6 +17,9 @@ var (
 	// ErrExecutionReverted means the node simulated the call and it reverted; RevertReason
 	// extracts the contract's message.
 	ErrExecutionReverted = errors.New("execution_reverted")
+	// ErrTxDead means a signed transaction can never be mined: the node refused it as "nonce
+	// too low" and holds no receipt of it (another transaction took its nonce).
+	ErrTxDead = errors.New("transaction_dead")
 	// ErrTxReverted means a transaction was mined with status 0.
 	ErrTxReverted = errors.New("transaction_reverted")
 	// ErrNoBaseFee means the chain's head has no base fee, so EIP-1559 fees cannot be priced.

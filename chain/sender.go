@@ -106,6 +106,10 @@ func (s *Sender) Send(ctx context.Context, to common.Address, data []byte) (comm
 // broadcast, while the nonce is still held. Settlement persists the raw transaction there,
 // so that after a crash it re-broadcasts the very same transaction and never signs a second
 // one for the same payment. If persist fails, nothing is broadcast and the nonce is reused.
+//
+// persist is called again, with a new transaction, only when the node refused the previous
+// one as "nonce too low": its nonce is taken by a mined transaction, so it can never be mined
+// itself, and the caller may record the new one in its place. Any other refusal ends the send.
 func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(tx *types.Transaction) error) (common.Hash, error) {
 	return s.send(ctx, &to, data, persist)
 }
@@ -120,10 +124,22 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 	}
 	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
 	defer cancel()
-	if err := s.backend.SendTransaction(ctx, &tx); err != nil && !isAlreadyKnown(err) && !isNonceStale(err) {
+	err := s.backend.SendTransaction(ctx, &tx)
+	switch {
+	case err == nil || isAlreadyKnown(err):
+		return tx.Hash(), nil
+	case isNonceTooLow(err):
+		// Its nonce is taken by a mined transaction: this one, or another that makes it dead.
+		_, rerr := s.backend.TransactionReceipt(ctx, tx.Hash())
+		if errors.Is(rerr, ethereum.NotFound) {
+			return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), ErrTxDead)
+		}
+		return tx.Hash(), nil // mined (the caller reads the receipt), or the node cannot say now
+	case isNonceStale(err):
+		return tx.Hash(), nil // another pending transaction holds the nonce: wait and see
+	default:
 		return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), err)
 	}
-	return tx.Hash(), nil
 }
 
 // WaitReceipt waits for hash to be mined, polling every pollEvery; see the package-level
@@ -199,7 +215,7 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 			s.nonce++
 			s.log.Debug("chain: tx sent", "hash", tx.Hash().Hex(), "from", s.from.Hex(), "nonce", tx.Nonce(), "gas", gas)
 			return tx.Hash(), nil
-		case isNonceStale(err) && attempt < attempts:
+		case isNonceStale(err) && attempt < attempts && (persist == nil || isNonceTooLow(err)):
 			// Someone else (another process with the same key, or a replaced tx) used this
 			// nonce: resync from the node's pending view and sign again.
 			s.log.Warn("chain: nonce resync", "from", s.from.Hex(), "nonce", s.nonce, "err", err)
@@ -239,6 +255,10 @@ func isNonceStale(err error) bool {
 	msg := strings.ToLower(err.Error())
 	return strings.Contains(msg, "nonce too low") || strings.Contains(msg, "replacement transaction underpriced")
 }
+
+// isNonceTooLow matches a nonce below the account's mined count: a transaction that can never
+// be mined.
+func isNonceTooLow(err error) bool { return strings.Contains(strings.ToLower(err.Error()), "nonce too low") }
 
 // isAlreadyKnown matches a resubmission of a transaction the pool already holds.
 func isAlreadyKnown(err error) bool {

@@ -219,3 +219,61 @@ func TestSendPersistedAndRebroadcast(t *testing.T) {
 		t.Fatalf("balance %v: the mint must land exactly once", bal)
 	}
 }
+
+// staleNonce answers one PendingNonceAt with a nonce that is already mined, as a lagging node
+// behind a load balancer can.
+type staleNonce struct {
+	Backend
+	once bool
+}
+
+func (s *staleNonce) PendingNonceAt(ctx context.Context, a common.Address) (uint64, error) {
+	n, err := s.Backend.PendingNonceAt(ctx, a)
+	if err == nil && !s.once && n > 0 {
+		s.once = true
+		return n - 1, nil
+	}
+	return n, err
+}
+
+// TestPersistedSendReplacesADeadTransaction: a persisted send whose transaction the node refuses
+// as "nonce too low" persists a second one (the first can never be mined), and Rebroadcast
+// reports such a dead transaction as ErrTxDead, but a mined one as fine.
+func TestPersistedSendReplacesADeadTransaction(t *testing.T) {
+	d := startDev(t, DevChainOptions{Accounts: 1, AutoMine: true})
+	ctx := testCtx(t)
+	c, token := d.Client(), d.Addresses().Token
+	to := common.BigToAddress(big.NewInt(0x3000))
+	warm := newSender(t, c, d.OperatorKey(), d.ChainID())
+	mined(t, d, warm, token, PackMint(to, big.NewInt(1))) // the key has a mined nonce to be stale about
+
+	s, err := NewSender(&staleNonce{Backend: c}, d.OperatorKey(), d.ChainID(), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var persisted []*types.Transaction
+	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), func(tx *types.Transaction) error {
+		persisted = append(persisted, tx)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(persisted) != 2 || persisted[1].Hash() != hash || persisted[1].Nonce() != persisted[0].Nonce()+1 {
+		t.Fatalf("persisted %d transactions, want the refused one and its replacement (sent %s)", len(persisted), hash.Hex())
+	}
+	if _, err := s.WaitReceipt(ctx, hash, 0); err != nil {
+		t.Fatal(err)
+	}
+	dead, _ := persisted[0].MarshalBinary()
+	if _, err := s.Rebroadcast(ctx, dead); !errors.Is(err, ErrTxDead) {
+		t.Fatalf("rebroadcast of a transaction whose nonce another one took = %v, want ErrTxDead", err)
+	}
+	live, _ := persisted[1].MarshalBinary()
+	if _, err := s.Rebroadcast(ctx, live); err != nil {
+		t.Fatalf("rebroadcast of the mined transaction = %v, want nil", err)
+	}
+	if bal, _ := TokenBalance(ctx, c, token, to); bal.Int64() != 6 {
+		t.Fatalf("balance %v, want 1+5: the replaced mint must land exactly once", bal)
+	}
+}

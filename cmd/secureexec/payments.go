@@ -332,6 +332,7 @@ type ledgerAll interface {
 	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
 	ClaimQueued(ctx context.Context, limit int, batchID uuid.UUID, scope ledger.Scope) ([]ledger.Payment, error)
 	ClaimQueuedSettling(ctx context.Context, limit int, scope ledger.Scope) ([]ledger.Payment, error)
+	ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (ledger.Payment, error)
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)

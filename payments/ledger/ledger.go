@@ -454,6 +454,39 @@ func (l *Ledger) RecordAttempt(ctx context.Context, id uuid.UUID, status Status)
 	return p, nil
 }
 
+// ReplaceTx records raw (hash) as the settlement transaction of a submitted or pending payment
+// in place of deadHash, which must be its recorded transaction, and keeps deadHash in the
+// row's replaced_txs. Call it only for a transaction that can never be mined: the node refused
+// it as "nonce too low" (another transaction of the settlement key took its nonce) and no
+// receipt of it exists. The status stays; the trigger allows no other change of a recorded
+// transaction. A payment whose transaction is no longer deadHash is ErrConflict. It needs
+// Postgres: unreachable is ErrUnavailable.
+func (l *Ledger) ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (Payment, error) {
+	if err := checkReplacement(deadHash, raw, hash); err != nil {
+		return Payment{}, err
+	}
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	p, err := scanPayment(l.pool.QueryRow(qctx, `UPDATE payments
+		SET raw_tx = $3, tx_hash = $4, replaced_txs = array_append(replaced_txs, tx_hash), attempts = attempts + 1, updated_at = now()
+		WHERE id = $1::uuid AND status IN ('submitted', 'pending') AND tx_hash = $2 AND raw_tx IS NOT NULL AND batch_id IS NULL
+		RETURNING `+paymentColumns(""), id.String(), deadHash, raw, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Payment{}, fmt.Errorf("ledger: payment %s is not a submitted or pending payment with its own transaction %s: %w", id, deadHash, ErrConflict)
+	}
+	if err != nil {
+		return Payment{}, l.moveError(ctx, id, []Status{StatusSubmitted, StatusPending}, err)
+	}
+	return p, nil
+}
+
+func checkReplacement(deadHash string, raw []byte, hash string) error {
+	if deadHash == "" || hash == "" || deadHash == hash || len(raw) == 0 {
+		return invalid("a replacement names the dead transaction and a different new one, with its bytes")
+	}
+	return Patch{TxHash: hash, RawTx: raw}.validate()
+}
+
 // Scope narrows ClaimQueued to payments one batch transaction can settle; "" matches any.
 type Scope struct {
 	Rail    string

@@ -639,3 +639,51 @@ func TestClaimQueuedSettling(t *testing.T) {
 		t.Fatalf("settling -> not_charged: %v", err)
 	}
 }
+
+// TestReplaceTx: a dead transaction (refused "nonce too low") is the one recorded transaction
+// that may be replaced, only by naming it, and the trigger keeps its hash.
+func TestReplaceTx(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	pool := openPool(t, schema, "")
+	l := openLedger(t, pool, "")
+	ctx := context.Background()
+	p := driveTo(t, l, StatusSubmitted)
+	raw2, hash2 := rawTx("second nonce")
+	if _, err := l.ReplaceTx(ctx, p.ID, "0xnot-the-recorded-one", raw2, hash2); !errors.Is(err, ErrConflict) {
+		t.Fatalf("replacing a transaction that is not the recorded one = %v, want ErrConflict", err)
+	}
+	if _, err := l.ReplaceTx(ctx, p.ID, p.TxHash, raw2, p.TxHash); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a replacement by the same hash = %v, want ErrInvalid", err)
+	}
+	got, err := l.ReplaceTx(ctx, p.ID, p.TxHash, raw2, hash2)
+	if err != nil || got.TxHash != hash2 || !bytes.Equal(got.RawTx, raw2) || got.Status != StatusSubmitted || got.Attempts != p.Attempts+1 {
+		t.Fatalf("ReplaceTx = %+v, %v", got, err)
+	}
+	var replaced []string
+	if err := pool.QueryRow(ctx, `SELECT replaced_txs FROM payments WHERE id = $1::uuid`, p.ID.String()).Scan(&replaced); err != nil ||
+		!slices.Equal(replaced, []string{p.TxHash}) {
+		t.Fatalf("replaced_txs = %v, %v; want the dead hash", replaced, err)
+	}
+	// Pending payments too; not queued ones, not batch members.
+	pend := driveTo(t, l, StatusPending)
+	raw3, hash3 := rawTx("third")
+	if _, err := l.ReplaceTx(ctx, pend.ID, pend.TxHash, raw3, hash3); err != nil {
+		t.Fatalf("replacing a pending payment's transaction: %v", err)
+	}
+	q := driveTo(t, l, StatusQueued)
+	if _, err := l.ReplaceTx(ctx, q.ID, "0xabc", raw3, "0xdef"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("replacing on a queued payment = %v, want ErrConflict", err)
+	}
+	// The trigger: replaced_txs only grows by the hash being replaced, with the status kept.
+	for _, stmt := range []string{
+		`UPDATE payments SET replaced_txs = array_append(replaced_txs, 'forged') WHERE id = $1::uuid`,
+		`UPDATE payments SET raw_tx = '\x09'::bytea, tx_hash = '0xnew', replaced_txs = array_append(replaced_txs, 'forged') WHERE id = $1::uuid`,
+		`UPDATE payments SET raw_tx = '\x09'::bytea, tx_hash = '0xnew', replaced_txs = array_append(replaced_txs, tx_hash), status = 'settled', settled_at = now() WHERE id = $1::uuid`,
+		`UPDATE payments SET tx_hash = '0xnew' WHERE id = $1::uuid`,
+	} {
+		if _, err := pool.Exec(ctx, stmt, p.ID.String()); err == nil {
+			t.Errorf("%s was accepted", stmt)
+		}
+	}
+}

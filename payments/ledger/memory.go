@@ -129,6 +129,28 @@ func (m *Memory) move(p Payment, from []Status, to Status, patch Patch) (Payment
 	return p, nil
 }
 
+// ReplaceTx is Ledger.ReplaceTx in memory.
+func (m *Memory) ReplaceTx(_ context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (Payment, error) {
+	if err := checkReplacement(deadHash, raw, hash); err != nil {
+		return Payment{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	if !ok {
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	}
+	if (p.Status != StatusSubmitted && p.Status != StatusPending) || p.TxHash != deadHash || p.RawTx == nil || p.BatchID != uuid.Nil {
+		return Payment{}, fmt.Errorf("ledger: payment %s is not a submitted or pending payment with its own transaction %s: %w", id, deadHash, ErrConflict)
+	}
+	p = p.clone()
+	p.RawTx, p.TxHash = slices.Clone(raw), hash
+	p.Attempts++
+	p.UpdatedAt = normalizeTime(time.Now())
+	m.payments[id] = p
+	return p.clone(), nil
+}
+
 // ClaimQueued moves up to limit queued payments of scope to submitted under batchID.
 func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, scope Scope) ([]Payment, error) {
 	return m.claimQueued(limit, StatusSubmitted, Patch{BatchID: batchID}, scope)

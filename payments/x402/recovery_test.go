@@ -163,6 +163,37 @@ func TestRecoveryAfterACrash(t *testing.T) {
 		}
 	})
 
+	t.Run("transaction persisted, then another took its nonce: recovery replaces the dead one and settles once", func(t *testing.T) {
+		before := r.balance(t)
+		crashing := NewChainSettler(r.book, crashAfterPersist{r.sender}, r.net.Asset, 10*time.Second, nil)
+		rail := r.rail(t, SettleSync, crashing)
+		a := r.verify(t, rail)
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("a crashed settlement must read as pending: %+v %v", s, err)
+		}
+		dead, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		// Someone else with the settlement key (another replica, an operator) takes the nonce.
+		h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(common.Address{0x42}, big.NewInt(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := r.worker.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		if after.Status != ledger.StatusSettled || after.TxHash == dead.TxHash || after.TxHash == "" {
+			t.Fatalf("after recovery: %s with tx %s (dead %s), want settled by a new transaction", after.Status, after.TxHash, dead.TxHash)
+		}
+		if got := new(big.Int).Sub(r.balance(t), before); got.Cmp(price) != 0 {
+			t.Fatalf("payTo gained %v, want exactly %v", got, price)
+		}
+	})
+
 	t.Run("batch claimed, then the process died before recording its transaction: recovery settles it once", func(t *testing.T) {
 		before := r.balance(t)
 		rail := r.rail(t, SettleBatch, r.settler)

@@ -25,9 +25,17 @@ type TxSender interface {
 	Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error)
 }
 
+// settlementBook is the payment book of a settler that signs: it may also replace a dead
+// transaction (refused "nonce too low") by a new one. *ledger.Ledger and *ledger.Memory
+// satisfy it.
+type settlementBook interface {
+	paymentBook
+	ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (ledger.Payment, error)
+}
+
 // ChainSettler settles with the gateway's own settlement key.
 type ChainSettler struct {
-	book           paymentBook
+	book           settlementBook
 	sender         TxSender
 	token          common.Address
 	receiptTimeout time.Duration
@@ -37,7 +45,7 @@ type ChainSettler struct {
 
 // NewChainSettler returns a settler sending transferWithAuthorization from the sender's key.
 // A receipt not seen within receiptTimeout leaves the payment pending.
-func NewChainSettler(book paymentBook, sender TxSender, token common.Address, receiptTimeout time.Duration, log *slog.Logger) *ChainSettler {
+func NewChainSettler(book settlementBook, sender TxSender, token common.Address, receiptTimeout time.Duration, log *slog.Logger) *ChainSettler {
 	if receiptTimeout <= 0 {
 		receiptTimeout = 30 * time.Second
 	}
@@ -51,17 +59,40 @@ func NewChainSettler(book paymentBook, sender TxSender, token common.Address, re
 // crash at any point is recovered without a second charge: the signed transaction is
 // persisted before broadcast, and recovery re-broadcasts those bytes.
 func (s *ChainSettler) settle(ctx context.Context, p *pendingPayment) (*payments.Settlement, error) {
-	data, err := chain.PackTransferWithAuthorization(p.Auth)
+	return s.send(ctx, p.ID, p.JobID, p.Auth, "")
+}
+
+// resend signs a new transaction for a submitted or pending payment whose recorded one is
+// dead (chain.ErrTxDead): it can never be mined, so the authorization is still unused and
+// still ours to settle, once.
+func (s *ChainSettler) resend(ctx context.Context, p ledger.Payment, a chain.Authorization) (*payments.Settlement, error) {
+	return s.send(ctx, p.ID, uuid.Nil, a, p.TxHash)
+}
+
+// send signs, records and broadcasts transferWithAuthorization for payment pid. dead is the
+// payment's recorded transaction when it is being replaced, "" for a first send.
+func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.Authorization, dead string) (*payments.Settlement, error) {
+	data, err := chain.PackTransferWithAuthorization(a)
 	if err != nil {
 		return nil, fmt.Errorf("x402: packing the transfer: %w", err)
 	}
+	recorded := dead
 	hash, err := s.sender.SendPersisted(ctx, s.token, data, func(tx *types.Transaction) error {
 		raw, err := tx.MarshalBinary()
 		if err != nil {
 			return err
 		}
-		_, err = s.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusSubmitted,
-			ledger.Patch{JobID: p.JobID, TxHash: tx.Hash().Hex(), RawTx: raw, Attempt: true})
+		if recorded == "" {
+			_, err = s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusSubmitted,
+				ledger.Patch{JobID: jobID, TxHash: tx.Hash().Hex(), RawTx: raw, Attempt: true})
+		} else {
+			// The sender signs again only after the node refused the recorded transaction as
+			// "nonce too low": that one can never be mined, so this one takes its place.
+			_, err = s.book.ReplaceTx(ctx, pid, recorded, raw, tx.Hash().Hex())
+		}
+		if err == nil {
+			recorded = tx.Hash().Hex()
+		}
 		return err
 	})
 	switch {
@@ -69,36 +100,42 @@ func (s *ChainSettler) settle(ctx context.Context, p *pendingPayment) (*payments
 		// The token refuses the authorization (spent, expired, cancelled, moved funds): it
 		// can never settle, and nothing was broadcast, so nothing was charged.
 		reason := settleReason(chain.RevertReason(err))
-		if _, terr := s.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusNotCharged,
-			ledger.Patch{JobID: p.JobID, ErrorReason: reason}); terr != nil {
-			s.log.Error("x402: recording a failed settlement", "payment", p.ID, "err", terr)
+		from, to := []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusNotCharged
+		if dead != "" {
+			from, to = []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}, ledger.StatusFailed
+		}
+		if _, terr := s.book.Transition(ctx, pid, from, to, ledger.Patch{JobID: jobID, ErrorReason: reason}); terr != nil {
+			s.log.Error("x402: recording a failed settlement", "payment", pid, "err", terr)
 		}
 		return nil, refuse(reason, "the token refused the authorization at settlement: "+chain.RevertReason(err))
+	case err != nil && dead != "":
+		return nil, fmt.Errorf("x402: payment %s: replacing dead transaction %s: %w", pid, dead, err)
 	case err != nil:
 		// Not broadcast (or not known to be): owed, not lost. Queue it for the reconciler.
-		s.log.Warn("x402: settlement deferred", "payment", p.ID, "err", err)
-		if _, terr := s.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: p.JobID}); terr != nil &&
+		s.log.Warn("x402: settlement deferred", "payment", pid, "err", err)
+		if _, terr := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: jobID}); terr != nil &&
 			!errors.Is(terr, ledger.ErrConflict) {
-			s.log.Error("x402: queueing a deferred settlement", "payment", p.ID, "err", terr)
+			s.log.Error("x402: queueing a deferred settlement", "payment", pid, "err", terr)
 		}
-		return &payments.Settlement{Status: payments.SettlementPending, ID: p.ID.String()}, nil
+		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 	}
-	return s.await(ctx, p, hash)
+	return s.await(ctx, pid, a, hash)
 }
 
 // await waits for the receipt of a broadcast settlement and records the outcome.
-func (s *ChainSettler) await(ctx context.Context, p *pendingPayment, hash common.Hash) (*payments.Settlement, error) {
+func (s *ChainSettler) await(ctx context.Context, pid uuid.UUID, a chain.Authorization, hash common.Hash) (*payments.Settlement, error) {
 	wctx, cancel := context.WithTimeout(ctx, s.receiptTimeout)
 	defer cancel()
 	receipt, err := s.sender.WaitReceipt(wctx, hash, s.pollEvery)
 	if err != nil {
 		// A timeout is "pending": the transaction may still land. The reconciler finishes it.
-		if _, terr := s.book.Transition(context.WithoutCancel(ctx), p.ID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{}); terr != nil {
-			s.log.Error("x402: recording a pending settlement", "payment", p.ID, "err", terr)
+		if _, terr := s.book.Transition(context.WithoutCancel(ctx), pid, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{}); terr != nil &&
+			!errors.Is(terr, ledger.ErrConflict) {
+			s.log.Error("x402: recording a pending settlement", "payment", pid, "err", terr)
 		}
-		return &payments.Settlement{Status: payments.SettlementPending, ID: p.ID.String(), TxHash: hash.Hex()}, nil
+		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String(), TxHash: hash.Hex()}, nil
 	}
-	return s.record(ctx, p.ID, p.Auth, receipt)
+	return s.record(ctx, pid, a, receipt)
 }
 
 // record turns a receipt into the payment's final state.

@@ -307,6 +307,13 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 		return fmt.Errorf("x402: payment %s is %s without a recorded transaction", p.ID, p.Status)
 	}
 	hash, err := w.sender.Rebroadcast(ctx, p.RawTx)
+	if errors.Is(err, chain.ErrTxDead) {
+		// Another transaction took its nonce: it will never be mined, and the authorization
+		// is still unused. Sign a new one in its place (the ledger keeps the dead hash).
+		w.log.Warn("x402: settlement transaction is dead; replacing it", "payment", p.ID, "tx", p.TxHash)
+		_, err := w.settler.resend(ctx, p, a)
+		return ignoreRefusal(err)
+	}
 	if err != nil {
 		return err
 	}
