@@ -17,7 +17,9 @@ import (
 )
 
 // Postgres is the production Backend: the secureexec_calls table of migrations/, written with
-// COPY into a per-connection staging table and INSERT ... ON CONFLICT (job_id) DO NOTHING.
+// one COPY straight into the table. A batch that repeats a stored job id (a replay after a
+// write whose outcome was unknown) is written again through a per-connection staging table
+// and INSERT ... ON CONFLICT (job_id) DO NOTHING, so replays never store a record twice.
 type Postgres struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
@@ -68,6 +70,9 @@ func (p *Postgres) Close() error {
 }
 
 const (
+	// uniqueViolation is SQLSTATE 23505: here, a job id that is already stored.
+	uniqueViolation = "23505"
+
 	stageTable = "secureexec_calls_stage"
 	// stageKey marks, in a connection's CustomData, that its staging table exists, which saves
 	// a round trip per batch.
@@ -118,9 +123,9 @@ func (p *Postgres) WriteBatch(ctx context.Context, entries []Entry) error {
 			continue
 		}
 		id, _ := uuid.Parse(e.JobID) // Validate parsed it
-		var ts any
-		if !e.Timestamp.IsZero() {
-			ts = e.Timestamp
+		ts := e.Timestamp
+		if ts.IsZero() {
+			ts = time.Now() // what the column's DEFAULT NOW() would have said
 		}
 		sv := e.SchemaVersion
 		if sv == "" {
@@ -184,7 +189,25 @@ func refusedByDatabase(err error) (*pgconn.PgError, bool) {
 	return nil, false
 }
 
-func (p *Postgres) insert(ctx context.Context, rows []stageRow) (err error) {
+// insert writes rows with one COPY into the table: the common case, a batch of new records,
+// costs one round trip and no second pass over the rows. A batch that repeats a stored job id
+// fails as a whole with a unique violation and is written again through insertDedup.
+func (p *Postgres) insert(ctx context.Context, rows []stageRow) error {
+	_, err := p.pool.CopyFrom(ctx, pgx.Identifier{"secureexec_calls"}, stageColumns,
+		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return rows[i].values, nil }))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		return p.insertDedup(ctx, rows)
+	}
+	if err != nil {
+		return fmt.Errorf("store: postgres copy: %w", err)
+	}
+	return nil
+}
+
+// insertDedup writes rows skipping job ids already stored (and repeated within rows): COPY into
+// the connection's staging table, then INSERT ... ON CONFLICT DO NOTHING, in one transaction.
+func (p *Postgres) insertDedup(ctx context.Context, rows []stageRow) (err error) {
 	conn, err := p.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("store: postgres acquire: %w", err)
