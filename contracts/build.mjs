@@ -26,6 +26,7 @@ const SOURCES = [
   ["src/TestUSDC.sol", ["TestUSDC"]],
   ["src/SettlementBatcher.sol", ["SettlementBatcher"]],
   ["src/TestWallet.sol", ["TestWallet"]],
+  ["src/X402Lens.sol", ["X402Lens"]],
 ];
 
 const SETTINGS = {

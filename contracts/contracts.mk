@@ -6,7 +6,7 @@
 GO             ?= go
 ABIGEN         := bin/abigen
 ABIGEN_VERSION := v1.17.10
-CONTRACT_NAMES := TestUSDC SettlementBatcher TestWallet
+CONTRACT_NAMES := TestUSDC SettlementBatcher TestWallet X402Lens
 ANVIL_BIN      := node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
 .PHONY: contracts contracts-check anvil

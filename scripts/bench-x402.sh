@@ -3,12 +3,17 @@
 # end (verify, nonce claim, tool, proof, audit, settlement) with the live Postgres and Redis,
 # the chain in another process (anvil from npm, so chain reads run concurrently as against a
 # real node), and cmd/x402load signing a fresh EIP-3009 payment per request.
-# MODE=batch|sync, N payments, C connections. 127.0.0.1 only; every process started here is
-# stopped by its PID.
+# MODE=batch|sync, N payments, C connections; CHAIN=anvil (default) or dev (the in-process
+# simulated chain, no anvil); BIN=path runs another build of the gateway (to compare before and
+# after); PPROF=dir builds the gateway with net/http/pprof (a build overlay, nothing in the tree)
+# and saves CPU, block and mutex profiles of the load into dir. 127.0.0.1 only; every process
+# started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${MODE:-batch}
+CHAIN=${CHAIN:-anvil}
+PPROF=${PPROF:-}
 N=${N:-10000}
 C=${C:-32}
 DB_NAME=secureexec_x402bench
@@ -28,39 +33,85 @@ PAYER_ADDRS=(0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC 0x90F79bf6EB2c4f870365E7
 
 test -x "$ANVIL" || npm ci --no-audit --no-fund
 bash .ci/services.sh
-go build -o bin/secureexec ./cmd/secureexec
+overlay=()
+if [ -n "$PPROF" ]; then
+  mkdir -p "$PPROF"
+  ovdir=$(mktemp -d)
+  cat >"$ovdir/pprof.go" <<'GO'
+package main
+
+import (
+	"net/http"
+	_ "net/http/pprof"
+	"runtime"
+)
+
+func init() {
+	runtime.SetBlockProfileRate(10000)
+	runtime.SetMutexProfileFraction(10)
+	go func() { _ = http.ListenAndServe("127.0.0.1:6061", nil) }()
+}
+GO
+  printf '{"Replace":{"%s":"%s"}}' "$PWD/cmd/secureexec/zz_bench_pprof.go" "$ovdir/pprof.go" >"$ovdir/overlay.json"
+  overlay=(-overlay "$ovdir/overlay.json")
+fi
+if [ -z "${BIN:-}" ]; then
+  go build "${overlay[@]}" -o bin/secureexec ./cmd/secureexec
+  BIN=./bin/secureexec
+fi
 go build -o bin/x402load ./cmd/x402load
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-"$ANVIL" --host 127.0.0.1 --port $RPC_PORT --chain-id 31337 --silent & pids+=($!)
-for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
-  -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' http://127.0.0.1:$RPC_PORT && break; sleep 0.1; done
-addrs=$(./bin/secureexec devchain deploy --rpc http://127.0.0.1:$RPC_PORT --key $KEY0)
-token=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-batcher=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batcher"])')
-mint_args=(); for a in "${PAYER_ADDRS[@]}"; do mint_args+=(--to "$a"); done
-./bin/secureexec devchain mint --rpc http://127.0.0.1:$RPC_PORT --key $KEY0 --token "$token" --amount 100000 "${mint_args[@]}" >/dev/null
-
 datadir=$(mktemp -d)
-python3 - "$datadir/accounts.json" "${PAYERS[@]}" <<'PY'
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB_NAME" -c "CREATE DATABASE $DB_NAME"
+common_env=(HOST=127.0.0.1 PORT=$GW_PORT DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=redis://127.0.0.1:6379/5
+  X402_SETTLEMENT_MODE=$MODE SECUREEXEC_DATA_DIR="$datadir" LOG_FILE="$datadir/gateway.log" LOG_LEVEL=warn)
+if [ "$CHAIN" = dev ]; then
+  env "${common_env[@]}" X402_NETWORK=dev "$BIN" serve 2>/dev/null & pids+=($!)
+  gw=$!
+  accounts="$datadir/devchain-accounts.json"
+else
+  "$ANVIL" --host 127.0.0.1 --port $RPC_PORT --chain-id 31337 --silent & pids+=($!)
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' http://127.0.0.1:$RPC_PORT && break; sleep 0.1; done
+  addrs=$("$BIN" devchain deploy --rpc http://127.0.0.1:$RPC_PORT --key $KEY0)
+  token=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  batcher=$(echo "$addrs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batcher"])')
+  mint_args=(); for a in "${PAYER_ADDRS[@]}"; do mint_args+=(--to "$a"); done
+  "$BIN" devchain mint --rpc http://127.0.0.1:$RPC_PORT --key $KEY0 --token "$token" --amount 100000 "${mint_args[@]}" >/dev/null
+  accounts="$datadir/accounts.json"
+  python3 - "$accounts" "${PAYERS[@]}" <<'PY'
 import json, sys
 path, keys = sys.argv[1], sys.argv[2:]
 # x402load skips the first account (the dev chain's payTo); list the payers after it.
 json.dump({"accounts": [{"privateKey": "0x" + "00" * 31 + "01"}] + [{"privateKey": k} for k in keys]}, open(path, "w"))
 PY
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB_NAME" -c "CREATE DATABASE $DB_NAME"
-HOST=127.0.0.1 PORT=$GW_PORT DATABASE_URL="$PG/$DB_NAME?sslmode=disable" REDIS_URL=redis://127.0.0.1:6379/5 \
-  X402_NETWORK=custom ETH_RPC_URL=http://127.0.0.1:$RPC_PORT X402_TOKEN_ADDRESS="$token" X402_BATCHER_ADDRESS="$batcher" \
-  SETTLEMENT_PRIVATE_KEY=$KEY0 PAYMENT_WALLET=$ADDR1 X402_SETTLEMENT_MODE=$MODE \
-  SECUREEXEC_DATA_DIR="$datadir" LOG_FILE="$datadir/gateway.log" LOG_LEVEL=warn ./bin/secureexec serve 2>/dev/null & pids+=($!)
-gw=$!
-for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:$GW_PORT/health && break; sleep 0.1; done
+  env "${common_env[@]}" X402_NETWORK=custom ETH_RPC_URL=http://127.0.0.1:$RPC_PORT X402_TOKEN_ADDRESS="$token" \
+    X402_BATCHER_ADDRESS="$batcher" SETTLEMENT_PRIVATE_KEY=$KEY0 PAYMENT_WALLET=$ADDR1 "$BIN" serve 2>/dev/null & pids+=($!)
+  gw=$!
+fi
+for _ in $(seq 1 300); do curl -fsS -o /dev/null http://127.0.0.1:$GW_PORT/health && break; sleep 0.1; done
 
-echo "machine: $(nproc) cores; mode $MODE, $N payments, $C connections, chain: anvil (another process)"
-./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$datadir/accounts.json" -n "$N" -c "$C"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); mode $MODE, $N payments, $C connections, chain: $CHAIN; gateway $BIN"
+if [ -n "$PPROF" ]; then
+  # Profiles cover the middle of the run: they start once the load is on.
+  (sleep 2; curl -fsS -o "$PPROF/cpu.pprof" "http://127.0.0.1:6061/debug/pprof/profile?seconds=${PPROF_SECONDS:-5}";
+   curl -fsS -o "$PPROF/block.pprof" http://127.0.0.1:6061/debug/pprof/block;
+   curl -fsS -o "$PPROF/mutex.pprof" http://127.0.0.1:6061/debug/pprof/mutex) & pids+=($!)
+fi
+# CPU time (ticks) of the gateway, of this database's Postgres backends and of anvil: what a
+# request costs them, whatever else the shared machine is doing.
+cpu_of() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+pg_pids() { pgrep -f "postgres: .*: postgres $DB_NAME " || true; }
+anvil_pid() { pgrep -f "anvil --host 127.0.0.1 --port $RPC_PORT" || true; }
+gw0=$(cpu_of $gw); pg0=$(cpu_of $(pg_pids)); an0=$(cpu_of $(anvil_pid))
+./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -c "$C"
+gw1=$(cpu_of $gw); pg1=$(cpu_of $(pg_pids)); an1=$(cpu_of $(anvil_pid))
+hz=$(getconf CLK_TCK)
+echo "CPU per request: gateway $(( (gw1-gw0) * 1000000 / hz / N )) us, postgres $(( (pg1-pg0) * 1000000 / hz / N )) us (backends alive at the end), anvil $(( (an1-an0) * 1000000 / hz / N )) us"
 sleep 3
 echo "payments by status: $(psql -tAq -h 127.0.0.1 -U postgres -d $DB_NAME -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM payments GROUP BY 1 ORDER BY 1) s")"
 kill -TERM "$gw"; wait "$gw" 2>/dev/null || true

@@ -186,7 +186,7 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		railCfg.Facilitator = remote
 	}
 	rail, err := x402.NewRail(railCfg,
-		x402.NewRPCReader(backend, 3*time.Second), claims, book, settler)
+		x402.NewLensReader(backend, x402.LensOptions{Timeout: 3 * time.Second}), claims, book, settler)
 	if err != nil {
 		return err
 	}

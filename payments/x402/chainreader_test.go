@@ -159,28 +159,46 @@ func TestRPCReaderSimulated(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
+	// The same verdicts from the plain reads and from the lens, which must fall back to them
+	// where the token answers oddly (addr3's authorizationState reverts).
+	for _, rd := range []struct {
 		name string
-		p    *PaymentPayload
-		want string
-	}{
-		{"EOA payer", eoaPay, ""},
-		{"nonce used on the token", usedPay, ReasonNonceAlreadyUsed},
-		{"ERC-1271 wallet payer", walletPay, ""},
-		{"token without EIP-3009", pay(t, key3, req, testNow), ReasonEIP3009NotSupported},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			v, err := Verify(ctx, r, tc.p, req, testNow)
-			wantReason(t, err, tc.want)
-			if err == nil && v.ContractWallet != (tc.p == walletPay) {
-				t.Fatalf("ContractWallet = %v", v.ContractWallet)
-			}
+		r    ChainReader
+	}{{"rpc", r}, {"lens", NewLensReader(backend.Client(), LensOptions{Timeout: 5 * time.Second})}} {
+		for _, tc := range []struct {
+			name string
+			p    *PaymentPayload
+			want string
+		}{
+			{"EOA payer", eoaPay, ""},
+			{"nonce used on the token", usedPay, ReasonNonceAlreadyUsed},
+			{"ERC-1271 wallet payer", walletPay, ""},
+			{"token without EIP-3009", pay(t, key3, req, testNow), ReasonEIP3009NotSupported},
+		} {
+			t.Run(rd.name+"/"+tc.name, func(t *testing.T) {
+				v, err := Verify(ctx, rd.r, tc.p, req, testNow)
+				wantReason(t, err, tc.want)
+				if err == nil && v.ContractWallet != (tc.p == walletPay) {
+					t.Fatalf("ContractWallet = %v", v.ContractWallet)
+				}
+			})
+		}
+		t.Run(rd.name+"/asset without code", func(t *testing.T) {
+			req := Requirements(CustomNetwork(31337, common.HexToAddress("0x00000000000000000000000000000000000000aa"), "USD Coin", "2"), payments.Price{Amount: 10_000}, addr1, time.Minute)
+			_, err := Verify(ctx, rd.r, pay(t, key2, req, testNow), req, testNow)
+			wantReason(t, err, ReasonAssetNotDeployed)
 		})
 	}
-	t.Run("asset without code", func(t *testing.T) {
-		req := Requirements(CustomNetwork(31337, common.HexToAddress("0x00000000000000000000000000000000000000aa"), "USD Coin", "2"), payments.Price{Amount: 10_000}, addr1, time.Minute)
-		_, err := Verify(ctx, r, pay(t, key2, req, testNow), req, testNow)
-		wantReason(t, err, ReasonAssetNotDeployed)
+	t.Run("lens/balanceOf answering short", func(t *testing.T) {
+		// A 4-byte balance is no balance: the plain read's error, an outage, decides.
+		short := common.HexToAddress("0x00000000000000000000000000000000000000ab")
+		b := simulated.NewBackend(types.GenesisAlloc{short: {Code: contractCode(answer{pack(t, "balanceOf", addr2), wordOf(10_000), 4})}})
+		defer b.Close()
+		req := Requirements(CustomNetwork(31337, short, "USD Coin", "2"), payments.Price{Amount: 10_000}, addr1, time.Minute)
+		_, err := Verify(ctx, NewLensReader(b.Client(), LensOptions{}), pay(t, key2, req, testNow), req, testNow)
+		if !errors.Is(err, payments.ErrUnavailable) || !errors.Is(err, ErrCallReverted) || Reason(err) != "" {
+			t.Fatalf("err %v, want an outage from the plain balanceOf", err)
+		}
 	})
 }
 
@@ -281,8 +299,10 @@ func (blockingCaller) CallContract(ctx context.Context, _ ethereum.CallMsg, _ *b
 func TestRPCReaderDeadline(t *testing.T) {
 	req := offer()
 	// The caller's context has no deadline: DeadlineExceeded can only come from the reader's.
-	_, err := Verify(context.Background(), NewRPCReader(blockingCaller{}, 50*time.Millisecond), pay(t, key2, req, testNow), req, testNow)
-	if !errors.Is(err, payments.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || Reason(err) != "" {
-		t.Fatalf("err %v", err)
+	for _, r := range []ChainReader{NewRPCReader(blockingCaller{}, 50*time.Millisecond), NewLensReader(blockingCaller{}, LensOptions{Timeout: 50 * time.Millisecond})} {
+		_, err := Verify(context.Background(), r, pay(t, key2, req, testNow), req, testNow)
+		if !errors.Is(err, payments.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || Reason(err) != "" {
+			t.Fatalf("%T: err %v", r, err)
+		}
 	}
 }

@@ -31,6 +31,27 @@ type ChainReader interface {
 	AuthorizationState(ctx context.Context, token, authorizer common.Address, nonce common.Hash) (bool, error)
 }
 
+// PaymentStateReader is a ChainReader that can also read everything about one payment at
+// once; Verify uses it when the reader has it (LensReader does, in one eth_call shared by
+// concurrent verifications).
+type PaymentStateReader interface {
+	ChainReader
+	// PaymentState reads the code sizes of payer and token, the payer's balance and the
+	// nonce's authorizationState. An error is a failed read (an outage), never a refusal.
+	PaymentState(ctx context.Context, token, payer common.Address, nonce common.Hash) (PaymentState, error)
+}
+
+// PaymentState is one read of the chain state a payment's verification depends on. A field
+// the reader could not answer plainly (the call reverted, returned short or odd data) is left
+// unknown, and Verify asks the ChainReader method, whose answer and errors are the rule.
+type PaymentState struct {
+	PayerHasCode bool
+	AssetHasCode bool
+	Balance      *big.Int // nil: unknown
+	Used         bool     // meaningful when UsedKnown
+	UsedKnown    bool
+}
+
 // Type hashes of EIP-712 and EIP-3009 (x402.md §4).
 var (
 	eip712DomainTypehash = common.HexToHash("0x8b73c3c69bb8fe3d512ecc4cf759cc79239f7b179b0ffacaa9a75d522b39400f")
@@ -96,14 +117,28 @@ func VerifyLocal(p *PaymentPayload, req PaymentRequirements, now time.Time) (*Ve
 // the token (invalid_exact_evm_nonce_already_used). A failed read returns an error wrapping
 // payments.ErrUnavailable. Where the reference facilitator simulates transferWithAuthorization,
 // Verify reads balance and nonce state directly, as x402-rs does: the same refusals with three
-// eth_calls and no Multicall3. Verify claims nothing: the caller's nonce store does.
+// eth_calls and no Multicall3, or with one PaymentState read when r is a PaymentStateReader
+// (the reads happen at the same point, before the signature is checked, and the refusals come
+// in the same order). Verify claims nothing: the caller's nonce store does.
 func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRequirements, now time.Time) (*Verified, error) {
+	sr, _ := r.(PaymentStateReader)
+	var st *PaymentState
 	v, err := verify(p, req, now, func(v *Verified) error {
-		code, err := r.CodeAt(ctx, v.Payer)
-		if err != nil {
-			return unavailable("read the payer's code", err)
+		var payerHasCode bool
+		if sr != nil {
+			s, err := sr.PaymentState(ctx, v.Asset, v.Payer, v.Nonce)
+			if err != nil {
+				return unavailable("read the payment's chain state", err)
+			}
+			st, payerHasCode = &s, s.PayerHasCode
+		} else {
+			code, err := r.CodeAt(ctx, v.Payer)
+			if err != nil {
+				return unavailable("read the payer's code", err)
+			}
+			payerHasCode = len(code) > 0
 		}
-		if len(code) == 0 {
+		if !payerHasCode {
 			return checkECDSA(v)
 		}
 		ok, err := r.IsValidSignature1271(ctx, v.Payer, v.Digest, v.Signature)
@@ -119,26 +154,34 @@ func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRe
 	if err != nil {
 		return nil, err
 	}
-	code, err := r.CodeAt(ctx, v.Asset)
-	if err != nil {
-		return nil, unavailable("read the token's code", err)
+	if st == nil {
+		code, err := r.CodeAt(ctx, v.Asset)
+		if err != nil {
+			return nil, unavailable("read the token's code", err)
+		}
+		st = &PaymentState{AssetHasCode: len(code) > 0}
 	}
-	if len(code) == 0 {
+	if !st.AssetHasCode {
 		return nil, refuse(ReasonAssetNotDeployed, "no contract at asset "+v.Asset.Hex())
 	}
-	bal, err := r.BalanceOf(ctx, v.Asset, v.Payer)
-	if err != nil {
-		return nil, unavailable("read the payer's balance", err)
+	bal := st.Balance
+	if bal == nil {
+		if bal, err = r.BalanceOf(ctx, v.Asset, v.Payer); err != nil {
+			return nil, unavailable("read the payer's balance", err)
+		}
 	}
 	if bal.Cmp(v.Value) < 0 {
 		return nil, refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s is below %s", bal, v.Value))
 	}
-	used, err := r.AuthorizationState(ctx, v.Asset, v.Payer, v.Nonce)
-	if errors.Is(err, ErrCallReverted) {
-		return nil, refuse(ReasonEIP3009NotSupported, "authorizationState reverted: the token does not implement EIP-3009")
-	}
-	if err != nil {
-		return nil, unavailable("read the nonce's state", err)
+	used := st.Used
+	if !st.UsedKnown {
+		used, err = r.AuthorizationState(ctx, v.Asset, v.Payer, v.Nonce)
+		if errors.Is(err, ErrCallReverted) {
+			return nil, refuse(ReasonEIP3009NotSupported, "authorizationState reverted: the token does not implement EIP-3009")
+		}
+		if err != nil {
+			return nil, unavailable("read the nonce's state", err)
+		}
 	}
 	if used {
 		return nil, refuse(ReasonNonceAlreadyUsed, "the nonce is used or canceled on the token")
