@@ -36,6 +36,7 @@ type paymentStack struct {
 	idem    gateway.IdempotencyStore
 	webhook http.Handler        // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
 	flags   gateway.FlagChecker // payers flagged by that webhook; nil without the MPP rail
+	rdb     redis.UniversalClient // the claims' Redis; nil on the in-process ledger
 	payTo   string
 	network string // shown in the 402's network field
 	closers []func()
@@ -185,6 +186,15 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 	if remote != nil {
 		railCfg.Facilitator = remote
 	}
+	if st.rdb != nil {
+		res, err := ledger.NewReservations(st.rdb, "", 0)
+		if err != nil {
+			return err
+		}
+		railCfg.Reservations = res
+	} else {
+		railCfg.Reservations = ledger.NewMemoryReservations()
+	}
 	rail, err := x402.NewRail(railCfg,
 		x402.NewLensReader(backend, x402.LensOptions{Timeout: 3 * time.Second}), claims, book, settler)
 	if err != nil {
@@ -194,7 +204,8 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 	if sender != nil {
 		workerSender = sender
 	}
-	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Facilitator: remoteSet, Logger: log},
+	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Facilitator: remoteSet,
+		Reservations: railCfg.Reservations, Logger: log},
 		book, workerSender, chainSettle)
 	worker.Start()
 	st.closers = append(st.closers, worker.Close)
@@ -371,6 +382,7 @@ func openLedger(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slog.L
 	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opts)
 	st.closers = append(st.closers, func() { _ = rdb.Close() })
+	st.rdb = rdb
 	claims, err := ledger.NewClaims(rdb, l, ledger.ClaimsOptions{})
 	if err != nil {
 		return nil, nil, err

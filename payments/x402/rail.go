@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,13 @@ type paymentBook interface {
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 }
 
+// reserver holds each verified payment's amount against its payer's balance until the money
+// moves; *ledger.Reservations (Redis) and *ledger.MemoryReservations satisfy it.
+type reserver interface {
+	Reserve(ctx context.Context, scope, id string, amount, balance *big.Int, expires time.Time) error
+	Release(ctx context.Context, scope string, ids ...string) error
+}
+
 // remoteVerifier is a facilitator's /verify; *FacilitatorClient satisfies it.
 type remoteVerifier interface {
 	Verify(ctx context.Context, body []byte) (VerifyResponse, error)
@@ -64,8 +72,12 @@ type Config struct {
 	// Facilitator, when set, is asked to verify every payment that passed local verification
 	// (and the rail's settler should be a FacilitatorSettler): X402_FACILITATOR_URL.
 	Facilitator remoteVerifier
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Reservations, when set, keeps what payments not yet settled hold of each payer's balance:
+	// a payment is refused when the balance less those does not cover it. Required in batch
+	// mode, where calls are answered before their money moves.
+	Reservations reserver
+	Now          func() time.Time
+	Logger       *slog.Logger
 }
 
 // Rail is x402 (exact scheme, EIP-3009) as a payments.Rail.
@@ -94,6 +106,9 @@ func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBoo
 	}
 	if cfg.Mode == "" {
 		cfg.Mode = SettleSync
+	}
+	if cfg.Mode == SettleBatch && cfg.Reservations == nil {
+		return nil, errors.New("x402: batch settlement needs reservations: calls are answered before their money moves")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -206,6 +221,9 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 			return nil, err
 		}
 	}
+	if err := r.reserve(ctx, v); err != nil {
+		return nil, err
+	}
 	if err := r.claims.Claim(ctx, v.NonceKey(), time.Unix(v.ValidBefore.Int64(), 0)); err != nil {
 		if errors.Is(err, ledger.ErrNonceUsed) {
 			return nil, refuse(ReasonNonceAlreadyUsed, "this authorization's nonce was already used")
@@ -256,6 +274,42 @@ func (r *Rail) verifyRemote(ctx context.Context, payload *PaymentPayload, offer 
 	return body, nil
 }
 
+// reserve holds the payment's value against the payer's balance, keyed by its nonce so that a
+// concurrent copy of the same payment holds it once. It runs before the nonce is claimed: a
+// payment refused here has used nothing and can be sent again once the payer has the funds.
+func (r *Rail) reserve(ctx context.Context, v *Verified) error {
+	if r.cfg.Reservations == nil || v.Balance == nil {
+		return nil
+	}
+	err := r.cfg.Reservations.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey(), v.Value, v.Balance,
+		time.Unix(v.ValidBefore.Int64(), 0))
+	switch {
+	case errors.Is(err, ledger.ErrInsufficientFunds):
+		return refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s, less what this payer's payments not yet settled hold, is below %s", v.Balance, v.Value))
+	case err != nil:
+		return fmt.Errorf("x402: reserving the payment: %w", err)
+	}
+	return nil
+}
+
+// release gives back what payments of one payer held: their money moved, or never will. A
+// failure is only logged: the reservation expires by itself, holding funds back meanwhile,
+// never letting them be spent twice.
+func (r *Rail) release(ctx context.Context, p *pendingPayment) {
+	if r.cfg.Reservations == nil {
+		return
+	}
+	v := p.Verified
+	if err := r.cfg.Reservations.Release(context.WithoutCancel(ctx), reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey()); err != nil {
+		r.cfg.Logger.Warn("x402: releasing a reservation", "payment", p.ID, "err", err)
+	}
+}
+
+// reservationScope names one payer's balance of one token.
+func reservationScope(chainID uint64, token, payer common.Address) string {
+	return strconv.FormatUint(chainID, 10) + ":" + lowerHex(token[:]) + ":" + lowerHex(payer[:])
+}
+
 func pendingOf(a *payments.Authorization) (*pendingPayment, error) {
 	p, ok := a.State.(*pendingPayment)
 	if !ok || a.Rail != RailName {
@@ -281,11 +335,13 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	}
 	s, err := r.settler.settle(ctx, p)
 	if err != nil {
+		r.release(ctx, p) // refused: the money never moves
 		return nil, err
 	}
 	if s.Status == payments.SettlementPending {
-		return r.pendingSettlement(p, s.TxHash), nil
+		return r.pendingSettlement(p, s.TxHash), nil // it may still move: keep holding it
 	}
+	r.release(ctx, p)
 	s.Header = r.responseHeader(p.Verified, SettlementResponse{Success: true, Transaction: s.TxHash, Network: p.Verified.Network, Payer: p.Verified.Payer.Hex()})
 	return s, nil
 }
@@ -314,6 +370,9 @@ func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason strin
 		return err
 	}
 	_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged, ledger.Patch{ErrorReason: reason, JobID: jobIDOf(a)})
+	if err == nil {
+		r.release(ctx, p)
+	}
 	return err
 }
 

@@ -23,14 +23,15 @@ import (
 
 // recoveryRig is a rail, settler and worker on the dev chain with the in-process ledger.
 type recoveryRig struct {
-	dev     *chain.DevChain
-	net     Network
-	book    *ledger.Memory
-	sender  *chain.Sender
-	settler *ChainSettler
-	worker  *Worker
-	payer   *ecdsa.PrivateKey
-	payTo   common.Address
+	dev      *chain.DevChain
+	net      Network
+	book     *ledger.Memory
+	sender   *chain.Sender
+	settler  *ChainSettler
+	worker   *Worker
+	reserved *ledger.MemoryReservations
+	payer    *ecdsa.PrivateKey
+	payTo    common.Address
 }
 
 func newRecoveryRig(t *testing.T) *recoveryRig {
@@ -41,21 +42,22 @@ func newRecoveryRig(t *testing.T) *recoveryRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = dev.Close() })
-	r := &recoveryRig{dev: dev, book: ledger.NewMemory(), payTo: dev.Accounts()[0].Address}
+	r := &recoveryRig{dev: dev, book: ledger.NewMemory(), reserved: ledger.NewMemoryReservations(), payTo: dev.Accounts()[0].Address}
 	r.payer, _ = crypto.HexToECDSA(dev.Accounts()[1].PrivateKeyHex[2:])
 	r.net = CustomNetwork(dev.ChainID().Uint64(), dev.Addresses().Token, "USD Coin", "2")
 	if r.sender, err = chain.NewSender(dev.Client(), dev.OperatorKey(), dev.ChainID(), chain.SenderOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	r.settler = NewChainSettler(r.book, r.sender, r.net.Asset, 10*time.Second, nil)
-	r.worker = NewWorker(WorkerConfig{Network: r.net, Batcher: dev.Addresses().Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: 10 * time.Second},
+	r.worker = NewWorker(WorkerConfig{Network: r.net, Batcher: dev.Addresses().Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: 10 * time.Second,
+		Reservations: r.reserved},
 		r.book, r.sender, r.settler)
 	return r
 }
 
 func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s Settler) *Rail {
 	t.Helper()
-	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode}, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, s)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode, Reservations: r.reserved}, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, s)
 	if err != nil {
 		t.Fatal(err)
 	}

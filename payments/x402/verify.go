@@ -80,6 +80,7 @@ type Verified struct {
 	Signature      []byte      // for an EOA: 65 bytes, v normalised to 27/28 as FiatToken requires
 	Digest         common.Hash // the EIP-712 digest that was signed
 	ContractWallet bool        // the signature was checked by the payer's ERC-1271 isValidSignature
+	Balance        *big.Int    // the payer's token balance Verify read (nil from VerifyLocal)
 }
 
 // NonceKey names the authorization for a nonce store: the token keys used nonces by
@@ -186,6 +187,7 @@ func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRe
 	if used {
 		return nil, refuse(ReasonNonceAlreadyUsed, "the nonce is used or canceled on the token")
 	}
+	v.Balance = bal
 	return v, nil
 }
 

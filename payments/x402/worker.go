@@ -49,7 +49,10 @@ type WorkerConfig struct {
 	// to it one by one and settling ones are recovered through it. Without a settlement key
 	// (sender nil) that is all the worker does.
 	Facilitator *FacilitatorSettler
-	Logger      *slog.Logger
+	// Reservations, when set, is given back what settled batches and abandoned payments held
+	// of their payers' balances (the rail's Config.Reservations).
+	Reservations reserver
+	Logger       *slog.Logger
 }
 
 // Worker settles queued payments in batches and reconciles what a crash or a slow chain
@@ -251,9 +254,27 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 		}
 		if _, err := w.batches.Transition(ctx, p.ID, from, to, patch); err != nil && !errors.Is(err, ledger.ErrConflict) {
 			errs = append(errs, err)
+			continue
 		}
+		w.release(ctx, p) // settled (the balance shows it now) or failed (it never moves)
 	}
 	return errors.Join(errs...)
+}
+
+// release gives back what p held of its payer's balance; a failure is only logged, the
+// reservation expires by itself.
+func (w *Worker) release(ctx context.Context, p ledger.Payment) {
+	if w.cfg.Reservations == nil {
+		return
+	}
+	chainID, err := ParseCAIP2(p.Network)
+	if err != nil {
+		return
+	}
+	scope := reservationScope(chainID, common.HexToAddress(p.Asset), common.HexToAddress(p.Payer))
+	if err := w.cfg.Reservations.Release(context.WithoutCancel(ctx), scope, p.NonceKey); err != nil {
+		w.log.Warn("x402: releasing a reservation", "payment", p.ID, "err", err)
+	}
 }
 
 // Reconcile finishes what a crash or a slow chain left: verified payments whose call never
@@ -276,6 +297,8 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 				ledger.Patch{ErrorReason: "abandoned: the call did not complete, no result was delivered"})
 			if err != nil && !errors.Is(err, ledger.ErrConflict) {
 				errs = append(errs, err)
+			} else if err == nil {
+				w.release(ctx, p)
 			}
 		case p.Status == ledger.StatusSettling || (p.Status == ledger.StatusPending && len(p.RawTx) == 0 && p.BatchID == uuid.Nil):
 			// Handed to a facilitator: no transaction of ours to re-broadcast.
