@@ -258,7 +258,9 @@ func isNonceStale(err error) bool {
 
 // isNonceTooLow matches a nonce below the account's mined count: a transaction that can never
 // be mined.
-func isNonceTooLow(err error) bool { return strings.Contains(strings.ToLower(err.Error()), "nonce too low") }
+func isNonceTooLow(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "nonce too low")
+}
 
 // isAlreadyKnown matches a resubmission of a transaction the pool already holds.
 func isAlreadyKnown(err error) bool {

@@ -34,8 +34,8 @@ type paymentStack struct {
 	rails   []payments.Rail
 	reader  gateway.PaymentReader
 	idem    gateway.IdempotencyStore
-	webhook http.Handler        // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
-	flags   gateway.FlagChecker // payers flagged by that webhook; nil without the MPP rail
+	webhook http.Handler          // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
+	flags   gateway.FlagChecker   // payers flagged by that webhook; nil without the MPP rail
 	rdb     redis.UniversalClient // the claims' Redis; nil on the in-process ledger
 	payTo   string
 	network string // shown in the 402's network field
