@@ -929,9 +929,36 @@ func (f *x402Fixture) batchSettlement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lease.Close()
+	// A payer holding exactly two payments: batch mode answers before any money moves, so
+	// only the reservations stop a third call from being answered and never paid.
+	shortKey, _ := crypto.GenerateKey()
+	short := addr(shortKey)
+	minter, err := chain.NewSender(f.eth, mustKey(t, anvilKey0), big.NewInt(e2eChainID), chain.SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := minter.Send(f.ctx, f.token, chain.PackMint(short, big.NewInt(2*priceDryRun))); err != nil {
+		t.Fatal(err)
+	} else if _, err := minter.WaitReceipt(f.ctx, h, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 	const calls = 5
 	var ids []string
+	var shortAnswers []int
+	var shortRefusal string
 	held := func(ctx context.Context) error {
+		for i := range 3 {
+			body := dryRunBody(fmt.Sprintf("short-%d", i))
+			p := pay(t, f.offer(t, gc.base, body), shortKey, nil, nil)
+			r, err := f.sendErr("POST", gc.base+"/exec/tool", body, map[string]string{x402.HeaderPaymentSignature: p.header})
+			if err != nil {
+				return err
+			}
+			shortAnswers = append(shortAnswers, r.status)
+			if r.status != http.StatusOK {
+				shortRefusal = r.str("code")
+			}
+		}
 		for i := range calls {
 			res, err := c.Exec(ctx, dryRunCall(fmt.Sprintf("batch-%d", i)))
 			if err != nil {
@@ -998,7 +1025,17 @@ func (f *x402Fixture) batchSettlement(t *testing.T) {
 	if to := mustTx(t, f, tx).To(); to == nil || *to != f.batcher {
 		t.Fatalf("batch tx %s (receipt block %v) is not a call to the batcher %s", tx, r.BlockNumber, f.batcher.Hex())
 	}
-	f.expectMoved(t, before, map[string]int64{"payer2": -calls * priceDryRun, "payTo": calls * priceDryRun})
+	if !slices.Equal(shortAnswers, []int{200, 200, 402}) || shortRefusal != x402.ReasonInsufficientBalance {
+		t.Fatalf("a payer holding two payments got %v (%q) for three, want 200 200 402 %s", shortAnswers, shortRefusal, x402.ReasonInsufficientBalance)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for f.balance(t, short).Sign() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the short payer still holds %v: its two answered payments did not both settle", f.balance(t, short))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.expectMoved(t, before, map[string]int64{"payer2": -calls * priceDryRun, "payTo": (calls + 2) * priceDryRun})
 }
 
 // redisUnreachable (6): without Redis no nonce can be claimed, so a paid call is a 503 with
