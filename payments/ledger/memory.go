@@ -205,6 +205,28 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 	return out, nil
 }
 
+// MoveBatch is Ledger.MoveBatch in memory.
+func (m *Memory) MoveBatch(_ context.Context, from, to uuid.UUID) ([]Payment, error) {
+	if from == uuid.Nil || to == uuid.Nil || from == to {
+		return nil, invalid("moving a batch needs two different batch ids")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Payment
+	for _, p := range m.sorted() {
+		if p.BatchID != from || (p.Status != StatusSubmitted && p.Status != StatusPending) {
+			continue
+		}
+		p = p.clone()
+		p.BatchID = to
+		p.Attempts++
+		p.UpdatedAt = normalizeTime(time.Now())
+		m.payments[p.ID] = p
+		out = append(out, p.clone())
+	}
+	return out, nil
+}
+
 // TransitionBatch moves every member of a batch that is in from to to.
 func (m *Memory) TransitionBatch(_ context.Context, batchID uuid.UUID, from []Status, to Status, patch Patch) ([]Payment, error) {
 	if err := checkTransition(from, to, patch); err != nil {

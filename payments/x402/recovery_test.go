@@ -196,6 +196,40 @@ func TestRecoveryAfterACrash(t *testing.T) {
 		}
 	})
 
+	t.Run("batch transaction recorded, then another took its nonce: recovery settles its payments in a new batch", func(t *testing.T) {
+		before := r.balance(t)
+		rail := r.rail(t, SettleBatch, r.settler)
+		a := r.verify(t, rail)
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("batch settle: %+v %v", s, err)
+		}
+		crashing := NewWorker(WorkerConfig{Network: r.net, Batcher: r.dev.Addresses().Batcher, ReceiptTimeout: 10 * time.Second}, r.book, crashAfterPersist{r.sender}, r.settler)
+		if _, err := crashing.SettleBatch(ctx); !errors.Is(err, errCrash) {
+			t.Fatalf("SettleBatch with a crash before broadcast = %v", err)
+		}
+		p, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		dead := p.BatchID
+		h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(common.Address{0x43}, big.NewInt(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := r.worker.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after, _ := r.book.Get(ctx, uuid.MustParse(a.Reference))
+		if after.Status != ledger.StatusSettled || after.BatchID == dead || after.BatchID == uuid.Nil {
+			t.Fatalf("after recovery: %s in batch %s (dead %s), want settled in a new batch", after.Status, after.BatchID, dead)
+		}
+		if got := new(big.Int).Sub(r.balance(t), before); got.Cmp(price) != 0 {
+			t.Fatalf("payTo gained %v, want exactly %v", got, price)
+		}
+	})
+
 	t.Run("batch claimed, then the process died before recording its transaction: recovery settles it once", func(t *testing.T) {
 		before := r.balance(t)
 		rail := r.rail(t, SettleBatch, r.settler)

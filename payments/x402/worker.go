@@ -29,6 +29,7 @@ type batchBook interface {
 type recoveryBook interface {
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
+	MoveBatch(ctx context.Context, from, to uuid.UUID) ([]ledger.Payment, error)
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 }
 
@@ -372,6 +373,17 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		auths = append(auths, a)
 	}
 	hash, err := w.sender.Rebroadcast(ctx, b.RawTx)
+	if errors.Is(err, chain.ErrTxDead) {
+		// Another transaction took its nonce: it will never be mined and settled none of
+		// them. Its members go to a new batch, signed now for the first time.
+		next := uuid.New()
+		w.log.Warn("x402: batch transaction is dead; settling its payments in a new batch", "batch", batchID, "tx", b.TxHash, "new_batch", next)
+		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
+		if err != nil || len(moved) == 0 {
+			return err
+		}
+		return w.sendBatch(ctx, next, moved)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,34 @@
+package ledger
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// MoveBatch moves the unfinished members (submitted or pending) of batch from to a new batch
+// to, and returns them. Call it only when from's recorded transaction can never be mined (the
+// node refused it as "nonce too low" and holds no receipt of it): from's row in
+// payment_batches stays as it was, the record of a transaction that died, and the members are
+// settled by to's transaction, recorded with RecordBatchTx before it is broadcast. It needs
+// Postgres: unreachable is ErrUnavailable.
+func (l *Ledger) MoveBatch(ctx context.Context, from, to uuid.UUID) ([]Payment, error) {
+	if from == uuid.Nil || to == uuid.Nil || from == to {
+		return nil, invalid("moving a batch needs two different batch ids")
+	}
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	rows, err := l.pool.Query(qctx, `UPDATE payments SET batch_id = $2::uuid, attempts = attempts + 1, updated_at = now()
+		WHERE batch_id = $1::uuid AND status IN ('submitted', 'pending')
+		RETURNING `+paymentColumns(""), from.String(), to.String())
+	if err != nil {
+		return nil, dbError(ctx, "move batch "+from.String(), err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Payment, error) { return scanPayment(r) })
+	if err != nil {
+		return nil, dbError(ctx, "move batch "+from.String(), err)
+	}
+	sortByCreated(out)
+	return out, nil
+}
