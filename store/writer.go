@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/secureexec/secureexec/internal/segspool"
 )
 
 // WriterOptions tunes a Writer; zero values take the defaults in brackets.
@@ -103,7 +105,7 @@ type Writer struct {
 	backend Backend
 	opts    WriterOptions
 	log     *slog.Logger
-	spool   *spool
+	spool   *segspool.Spool
 	index   *pendingIndex
 
 	gate   sync.RWMutex // Submit holds it shared; Close takes it to turn Submit away from the queue
@@ -162,7 +164,7 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 		replayCtx:    ctx,
 		cancelReplay: cancel,
 	}
-	if d := sp.entries.Load(); d > 0 {
+	if d := sp.Lines(); d > 0 {
 		w.log.Info("audit spool has entries from an earlier run; replaying", "entries", d, "dir", opts.SpoolPath)
 	}
 	w.wg.Add(2 + w.opts.Workers)
@@ -258,8 +260,8 @@ func (w *Writer) Stats() Stats {
 		Lost:        w.lost.Load(),
 		WriteErrors: w.writeErrors.Load(),
 		QueueDepth:  len(w.queue),
-		SpoolDepth:  w.spool.entries.Load(),
-		SpoolBytes:  w.spool.bytes.Load(),
+		SpoolDepth:  w.spool.Lines(),
+		SpoolBytes:  w.spool.Bytes(),
 		Degraded:    w.degraded.Load(),
 	}
 }
@@ -276,7 +278,7 @@ func (w *Writer) Close() error {
 		w.cancelReplay()
 		w.wg.Wait()
 		w.drainSpool()
-		w.closeErr = w.spool.close()
+		w.closeErr = w.spool.Close()
 	})
 	return w.closeErr
 }
@@ -289,14 +291,14 @@ const closeReplayTimeout = 15 * time.Second
 // it cannot write stays spooled and is replayed at the next start. Every goroutine is
 // stopped by now, so the replay context can be replaced.
 func (w *Writer) drainSpool() {
-	if w.spool.entries.Load() == 0 {
+	if w.spool.Lines() == 0 {
 		return
 	}
 	w.replayCtx, w.cancelReplay = context.WithTimeout(context.Background(), closeReplayTimeout)
 	defer w.cancelReplay()
 	if err := w.replayAll(); err != nil {
 		w.log.Warn("audit spool not fully replayed at close; the rest is replayed at the next start",
-			"err", err, "spool_entries", w.spool.entries.Load())
+			"err", err, "spool_entries", w.spool.Lines())
 	}
 }
 
@@ -421,7 +423,7 @@ func (w *Writer) appendSpool(enc *spoolEncoder) {
 	if enc.lines == 0 {
 		return
 	}
-	if err := w.spool.append(enc.buf.Bytes(), enc.lines); err != nil {
+	if err := w.spool.Append(enc.buf.Bytes(), enc.lines); err != nil {
 		w.lost.Add(uint64(enc.lines))
 		w.log.Error("audit spool write failed; entries lost", "err", err, "entries", enc.lines)
 		return
@@ -485,7 +487,7 @@ func (w *Writer) runReplayer() {
 			}
 			wait = w.nextBackoff(wait)
 			w.log.Warn("audit spool replay failed; retrying", "err", err, "retry_in", wait,
-				"spool_entries", w.spool.entries.Load())
+				"spool_entries", w.spool.Lines())
 			continue
 		}
 		wait = 0
@@ -518,7 +520,7 @@ func (w *Writer) replayAll() error {
 		if err := w.replayCtx.Err(); err != nil {
 			return err
 		}
-		seg, err := w.spool.next()
+		seg, err := w.spool.Next()
 		if err != nil {
 			return err
 		}
@@ -531,18 +533,18 @@ func (w *Writer) replayAll() error {
 		if err := w.replaySegment(seg); err != nil {
 			return err
 		}
-		if err := w.spool.remove(seg); err != nil {
+		if err := w.spool.Remove(seg); err != nil {
 			return err
 		}
 	}
 }
 
-func (w *Writer) replaySegment(seg *segment) error {
-	sr, err := openSegment(seg)
+func (w *Writer) replaySegment(seg *segspool.Segment) error {
+	sr, err := w.spool.OpenSegment(seg)
 	if err != nil {
 		return err
 	}
-	defer sr.close()
+	defer sr.Close()
 	chunk := make([]Entry, 0, w.opts.ReplayBatchSize)
 	var chunkLines int64 // lines behind chunk, bad ones included
 	writeChunk := func() error {
@@ -563,15 +565,15 @@ func (w *Writer) replaySegment(seg *segment) error {
 			// rest of the spool drains.
 			w.degraded.Store(false)
 		}
-		seg.offset = sr.off
-		w.spool.consumed(chunkLines)
+		seg.Offset = sr.Offset()
+		w.spool.Consumed(chunkLines)
 		clear(chunk)
 		chunk = chunk[:0]
 		chunkLines = 0
 		return nil
 	}
 	for {
-		line, torn, err := sr.next()
+		line, torn, err := sr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -580,7 +582,7 @@ func (w *Writer) replaySegment(seg *segment) error {
 		}
 		chunkLines++
 		if torn {
-			w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.path)
+			w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.Path)
 			w.deadLetterLine(line, "torn_spool_line")
 			continue
 		}
@@ -618,7 +620,7 @@ func (w *Writer) deadLetterLine(line []byte, reason string) {
 func (w *Writer) writeDeadLetter(d deadLetter) {
 	b, err := json.Marshal(d)
 	if err == nil {
-		err = w.spool.appendDeadLetter(append(b, '\n'))
+		err = w.spool.AppendDeadLetter(append(b, '\n'))
 	}
 	if err != nil {
 		w.lost.Add(1)

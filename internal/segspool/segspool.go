@@ -1,0 +1,355 @@
+// Package segspool is a crash-safe local spool: a directory of append-only segment files of
+// lines, each append fsynced before it returns, read back oldest segment first and deleted
+// only once every line of it is consumed. The audit writer (store) and the payments ledger
+// (payments/ledger) keep what their database could not take yet in one.
+//
+// A crash at any point loses nothing that an Append returned nil for: a segment's name is
+// fsynced into the directory when it is created, every append is fsynced, and a segment is
+// removed only after its consumer says it is done. A crash mid-append leaves at most one torn
+// last line, which the Reader reports as such. Consumers make replay idempotent themselves (a
+// segment replayed twice, after a crash between consuming it and removing it).
+package segspool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Options configures a Spool.
+type Options struct {
+	// Prefix and Suffix name the segment files: <Prefix><20-digit sequence><Suffix>.
+	Prefix, Suffix string
+	// SegmentBytes is the size at which a segment is sealed and a new one started.
+	SegmentBytes int64
+	// MaxBytes, when positive, caps the spool's size on disk: past it Append fails with ErrFull,
+	// and the caller fails closed instead of filling the disk.
+	MaxBytes int64
+	// MaxLineBytes, when positive, bounds the lines a Reader returns; a longer one is returned
+	// cut and marked torn (it is not ours).
+	MaxLineBytes int
+	// DeadLetterName is the file in the spool's directory where AppendDeadLetter keeps what
+	// can never be replayed.
+	DeadLetterName string
+}
+
+// ErrFull: the spool holds Options.MaxBytes already.
+var ErrFull = errors.New("spool_full")
+
+// Segment is one spool file. Offset is the consumer's progress through it; only the consumer
+// touches it.
+type Segment struct {
+	Seq    uint64
+	Path   string
+	Size   int64
+	Lines  int64
+	Offset int64
+}
+
+// Spool is a directory of segments. Appends go to the active segment; the consumer reads
+// sealed ones, the active one being sealed when nothing older is left.
+type Spool struct {
+	dir  string
+	opts Options
+
+	mu      sync.Mutex
+	active  *os.File
+	current *Segment   // the segment appends go to; nil until the first append
+	sealed  []*Segment // oldest first; immutable files
+	nextSeq uint64
+	closed  bool
+
+	lines atomic.Int64 // appended and not yet consumed
+	bytes atomic.Int64 // in segments not yet removed
+
+	deadMu sync.Mutex
+}
+
+// Open opens dir, creating it if needed. Segments left by an earlier process are sealed and
+// come first.
+func Open(dir string, opts Options) (*Spool, error) {
+	if opts.Prefix == "" || opts.SegmentBytes <= 0 {
+		return nil, errors.New("spool: a segment prefix and a positive segment size are required")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: dir: %w", err)
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, opts.Prefix+"*"+opts.Suffix))
+	if err != nil {
+		return nil, fmt.Errorf("spool: list: %w", err)
+	}
+	s := &Spool{dir: dir, opts: opts, nextSeq: 1}
+	for _, path := range paths {
+		var seq uint64
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), opts.Prefix), opts.Suffix)
+		if _, err := fmt.Sscanf(name, "%d", &seq); err != nil || fmt.Sprintf("%020d", seq) != name {
+			continue // not a segment of ours
+		}
+		size, lines, err := countLines(path)
+		if err != nil {
+			return nil, fmt.Errorf("spool: read %s: %w", path, err)
+		}
+		s.sealed = append(s.sealed, &Segment{Seq: seq, Path: path, Size: size, Lines: lines})
+		s.lines.Add(lines)
+		s.bytes.Add(size)
+		s.nextSeq = max(s.nextSeq, seq+1)
+	}
+	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].Seq < s.sealed[j].Seq })
+	return s, nil
+}
+
+// countLines counts a segment's lines, an unterminated last one (a torn append) included.
+func countLines(path string) (size, lines int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	last := byte('\n')
+	for {
+		n, err := f.Read(buf)
+		size += int64(n)
+		lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
+		if n > 0 {
+			last = buf[n-1]
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	if last != '\n' {
+		lines++
+	}
+	return size, lines, nil
+}
+
+// Lines is how many appended lines are not consumed yet.
+func (s *Spool) Lines() int64 { return s.lines.Load() }
+
+// Bytes is the size of the segments not removed yet.
+func (s *Spool) Bytes() int64 { return s.bytes.Load() }
+
+// Consumed records that n lines reached their destination (or the dead-letter file).
+func (s *Spool) Consumed(n int64) { s.lines.Add(-n) }
+
+// Append writes data, which must be lines complete lines each ending in '\n', and fsyncs it
+// before returning: a nil error means they survive a crash. After Close it still works, each
+// append sealing its segment at once, so a line written during shutdown is kept for the next
+// process rather than lost.
+func (s *Spool) Append(data []byte, lines int) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if data[len(data)-1] != '\n' {
+		return errors.New("spool: an append must end with a newline")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.MaxBytes > 0 && s.bytes.Load()+int64(len(data)) > s.opts.MaxBytes {
+		return ErrFull
+	}
+	if s.active == nil {
+		if err := s.startSegment(); err != nil {
+			return err
+		}
+	}
+	if _, err := s.active.Write(data); err != nil {
+		// Cut a partial write off, so the next append does not glue onto a torn line.
+		_ = s.active.Truncate(s.current.Size)
+		return fmt.Errorf("spool: write: %w", err)
+	}
+	// The bytes are in the file even if fsync fails, so they stay accounted for either way:
+	// a later truncation must not cut them, and replaying them is harmless.
+	s.current.Size += int64(len(data))
+	s.current.Lines += int64(lines)
+	s.lines.Add(int64(lines))
+	s.bytes.Add(int64(len(data)))
+	if err := s.active.Sync(); err != nil {
+		return fmt.Errorf("spool: fsync: %w", err)
+	}
+	if s.closed || s.current.Size >= s.opts.SegmentBytes {
+		return s.sealLocked()
+	}
+	return nil
+}
+
+func (s *Spool) startSegment() error {
+	seg := &Segment{Seq: s.nextSeq}
+	seg.Path = filepath.Join(s.dir, fmt.Sprintf("%s%020d%s", s.opts.Prefix, seg.Seq, s.opts.Suffix))
+	f, err := os.OpenFile(seg.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: create segment: %w", err)
+	}
+	// The new name must survive a crash too, not only its contents.
+	if err := syncDir(s.dir); err != nil {
+		_ = f.Close()
+		_ = os.Remove(seg.Path)
+		return err
+	}
+	s.nextSeq++
+	s.active, s.current = f, seg
+	return nil
+}
+
+// sealLocked closes the active segment and queues it for the consumer; the next append starts
+// a new one.
+func (s *Spool) sealLocked() error {
+	if s.active == nil {
+		return nil
+	}
+	err := s.active.Close()
+	s.sealed = append(s.sealed, s.current)
+	s.active, s.current = nil, nil
+	if err != nil {
+		return fmt.Errorf("spool: close segment: %w", err)
+	}
+	return nil
+}
+
+// Next returns the oldest sealed segment, sealing the active one when nothing older is left,
+// or nil when the spool is empty.
+func (s *Spool) Next() (*Segment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sealed) == 0 && s.current != nil && s.current.Size > 0 {
+		if err := s.sealLocked(); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.sealed) == 0 {
+		return nil, nil
+	}
+	return s.sealed[0], nil
+}
+
+// Segments returns the sealed segments, oldest first.
+func (s *Spool) Segments() []*Segment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sealed)
+}
+
+// Remove deletes the oldest sealed segment, every line of which is consumed.
+func (s *Spool) Remove(seg *Segment) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sealed) == 0 || s.sealed[0] != seg {
+		return fmt.Errorf("spool: remove %s: not the oldest sealed segment", seg.Path)
+	}
+	if err := os.Remove(seg.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove: %w", err)
+	}
+	s.sealed = s.sealed[1:]
+	s.bytes.Add(-seg.Size)
+	return syncDir(s.dir)
+}
+
+// Close seals the active segment; later appends still work (see Append).
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return s.sealLocked()
+}
+
+// AppendDeadLetter appends record (one or more complete lines) to the dead-letter file and
+// fsyncs it: what can never be replayed, kept for an operator. The file is never replayed.
+func (s *Spool) AppendDeadLetter(record []byte) error {
+	if s.opts.DeadLetterName == "" {
+		return errors.New("spool: no dead-letter file configured")
+	}
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	f, err := os.OpenFile(filepath.Join(s.dir, s.opts.DeadLetterName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: dead-letter open: %w", err)
+	}
+	_, werr := f.Write(record)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fmt.Errorf("spool: dead-letter write: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("spool: dir sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("spool: dir sync: %w", err)
+	}
+	return nil
+}
+
+// Reader reads a sealed segment's lines from its Offset.
+type Reader struct {
+	f       *os.File
+	r       *bufio.Reader
+	off     int64
+	maxLine int
+}
+
+// OpenSegment opens seg for reading at seg.Offset; maxLine is Options.MaxLineBytes.
+func (s *Spool) OpenSegment(seg *Segment) (*Reader, error) {
+	f, err := os.Open(seg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open segment: %w", err)
+	}
+	if _, err := f.Seek(seg.Offset, io.SeekStart); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("spool: seek: %w", err)
+	}
+	return &Reader{f: f, r: bufio.NewReaderSize(f, 256<<10), off: seg.Offset, maxLine: s.opts.MaxLineBytes}, nil
+}
+
+// Offset is the position after the last line returned.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Next returns the next line without its newline; torn is true for an unterminated last line
+// (a crash mid-append) or one longer than MaxLineBytes (returned cut). io.EOF ends the segment.
+func (r *Reader) Next() (line []byte, torn bool, err error) {
+	for {
+		chunk, err := r.r.ReadSlice('\n')
+		r.off += int64(len(chunk))
+		if r.maxLine <= 0 || len(line)+len(chunk) <= r.maxLine {
+			line = append(line, chunk...)
+		} else {
+			torn = true
+		}
+		switch {
+		case err == nil && torn:
+			return line, true, nil
+		case err == nil:
+			return line[:len(line)-1], false, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(line) == 0 && !torn {
+				return nil, false, io.EOF
+			}
+			return line, true, nil
+		default:
+			return nil, false, fmt.Errorf("spool: read: %w", err)
+		}
+	}
+}
+
+// Close closes the segment file.
+func (r *Reader) Close() { _ = r.f.Close() }

@@ -1,0 +1,204 @@
+package segspool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func testOptions(segmentBytes int64) Options {
+	return Options{Prefix: "segment-", Suffix: ".jsonl", SegmentBytes: segmentBytes, DeadLetterName: "dead.jsonl"}
+}
+
+// TestSegments: appends seal segments at their size, a reopened spool counts every leftover
+// line, and reading it back yields every line in order; removed segments leave nothing behind.
+func TestSegments(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, testOptions(1024)) // tiny segments: every few appends seal one
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 40
+	for i := range total {
+		line := fmt.Sprintf(`{"n":%d,"pad":%q}`+"\n", i, strings.Repeat("x", 100))
+		if err := s.Append([]byte(line), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.Lines() != total {
+		t.Fatalf("lines = %d, want %d", s.Lines(), total)
+	}
+	if n := len(s.Segments()); n < 4 {
+		t.Fatalf("only %d sealed segments with 1 KiB segments", n)
+	}
+	if err := s.Append([]byte("no newline"), 1); err == nil {
+		t.Fatal("an append without its newline was taken")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Lines() != total {
+		t.Fatalf("reopened spool counts %d lines, want %d", s2.Lines(), total)
+	}
+	leftovers := s2.Segments()
+	last := leftovers[len(leftovers)-1].Seq
+	want := 0
+	for {
+		seg, err := s2.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seg == nil {
+			break
+		}
+		r, err := s2.OpenSegment(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			line, torn, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil || torn {
+				t.Fatalf("line: torn=%v err=%v", torn, err)
+			}
+			if !strings.HasPrefix(string(line), fmt.Sprintf(`{"n":%d,`, want)) {
+				t.Fatalf("line %d out of order: %s", want, line)
+			}
+			want++
+		}
+		r.Close()
+		s2.Consumed(seg.Lines)
+		if err := s2.Remove(seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want != total || s2.Lines() != 0 || s2.Bytes() != 0 {
+		t.Fatalf("read %d of %d; lines %d bytes %d left", want, total, s2.Lines(), s2.Bytes())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "segment-*")); len(left) != 0 {
+		t.Fatalf("segments left: %v", left)
+	}
+	// A new append after leftovers never reuses a leftover's number.
+	if err := s2.Append([]byte("new\n"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if seg, err := s2.Next(); err != nil || seg == nil || seg.Seq <= last {
+		t.Fatalf("new segment %+v (%v) after leftovers up to %d", seg, err, last)
+	}
+	r, _ := s2.OpenSegment(mustNext(t, s2))
+	if line, _, err := r.Next(); err != nil || string(line) != "new" {
+		t.Fatalf("%q %v", line, err)
+	}
+	r.Close()
+}
+
+func mustNext(t *testing.T, s *Spool) *Segment {
+	t.Helper()
+	seg, err := s.Next()
+	if err != nil || seg == nil {
+		t.Fatalf("next: %v %v", seg, err)
+	}
+	return seg
+}
+
+// TestLimits: MaxBytes refuses appends past it; MaxLineBytes returns a longer line cut and torn;
+// the dead-letter file keeps what it is given; a file that is not a segment is left alone.
+func TestLimits(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "segment-7.jsonl"), []byte("not ours\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions(1 << 20)
+	opts.MaxBytes, opts.MaxLineBytes = 100, 10
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Lines() != 0 {
+		t.Fatalf("a file named unlike a segment was counted: %d lines", s.Lines())
+	}
+	if err := s.Append([]byte(strings.Repeat("a", 40)+"\nshort\n"), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append([]byte(strings.Repeat("b", 60)+"\n"), 1); !errors.Is(err, ErrFull) {
+		t.Fatalf("an append past MaxBytes = %v, want ErrFull", err)
+	}
+	seg, err := s.Next()
+	if err != nil || seg == nil {
+		t.Fatal(seg, err)
+	}
+	r, err := s.OpenSegment(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if line, torn, err := r.Next(); err != nil || !torn || len(line) > 10 {
+		t.Fatalf("a 40-byte line with MaxLineBytes 10: %q torn=%v err=%v", line, torn, err)
+	}
+	if line, torn, err := r.Next(); err != nil || torn || string(line) != "short" {
+		t.Fatalf("the next line: %q torn=%v err=%v", line, torn, err)
+	}
+	if err := s.AppendDeadLetter([]byte("kept\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "dead.jsonl")); err != nil || string(b) != "kept\n" {
+		t.Fatalf("dead letter: %q %v", b, err)
+	}
+}
+
+// FuzzSegmentReader: whatever a segment file holds (a crash can leave anything), reading it
+// never panics and yields exactly the lines and bytes the spool counted when it opened.
+func FuzzSegmentReader(f *testing.F) {
+	f.Add([]byte("{\"jobId\":\"x\"}\n{\"jobId\""), 0)
+	f.Add([]byte("\n\n\n"), 0)
+	f.Add([]byte(""), 4)
+	f.Add([]byte("no newline at all"), 3)
+	f.Fuzz(func(t *testing.T, data []byte, maxLine int) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "segment-00000000000000000001.jsonl"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opts := testOptions(1 << 20)
+		opts.MaxLineBytes = maxLine % 64
+		s, err := Open(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg, err := s.Next()
+		if err != nil || seg == nil {
+			t.Fatalf("next = %v, %v", seg, err)
+		}
+		r, err := s.OpenSegment(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var lines int64
+		for {
+			line, _, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if opts.MaxLineBytes > 0 && len(line) > opts.MaxLineBytes+1 {
+				t.Fatalf("a %d-byte line with MaxLineBytes %d", len(line), opts.MaxLineBytes)
+			}
+			lines++
+		}
+		if lines != seg.Lines || r.Offset() != seg.Size {
+			t.Fatalf("read %d lines / %d bytes, spool counted %d / %d", lines, r.Offset(), seg.Lines, seg.Size)
+		}
+	})
+}
