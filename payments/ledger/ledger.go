@@ -90,6 +90,10 @@ type Ledger struct {
 	log   *slog.Logger
 	spool *spool
 
+	// Concurrent creates and common moves share statements (paymentbatch.go).
+	creates *coalescer[Payment, struct{}]
+	moves   *coalescer[moveReq, Payment]
+
 	mu   sync.Mutex // guards held; held across a spooled move's append so moves keep their order
 	held map[uuid.UUID]*heldPayment
 
@@ -139,6 +143,7 @@ func Open(pool *pgxpool.Pool, opts Options) (*Ledger, error) {
 		held: map[uuid.UUID]*heldPayment{}, signal: make(chan struct{}, 1), stop: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
 	}
+	l.creates, l.moves = newPaymentWriter(l), newMoveWriter(l)
 	if n := sp.lines.Load(); n > 0 {
 		l.rebuildHeld()
 		l.log.Info("payments spool has operations from an earlier run; replaying", "operations", n, "dir", opts.SpoolDir)
@@ -195,7 +200,7 @@ func (l *Ledger) Create(ctx context.Context, p Payment) error {
 	}
 	sure := true
 	if !l.degraded.Load() {
-		err := l.insertPayment(ctx, p)
+		err := l.createPayment(ctx, p)
 		switch {
 		case err == nil:
 			return nil
@@ -287,11 +292,27 @@ func (l *Ledger) Transition(ctx context.Context, id uuid.UUID, from []Status, to
 	if p, done, err := l.transitionHeld(ctx, id, from, to, patch, at); done {
 		return p, err
 	}
+	return l.moveDB(ctx, moveReq{id: id, from: from, to: to, patch: patch, at: at})
+}
+
+// moveDB is a move in Postgres: through the shared statement when it can be, else (or when
+// the shared statement did not move the payment) alone, where moveError says why not.
+func (l *Ledger) moveDB(ctx context.Context, m moveReq) (Payment, error) {
+	if batchable(m.patch) {
+		p, alone, err := l.moves.submit(ctx, m)
+		switch {
+		case alone:
+		case err != nil:
+			return Payment{}, l.moveError(ctx, m.id, m.from, err)
+		default:
+			return p, nil
+		}
+	}
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
-	p, err := transitionRow(qctx, l.pool, id, from, to, patch, at)
+	p, err := transitionRow(qctx, l.pool, m.id, m.from, m.to, m.patch, m.at)
 	if err != nil {
-		return Payment{}, l.moveError(ctx, id, from, err)
+		return Payment{}, l.moveError(ctx, m.id, m.from, err)
 	}
 	return p, nil
 }
