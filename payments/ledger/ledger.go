@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/secureexec/secureexec/internal/segspool"
 )
 
 // Options tunes a Ledger; zero values take the defaults in brackets.
@@ -88,7 +90,7 @@ type Ledger struct {
 	pool  *pgxpool.Pool
 	opts  Options
 	log   *slog.Logger
-	spool *spool
+	spool *segspool.Spool
 
 	// Concurrent creates and common moves share statements (paymentbatch.go).
 	creates *coalescer[Payment, struct{}]
@@ -144,7 +146,7 @@ func Open(pool *pgxpool.Pool, opts Options) (*Ledger, error) {
 		ctx: ctx, cancel: cancel,
 	}
 	l.creates, l.moves = newPaymentWriter(l), newMoveWriter(l)
-	if n := sp.lines.Load(); n > 0 {
+	if n := sp.Lines(); n > 0 {
 		l.rebuildHeld()
 		l.log.Info("payments spool has operations from an earlier run; replaying", "operations", n, "dir", opts.SpoolDir)
 	}
@@ -161,7 +163,7 @@ func (l *Ledger) Close() error {
 		close(l.stop)
 		l.cancel()
 		l.wg.Wait()
-		l.closeErr = l.spool.close()
+		l.closeErr = l.spool.Close()
 	})
 	return l.closeErr
 }
@@ -173,7 +175,7 @@ func (l *Ledger) Stats() Stats {
 	l.mu.Unlock()
 	return Stats{
 		Spooled: l.spooled.Load(), Replayed: l.replayed.Load(), Rejected: l.rejected.Load(),
-		Unreadable: l.unreadable.Load(), SpoolDepth: l.spool.lines.Load(), SpoolBytes: l.spool.bytes.Load(),
+		Unreadable: l.unreadable.Load(), SpoolDepth: l.spool.Lines(), SpoolBytes: l.spool.Bytes(),
 		Held: held, Degraded: l.degraded.Load(),
 	}
 }
@@ -724,7 +726,7 @@ func (l *Ledger) appendOp(op *spoolOp) error {
 	if err != nil {
 		return err
 	}
-	if err := l.spool.append(line); err != nil {
+	if err := appendLine(l.spool, line); err != nil {
 		l.log.Error("payments spool append failed", "err", err, "kind", op.Kind, "subject", op.subject())
 		return err
 	}

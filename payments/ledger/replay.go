@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/secureexec/secureexec/internal/segspool"
 )
 
 // Why a spooled operation was not applied, as recorded in payment_spool_log.reason.
@@ -46,7 +48,7 @@ func (l *Ledger) runReplayer() {
 				return
 			}
 			wait = l.nextBackoff(wait)
-			l.log.Warn("payments spool replay failed; retrying", "err", err, "retry_in", wait, "spool_operations", l.spool.lines.Load())
+			l.log.Warn("payments spool replay failed; retrying", "err", err, "retry_in", wait, "spool_operations", l.spool.Lines())
 			continue
 		}
 		wait = 0
@@ -70,7 +72,7 @@ func (l *Ledger) replayAll() error {
 		if err := l.ctx.Err(); err != nil {
 			return err
 		}
-		seg, err := l.spool.next()
+		seg, err := l.spool.Next()
 		if err != nil {
 			return err
 		}
@@ -81,20 +83,20 @@ func (l *Ledger) replayAll() error {
 		if err := l.replaySegment(seg); err != nil {
 			return err
 		}
-		if err := l.spool.remove(seg); err != nil {
+		if err := l.spool.Remove(seg); err != nil {
 			return err
 		}
 	}
 }
 
-func (l *Ledger) replaySegment(seg *segment) error {
-	sr, err := openSegment(seg)
+func (l *Ledger) replaySegment(seg *segspool.Segment) error {
+	sr, err := l.spool.OpenSegment(seg)
 	if err != nil {
 		return err
 	}
-	defer sr.close()
+	defer sr.Close()
 	for {
-		line, torn, err := sr.next()
+		line, torn, err := sr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -115,8 +117,8 @@ func (l *Ledger) replaySegment(seg *segment) error {
 				return err
 			}
 		}
-		seg.offset = sr.off
-		l.spool.lines.Add(-1)
+		seg.Offset = sr.Offset()
+		l.spool.Consumed(1)
 		if decodeErr == nil {
 			l.release(op.paymentID())
 		}
@@ -127,7 +129,7 @@ func (l *Ledger) replaySegment(seg *segment) error {
 func (l *Ledger) setAside(line []byte, reason string) {
 	l.unreadable.Add(1)
 	l.log.Error("payments spool line unreadable; kept in the dead-letter file", "reason", reason, "bytes", len(line))
-	if err := l.spool.deadLetter(line, reason); err != nil {
+	if err := setAside(l.spool, line, reason); err != nil {
 		l.log.Error("payments spool dead-letter write failed", "err", err)
 	}
 }
@@ -303,14 +305,14 @@ func insertNonce(ctx context.Context, q querier, n nonceRow) (fresh bool, have u
 func (l *Ledger) rebuildHeld() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, seg := range l.spool.segments() {
-		sr, err := openSegment(seg)
+	for _, seg := range l.spool.Segments() {
+		sr, err := l.spool.OpenSegment(seg)
 		if err != nil {
 			l.log.Warn("payments spool segment unreadable at start", "err", err)
 			continue
 		}
 		for {
-			line, torn, err := sr.next()
+			line, torn, err := sr.Next()
 			if err != nil {
 				break
 			}
@@ -342,6 +344,6 @@ func (l *Ledger) rebuildHeld() {
 				}
 			}
 		}
-		sr.close()
+		sr.Close()
 	}
 }

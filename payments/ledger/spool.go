@@ -1,22 +1,15 @@
 package ledger
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
-	"os"
-	"path/filepath"
-	"slices"
-	"sort"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/internal/segspool"
 )
 
 // The spool keeps, on local disk, the operations this replica could not write to Postgres:
@@ -168,204 +161,32 @@ func (p patchLine) patch() Patch {
 	return Patch{JobID: p.JobID, TxHash: p.TxHash, RawTx: p.RawTx, BatchID: p.BatchID, ErrorReason: p.ErrorReason, Attempt: p.Attempt}
 }
 
-// segment is one spool file; offset is how far the replayer got, touched only by it.
-type segment struct {
-	seq    uint64
-	path   string
-	size   int64
-	lines  int64
-	offset int64
-}
+// maxLineBytes bounds one spool line: a payment with the largest payload and transaction,
+// base64-encoded, with room to spare. A longer line is not ours and is set aside.
+const maxLineBytes = 4 * (MaxPayloadBytes + MaxRawTxBytes)
 
-// spool is the directory of segments. Appends go to the active segment; the replayer reads
-// sealed ones, sealing the active one when nothing older is left.
-type spool struct {
-	dir          string
-	segmentBytes int64
-	maxBytes     int64
-
-	mu      sync.Mutex
-	active  *os.File
-	current *segment
-	sealed  []*segment // oldest first
-	nextSeq uint64
-	closed  bool
-
-	lines atomic.Int64 // appended and not yet replayed
-	bytes atomic.Int64 // on disk
-
-	deadMu sync.Mutex
-}
-
-// errSpoolFull is returned by append when the spool holds maxBytes already: the caller fails
-// closed instead of filling the disk.
-var errSpoolFull = errors.New("ledger_spool_full")
-
-func openSpool(dir string, segmentBytes, maxBytes int64) (*spool, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("ledger: spool dir: %w", err)
-	}
-	paths, err := filepath.Glob(filepath.Join(dir, segPrefix+"*"+segSuffix))
+// openSpool opens the ledger's spool (internal/segspool): one operation per line, lines that
+// cannot be decoded set aside in deadLetterName beside the segments. Past maxBytes appends fail
+// (segspool.ErrFull) and the ledger fails closed instead of filling the disk.
+func openSpool(dir string, segmentBytes, maxBytes int64) (*segspool.Spool, error) {
+	sp, err := segspool.Open(dir, segspool.Options{
+		Prefix: segPrefix, Suffix: segSuffix, SegmentBytes: segmentBytes, MaxBytes: maxBytes,
+		MaxLineBytes: maxLineBytes, DeadLetterName: deadLetterName,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("ledger: spool list: %w", err)
+		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	s := &spool{dir: dir, segmentBytes: segmentBytes, maxBytes: maxBytes, nextSeq: 1}
-	for _, path := range paths {
-		var seq uint64
-		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), segPrefix), segSuffix)
-		if _, err := fmt.Sscanf(name, "%d", &seq); err != nil || fmt.Sprintf("%020d", seq) != name {
-			continue // not a segment of ours
-		}
-		size, lines, err := countLines(path)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: spool read %s: %w", path, err)
-		}
-		s.sealed = append(s.sealed, &segment{seq: seq, path: path, size: size, lines: lines})
-		s.lines.Add(lines)
-		s.bytes.Add(size)
-		s.nextSeq = max(s.nextSeq, seq+1)
-	}
-	sort.Slice(s.sealed, func(i, j int) bool { return s.sealed[i].seq < s.sealed[j].seq })
-	return s, nil
+	return sp, nil
 }
 
-// countLines counts a segment's lines, an unterminated last one (a torn append) included.
-func countLines(path string) (size, lines int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	r := bufio.NewReaderSize(f, 64<<10)
-	for {
-		b, err := r.ReadBytes('\n')
-		size += int64(len(b))
-		if len(b) > 0 {
-			lines++
-		}
-		if errors.Is(err, io.EOF) {
-			return size, lines, nil
-		}
-		if err != nil {
-			return 0, 0, err
-		}
-	}
+// appendLine writes one operation line (without its newline) and fsyncs it: a nil error means
+// the operation survives a crash.
+func appendLine(sp *segspool.Spool, line []byte) error {
+	return sp.Append(append(line[:len(line):len(line)], '\n'), 1)
 }
 
-// append writes one line (without its newline) and fsyncs it: a nil error means the operation
-// survives a crash.
-func (s *spool) append(line []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bytes.Load()+int64(len(line))+1 > s.maxBytes {
-		return errSpoolFull
-	}
-	if s.active == nil {
-		if err := s.startSegment(); err != nil {
-			return err
-		}
-	}
-	buf := make([]byte, 0, len(line)+1)
-	buf = append(append(buf, line...), '\n')
-	if _, err := s.active.Write(buf); err != nil {
-		// Cut the partial line off so the next append does not glue onto it.
-		_ = s.active.Truncate(s.current.size)
-		return fmt.Errorf("ledger: spool write: %w", err)
-	}
-	s.current.size += int64(len(buf))
-	s.current.lines++
-	s.lines.Add(1)
-	s.bytes.Add(int64(len(buf)))
-	if err := s.active.Sync(); err != nil {
-		// The bytes may be on disk: they stay accounted for, and replaying them is harmless.
-		return fmt.Errorf("ledger: spool fsync: %w", err)
-	}
-	if s.closed || s.current.size >= s.segmentBytes {
-		return s.sealLocked()
-	}
-	return nil
-}
-
-func (s *spool) startSegment() error {
-	seg := &segment{seq: s.nextSeq}
-	seg.path = filepath.Join(s.dir, fmt.Sprintf("%s%020d%s", segPrefix, seg.seq, segSuffix))
-	f, err := os.OpenFile(seg.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("ledger: spool segment: %w", err)
-	}
-	// The file's name must survive a crash as well as its contents.
-	if err := syncDir(s.dir); err != nil {
-		_ = f.Close()
-		_ = os.Remove(seg.path)
-		return err
-	}
-	s.nextSeq++
-	s.active, s.current = f, seg
-	return nil
-}
-
-func (s *spool) sealLocked() error {
-	if s.active == nil {
-		return nil
-	}
-	err := s.active.Close()
-	s.sealed = append(s.sealed, s.current)
-	s.active, s.current = nil, nil
-	if err != nil {
-		return fmt.Errorf("ledger: spool close segment: %w", err)
-	}
-	return nil
-}
-
-// next returns the oldest sealed segment, sealing the active one when nothing older is left,
-// or nil when the spool is empty.
-func (s *spool) next() (*segment, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.sealed) == 0 && s.current != nil && s.current.size > 0 {
-		if err := s.sealLocked(); err != nil {
-			return nil, err
-		}
-	}
-	if len(s.sealed) == 0 {
-		return nil, nil
-	}
-	return s.sealed[0], nil
-}
-
-// segments returns the sealed segments, oldest first (for rebuilding the overlay at open).
-func (s *spool) segments() []*segment {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.sealed)
-}
-
-// remove deletes a segment whose every line is applied.
-func (s *spool) remove(seg *segment) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.sealed) == 0 || s.sealed[0] != seg {
-		return fmt.Errorf("ledger: spool remove %s: not the oldest segment", seg.path)
-	}
-	if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("ledger: spool remove: %w", err)
-	}
-	s.sealed = s.sealed[1:]
-	s.bytes.Add(-seg.size)
-	return syncDir(s.dir)
-}
-
-// close seals the active segment. Appends still work after it, each sealing at once, so an
-// operation made during shutdown is kept for the next process rather than lost.
-func (s *spool) close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	return s.sealLocked()
-}
-
-// deadLetter keeps a line that cannot be decoded, for an operator; it is never replayed.
-func (s *spool) deadLetter(line []byte, reason string) error {
+// setAside keeps a line that cannot be decoded, for an operator; it is never replayed.
+func setAside(sp *segspool.Spool, line []byte, reason string) error {
 	rec, err := json.Marshal(struct {
 		At     time.Time `json:"at"`
 		Reason string    `json:"reason"`
@@ -374,83 +195,5 @@ func (s *spool) deadLetter(line []byte, reason string) error {
 	if err != nil {
 		return err
 	}
-	s.deadMu.Lock()
-	defer s.deadMu.Unlock()
-	f, err := os.OpenFile(filepath.Join(s.dir, deadLetterName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("ledger: dead-letter open: %w", err)
-	}
-	_, werr := f.Write(append(rec, '\n'))
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("ledger: dead-letter write: %w", err)
-	}
-	return nil
+	return sp.AppendDeadLetter(append(rec, '\n'))
 }
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ledger: spool dir sync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ledger: spool dir sync: %w", err)
-	}
-	return nil
-}
-
-// segmentReader reads a sealed segment's lines from an offset.
-type segmentReader struct {
-	f   *os.File
-	r   *bufio.Reader
-	off int64
-}
-
-// maxLineBytes bounds one spool line: a payment with the largest payload and transaction,
-// base64-encoded, with room to spare. A longer line is not ours and is set aside.
-const maxLineBytes = 4 * (MaxPayloadBytes + MaxRawTxBytes)
-
-func openSegment(seg *segment) (*segmentReader, error) {
-	f, err := os.Open(seg.path)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: spool open: %w", err)
-	}
-	if _, err := f.Seek(seg.offset, io.SeekStart); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("ledger: spool seek: %w", err)
-	}
-	return &segmentReader{f: f, r: bufio.NewReaderSize(f, 64<<10), off: seg.offset}, nil
-}
-
-// next returns the next line without its newline; torn is true for an unterminated last line
-// (a crash mid-append) or one longer than maxLineBytes. io.EOF ends the segment.
-func (sr *segmentReader) next() (line []byte, torn bool, err error) {
-	for {
-		chunk, err := sr.r.ReadSlice('\n')
-		sr.off += int64(len(chunk))
-		if len(line)+len(chunk) <= maxLineBytes {
-			line = append(line, chunk...)
-		} else {
-			torn = true
-		}
-		switch {
-		case err == nil && torn:
-			return line, true, nil
-		case err == nil:
-			return line[:len(line)-1], false, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
-			if len(line) == 0 && !torn {
-				return nil, false, io.EOF
-			}
-			return line, true, nil
-		default:
-			return nil, false, fmt.Errorf("ledger: spool read: %w", err)
-		}
-	}
-}
-
-func (sr *segmentReader) close() { _ = sr.f.Close() }
