@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/secureexec/secureexec/internal/jsonskip"
 	"github.com/secureexec/secureexec/internal/jsonstr"
 )
 
@@ -188,10 +190,10 @@ func jsonparseArgsFast(raw []byte) (a jsonparseCall, ok bool) {
 		return a, false
 	}
 	for i = jsonparseSkipSpace(raw, i+1); raw[i] != '}'; {
-		nameEnd := jsonparseStringEnd(raw, i)
+		nameEnd := jsonskip.StringEnd(raw, i)
 		name := raw[i:nameEnd]
 		start := jsonparseSkipSpace(raw, jsonparseSkipSpace(raw, nameEnd)+1) // past the colon
-		end := jsonparseValueEnd(raw, start)
+		end := jsonskip.ValueEnd(raw, start)
 		v := raw[start:end:end]
 		switch string(name) {
 		case `"data"`:
@@ -224,50 +226,6 @@ func jsonparseArgsFast(raw []byte) (a jsonparseCall, ok bool) {
 		}
 	}
 	return a, true
-}
-
-// jsonparseStringEnd returns the offset just past the string that starts at the quote b[i];
-// b is valid JSON.
-func jsonparseStringEnd(b []byte, i int) int {
-	for i++; ; i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-}
-
-// jsonparseValueEnd returns the offset just past the value that starts at b[i]; b is valid
-// JSON.
-func jsonparseValueEnd(b []byte, i int) int {
-	depth := 0
-	for i < len(b) {
-		switch b[i] {
-		case '"':
-			i = jsonparseStringEnd(b, i)
-			if depth == 0 {
-				return i
-			}
-			continue
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return i
-			}
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		case ',', ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return i
-			}
-		}
-		i++
-	}
-	return i
 }
 
 // jsonparseText parses input strictly and describes it. The returned error is a ToolError for

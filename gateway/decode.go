@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/secureexec/secureexec/internal/jsonskip"
 )
 
 // execRequest is the body of POST /exec/tool and /exec/simulate, as the seed defines it.
@@ -234,13 +236,13 @@ func decodeMembers(b []byte, member func(name, v []byte) bool) bool {
 		return false
 	}
 	for i = jsonSkipSpace(b, i+1); b[i] != '}'; {
-		nameEnd := jsonStringEnd(b, i)
+		nameEnd := jsonskip.StringEnd(b, i)
 		name := b[i+1 : nameEnd-1]
 		if bytes.IndexByte(name, '\\') >= 0 {
 			return false // an escaped name is not one the seed spells
 		}
 		start := jsonSkipSpace(b, jsonSkipSpace(b, nameEnd)+1) // past the colon
-		end := jsonValueEnd(b, start)
+		end := jsonskip.ValueEnd(b, start)
 		// Capped, so that appending to one raw value can never write over the next.
 		if !member(name, b[start:end:end]) {
 			return false
@@ -272,49 +274,6 @@ func decodeString(v []byte, dst *string) bool {
 
 func jsonSkipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// jsonStringEnd returns the offset just past the string that starts at the quote b[i]; b is
-// valid JSON.
-func jsonStringEnd(b []byte, i int) int {
-	for i++; ; i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-}
-
-// jsonValueEnd returns the offset just past the value that starts at b[i]; b is valid JSON.
-func jsonValueEnd(b []byte, i int) int {
-	depth := 0
-	for i < len(b) {
-		switch b[i] {
-		case '"':
-			i = jsonStringEnd(b, i)
-			if depth == 0 {
-				return i
-			}
-			continue
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return i
-			}
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		case ',', ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return i
-			}
-		}
 		i++
 	}
 	return i
