@@ -16,10 +16,10 @@ func nonceRowFor(key string) nonceRow {
 	return nonceRow{Key: key, ClaimID: uuid.New(), ClaimedAt: now, ExpiresAt: now.Add(time.Hour)}
 }
 
-func waits(rows ...nonceRow) []*nonceWait {
-	out := make([]*nonceWait, len(rows))
+func waits(rows ...nonceRow) []*batchWait[nonceRow, nonceOutcome] {
+	out := make([]*batchWait[nonceRow, nonceOutcome], len(rows))
 	for i, r := range rows {
-		out[i] = &nonceWait{ctx: context.Background(), row: r, done: make(chan struct{})}
+		out[i] = &batchWait[nonceRow, nonceOutcome]{ctx: context.Background(), req: r, done: make(chan struct{})}
 	}
 	return out
 }
@@ -32,7 +32,6 @@ func TestNonceWriterBatchOutcomes(t *testing.T) {
 	schema := newSchema(t)
 	pool := openPool(t, schema, "")
 	l := openLedger(t, pool, "")
-	w := &nonceWriter{l: l}
 	ctx := context.Background()
 
 	old := nonceRowFor("x402:old:" + randomHex(8))
@@ -43,15 +42,15 @@ func TestNonceWriterBatchOutcomes(t *testing.T) {
 	again := nonceRowFor(old.Key)
 	twice := nonceRowFor(a.Key)
 	batch := waits(a, again, b, twice)
-	w.write(batch)
+	l.writeNonces(ctx, batch)
 	for i, want := range []struct {
 		fresh bool
 		have  uuid.UUID
 	}{{true, a.ClaimID}, {false, old.ClaimID}, {true, b.ClaimID}, {false, a.ClaimID}} {
 		got := batch[i]
 		<-got.done
-		if got.err != nil || got.fresh != want.fresh || got.have != want.have {
-			t.Fatalf("row %d (%s): fresh %v have %v err %v; want fresh %v have %v", i, got.row.Key, got.fresh, got.have, got.err, want.fresh, want.have)
+		if got.err != nil || got.out.fresh != want.fresh || got.out.have != want.have {
+			t.Fatalf("row %d (%s): fresh %v have %v err %v; want fresh %v have %v", i, got.req.Key, got.out.fresh, got.out.have, got.err, want.fresh, want.have)
 		}
 	}
 	if n := countRows(t, pool, `SELECT count(*) FROM payment_nonces WHERE key = ANY($1)`, []string{a.Key, b.Key, old.Key}); n != 3 {
@@ -62,11 +61,11 @@ func TestNonceWriterBatchOutcomes(t *testing.T) {
 	// one by one, and only the bad one fails.
 	c, d := nonceRowFor("x402:c:"+randomHex(8)), nonceRowFor("x402:bad\x00:"+randomHex(8))
 	batch = waits(c, d)
-	w.write(batch)
+	l.writeNonces(ctx, batch)
 	<-batch[0].done
 	<-batch[1].done
-	if batch[0].err != nil || !batch[0].fresh {
-		t.Fatalf("good row next to a bad one: %v %v", batch[0].fresh, batch[0].err)
+	if batch[0].err != nil || !batch[0].out.fresh {
+		t.Fatalf("good row next to a bad one: %v %v", batch[0].out.fresh, batch[0].err)
 	}
 	if batch[1].err == nil || transientDB(batch[1].err) {
 		t.Fatalf("bad row: %v, want Postgres's refusal", batch[1].err)
@@ -133,7 +132,7 @@ func TestNonceWriterCancel(t *testing.T) {
 	leakCheck(t)
 	schema := newSchema(t)
 	pool := openPool(t, schema, "")
-	w := &nonceWriter{l: openLedger(t, pool, "")}
+	w := newNonceWriter(openLedger(t, pool, ""))
 	var sizes []int
 	var mu sync.Mutex
 	w.onWrite = func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() }
@@ -149,14 +148,14 @@ func TestNonceWriterCancel(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, r := range rows {
 		if i == 1 {
-			go func() { _, _, err := w.insert(ctx, r); canceled <- err }()
+			go func() { _, _, err := insertNonceBatched(ctx, w, r); canceled <- err }()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var fresh bool
-			fresh, _, errs[i] = w.insert(context.Background(), r)
+			fresh, _, errs[i] = insertNonceBatched(context.Background(), w, r)
 			if errs[i] == nil && !fresh {
 				errs[i] = errors.New("not fresh")
 			}

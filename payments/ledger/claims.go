@@ -45,13 +45,13 @@ func (o ClaimsOptions) withDefaults() ClaimsOptions {
 // them. Redis is the authority (SET NX: one winner, whatever the number of replicas);
 // Postgres remembers every claim too, so a flushed or failed-over Redis cannot make a used
 // credential new again; the rows of concurrent claims are written with one statement
-// (nonceWriter). Claims has no goroutine of its own beyond one per running statement; the
+// (newNonceWriter). Claims has no goroutine of its own beyond one per running statement; the
 // Ledger's replayer delivers the claims spooled while Postgres was away.
 type Claims struct {
 	rdb    redis.UniversalClient
 	l      *Ledger
 	opts   ClaimsOptions
-	nonces *nonceWriter // concurrent claims' rows go to Postgres together
+	nonces *coalescer[nonceRow, nonceOutcome] // concurrent claims' rows go to Postgres together
 }
 
 // NewClaims returns claims kept in rdb (a client, a failover client or a cluster client) and
@@ -66,7 +66,7 @@ func NewClaims(rdb redis.UniversalClient, l *Ledger, opts ClaimsOptions) (*Claim
 		return nil, errors.New("ledger: redis_context_timeout_disabled: create the client with ContextTimeoutEnabled, " +
 			"or its socket timeouts, not RedisTimeout, bound every claim")
 	}
-	return &Claims{rdb: rdb, l: l, opts: opts.withDefaults(), nonces: &nonceWriter{l: l}}, nil
+	return &Claims{rdb: rdb, l: l, opts: opts.withDefaults(), nonces: newNonceWriter(l)}, nil
 }
 
 // honoursContext reports whether rdb ends a command at its context's deadline. go-redis does
@@ -126,7 +126,7 @@ func (c *Claims) redisKey(key string) string { return c.opts.Prefix + "nonce:" +
 func (c *Claims) record(ctx context.Context, n nonceRow) error {
 	l := c.l
 	if !l.degraded.Load() {
-		fresh, have, err := c.nonces.insert(ctx, n)
+		fresh, have, err := insertNonceBatched(ctx, c.nonces, n)
 		switch {
 		case err == nil && fresh:
 			return nil

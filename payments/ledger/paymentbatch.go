@@ -26,8 +26,8 @@ const (
 )
 
 // coalescer writes the rows of concurrent callers with one statement instead of one statement
-// (and one commit) each: under load that is most of what a paid call costs Postgres. As with
-// nonceWriter, it adds no wait: a row that finds a free slot is written at once, and rows that
+// (and one commit) each: under load that is most of what a paid call costs Postgres (nonce
+// claims' rows, new payments, common moves). It adds no wait: a row that finds a free slot is written at once, and rows that
 // arrive while inFlight statements run go together in the next one. It has no goroutine of its
 // own beyond one per running statement, which ends with it.
 //
@@ -37,6 +37,9 @@ const (
 type coalescer[R, O any] struct {
 	l     *Ledger
 	write func(ctx context.Context, batch []*batchWait[R, O])
+	// maxRows is the most rows one statement carries; maxInFlight how many statements run at
+	// once.
+	maxRows, maxInFlight int
 
 	mu       sync.Mutex
 	pending  []*batchWait[R, O]
@@ -68,7 +71,7 @@ func (c *coalescer[R, O]) submit(ctx context.Context, req R) (out O, alone bool,
 	wt := &batchWait[R, O]{ctx: ctx, req: req, done: make(chan struct{})}
 	c.mu.Lock()
 	c.pending = append(c.pending, wt)
-	start := c.inFlight < paymentBatchInFlight
+	start := c.inFlight < c.maxInFlight
 	if start {
 		c.inFlight++
 	}
@@ -104,7 +107,7 @@ func (c *coalescer[R, O]) drain() {
 	}
 }
 
-// take removes up to paymentBatchMax waiting rows, dropping those whose caller has gone.
+// take removes up to maxRows waiting rows, dropping those whose caller has gone.
 // Called with mu held.
 func (c *coalescer[R, O]) take() []*batchWait[R, O] {
 	var batch []*batchWait[R, O]
@@ -114,7 +117,7 @@ func (c *coalescer[R, O]) take() []*batchWait[R, O] {
 		case wt.ctx.Err() != nil:
 			wt.err = context.Cause(wt.ctx)
 			close(wt.done)
-		case len(batch) < paymentBatchMax:
+		case len(batch) < c.maxRows:
 			batch = append(batch, wt)
 		default:
 			rest = append(rest, wt)
@@ -155,12 +158,12 @@ func sortByID[R, O any](batch []*batchWait[R, O], id func(R) uuid.UUID) {
 
 // newPaymentWriter returns the writer of Create's rows.
 func newPaymentWriter(l *Ledger) *coalescer[Payment, struct{}] {
-	return &coalescer[Payment, struct{}]{l: l, write: l.writePayments}
+	return &coalescer[Payment, struct{}]{l: l, write: l.writePayments, maxRows: paymentBatchMax, maxInFlight: paymentBatchInFlight}
 }
 
 // newMoveWriter returns the writer of Transition's common moves.
 func newMoveWriter(l *Ledger) *coalescer[moveReq, Payment] {
-	return &coalescer[moveReq, Payment]{l: l, write: l.writeMoves}
+	return &coalescer[moveReq, Payment]{l: l, write: l.writeMoves, maxRows: paymentBatchMax, maxInFlight: paymentBatchInFlight}
 }
 
 // createPayment is insertPayment through the batch: the same outcomes, and the same
