@@ -76,8 +76,12 @@ type Config struct {
 	// a payment is refused when the balance less those does not cover it. Required in batch
 	// mode, where calls are answered before their money moves.
 	Reservations reserver
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// Backlog, when set, tells batch mode how far settlement is behind (the ledger): a payment
+	// whose authorization would expire before the queue ahead of it settles is refused with
+	// 503, never answered and left unpaid.
+	Backlog backlogReader
+	Now     func() time.Time
+	Logger  *slog.Logger
 }
 
 // Rail is x402 (exact scheme, EIP-3009) as a payments.Rail.
@@ -87,6 +91,7 @@ type Rail struct {
 	claims  nonceClaims
 	book    paymentBook
 	settler Settler
+	backlog *backlog // batch mode with Config.Backlog
 }
 
 // NewRail wires the rail. reader serves verification's chain reads; s is the chain or
@@ -116,7 +121,12 @@ func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBoo
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Rail{cfg: cfg, reader: reader, claims: claims, book: book, settler: s}, nil
+	rail := &Rail{cfg: cfg, reader: reader, claims: claims, book: book, settler: s}
+	if cfg.Mode == SettleBatch && cfg.Backlog != nil {
+		rail.backlog = &backlog{r: cfg.Backlog, log: cfg.Logger,
+			scope: ledger.Scope{Rail: RailName, Network: CAIP2(cfg.Network.ChainID), Asset: cfg.Network.Asset.Hex()}}
+	}
+	return rail, nil
 }
 
 // Name implements payments.Rail.
@@ -221,6 +231,9 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 			return nil, err
 		}
 	}
+	if err := r.checkBacklog(ctx, v); err != nil {
+		return nil, err
+	}
 	if err := r.reserve(ctx, v); err != nil {
 		return nil, err
 	}
@@ -272,6 +285,26 @@ func (r *Rail) verifyRemote(ctx context.Context, payload *PaymentPayload, offer 
 		return nil, refuse(res.InvalidReason, "the facilitator refused the payment: "+orText(res.InvalidMessage, res.InvalidReason))
 	}
 	return body, nil
+}
+
+// checkBacklog refuses, in batch mode, a payment that could expire before its batch settles:
+// too short a window is the payer's (402, valid_before); a queue too far behind is ours (503,
+// nothing claimed, nothing charged).
+func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
+	if r.backlog == nil {
+		return nil
+	}
+	now := r.cfg.Now()
+	expires := time.Unix(v.ValidBefore.Int64(), 0)
+	if expires.Before(now.Add(batchSettleMargin)) {
+		return refuse(ReasonValidBefore, fmt.Sprintf("batch settlement needs an authorization valid for at least %s; this one expires at %s",
+			batchSettleMargin, expires.UTC().Format(time.RFC3339)))
+	}
+	if lag := r.backlog.current(ctx, now); expires.Before(now.Add(lag + batchSettleMargin)) {
+		return fmt.Errorf("x402: batch settlement is %s behind and this authorization expires at %s: %w",
+			lag.Round(time.Second), expires.UTC().Format(time.RFC3339), payments.ErrUnavailable)
+	}
+	return nil
 }
 
 // reserve holds the payment's value against the payer's balance, keyed by its nonce so that a

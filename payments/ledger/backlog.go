@@ -1,0 +1,43 @@
+package ledger
+
+import (
+	"context"
+	"time"
+)
+
+// OldestQueued returns when the oldest payment of scope still queued for batch settlement was
+// created, and false when none is queued: how far batch settlement is behind. It reads the
+// queue's index (idx_payments_queued). It needs Postgres: unreachable is ErrUnavailable.
+func (l *Ledger) OldestQueued(ctx context.Context, scope Scope) (time.Time, bool, error) {
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	var oldest *time.Time
+	err := l.pool.QueryRow(qctx, `SELECT min(created_at) FROM payments
+		WHERE status = 'queued' AND ($1 = '' OR rail = $1) AND ($2 = '' OR network = $2) AND ($3 = '' OR asset = $3)`,
+		scope.Rail, scope.Network, scope.Asset).Scan(&oldest)
+	if err != nil {
+		return time.Time{}, false, dbError(ctx, "read the settlement backlog", err)
+	}
+	if oldest == nil {
+		return time.Time{}, false, nil
+	}
+	return *oldest, true, nil
+}
+
+// OldestQueued is Ledger.OldestQueued in memory.
+func (m *Memory) OldestQueued(_ context.Context, scope Scope) (time.Time, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var oldest time.Time
+	found := false
+	for _, p := range m.payments {
+		if p.Status != StatusQueued || (scope.Rail != "" && p.Rail != scope.Rail) || (scope.Network != "" && p.Network != scope.Network) ||
+			(scope.Asset != "" && p.Asset != scope.Asset) {
+			continue
+		}
+		if !found || p.CreatedAt.Before(oldest) {
+			oldest, found = p.CreatedAt, true
+		}
+	}
+	return oldest, found, nil
+}
