@@ -409,8 +409,14 @@ func TestLensFailure(t *testing.T) {
 			t.Fatalf("payment %d: %v", i, err)
 		}
 	}
-	if got := f.calls.Load(); got != 2 {
-		t.Fatalf("%d lens calls, want 2 (%d, then the other %d together)", got, k, n-k)
+	// The first call took the k payments queued when it started (all n, if every goroutine was
+	// quicker than it); the rest went together in a second one.
+	want := int64(2)
+	if k == n {
+		want = 1
+	}
+	if got := f.calls.Load(); got != want {
+		t.Fatalf("%d lens calls, want %d (%d, then the other %d together)", got, want, k, n-k)
 	}
 	if f.plain.Load() != 0 {
 		t.Fatalf("%d plain reads after a failed lens call", f.plain.Load())
