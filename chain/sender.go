@@ -183,14 +183,17 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 	// this key (another replica, a recovery re-broadcast), and a stale nonce makes a
 	// persisted send sign a second transaction for the same payment.
 	s.synced = false
-	const attempts = 3 // a stale nonce is resynced at most twice before giving up
+	const attempts = 5 // a stale nonce is resynced at most four times before giving up
+	var floor uint64   // after a refusal for nonce n, never n again: at least n+1
 	for attempt := 1; ; attempt++ {
 		if !s.synced {
 			n, err := s.backend.PendingNonceAt(ctx, s.from)
 			if err != nil {
 				return common.Hash{}, fmt.Errorf("chain: pending nonce of %s: %w", s.from.Hex(), err)
 			}
-			s.nonce, s.synced = n, true
+			// A node's pending count can lag its own pool for a moment (while a block is
+			// being committed): the nonce it just refused as taken is taken whatever it says.
+			s.nonce, s.synced = max(n, floor), true
 		}
 		tx, err := types.SignNewTx(s.key, s.signer, &types.DynamicFeeTx{
 			ChainID:   s.chainID,
@@ -219,7 +222,7 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 			// Someone else (another process with the same key, or a replaced tx) used this
 			// nonce: resync from the node's pending view and sign again.
 			s.log.Warn("chain: nonce resync", "from", s.from.Hex(), "nonce", s.nonce, "err", err)
-			s.synced = false
+			s.synced, floor = false, tx.Nonce()+1
 		default:
 			// The node may or may not have kept the transaction (timeouts, dropped
 			// connections), so trust the node's count next time rather than our own.
