@@ -2,15 +2,11 @@ package x402
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"math/big"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
 	"github.com/secureexec/secureexec/payments"
@@ -29,17 +25,8 @@ func TestBatchModeRefusesWhatTheQueueCannotSettleInTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
 	verify := func(validFor time.Duration) (*payments.Authorization, error) {
-		req := rail.requirements(price)
-		var nonce [32]byte
-		_, _ = rand.Read(nonce[:])
-		auth := EIP3009Authorization{From: crypto.PubkeyToAddress(r.payer.PublicKey).Hex(), To: req.PayTo, Value: req.Amount, ValidAfter: "0",
-			ValidBefore: big.NewInt(time.Now().Add(validFor).Unix()).String(), Nonce: common.Hash(nonce).Hex()}
-		accepted := req
-		p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, r.payer, req, auth), Authorization: auth}}
-		hreq := httptest.NewRequest("POST", "/exec/tool", nil)
-		hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
+		hreq, price := r.paidRequest(t, rail, r.payer, validFor)
 		return rail.Verify(ctx, hreq, price)
 	}
 

@@ -2,7 +2,6 @@ package x402
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -308,22 +307,6 @@ func TestFacilitatorSettlement(t *testing.T) {
 }
 
 func (f *fakeFacilitator) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.settles }
-
-// request is a fresh paid request for the rig's payer.
-func (r *recoveryRig) request(t *testing.T, rail *Rail) (*http.Request, payments.Price) {
-	t.Helper()
-	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
-	req := rail.requirements(price)
-	var nonce [32]byte
-	_, _ = rand.Read(nonce[:])
-	auth := EIP3009Authorization{From: crypto.PubkeyToAddress(r.payer.PublicKey).Hex(), To: req.PayTo, Value: req.Amount,
-		ValidAfter: "0", ValidBefore: big.NewInt(time.Now().Add(time.Hour).Unix()).String(), Nonce: common.Hash(nonce).Hex()}
-	accepted := req
-	p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, r.payer, req, auth), Authorization: auth}}
-	hreq := httptest.NewRequest("POST", "/exec/tool", nil)
-	hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
-	return hreq, price
-}
 
 // TestFacilitatorClientAnswers: what a facilitator answers is network input; only the
 // protocol's answers are believed, everything else is a fault (unknown outcome), never a

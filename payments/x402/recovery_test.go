@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
@@ -67,23 +68,36 @@ func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s Settler) *Rail {
 // verify sends one fresh payment through the rail's Verify, as the gateway does.
 func (r *recoveryRig) verify(t *testing.T, rail *Rail) *payments.Authorization {
 	t.Helper()
-	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
-	req := rail.requirements(price)
-	var nonce [32]byte
-	_, _ = rand.Read(nonce[:])
-	auth := EIP3009Authorization{From: crypto.PubkeyToAddress(r.payer.PublicKey).Hex(), To: req.PayTo, Value: req.Amount,
-		ValidAfter: "0", ValidBefore: strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10), Nonce: common.Bytes2Hex(nonce[:])}
-	auth.Nonce = "0x" + auth.Nonce
-	accepted := req
-	p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, r.payer, req, auth), Authorization: auth}}
-	hreq := httptest.NewRequest("POST", "/exec/tool", nil)
-	hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
+	hreq, price := r.request(t, rail)
 	a, err := rail.Verify(context.Background(), hreq, price)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.JobID = uuid.NewString()
 	return a
+}
+
+// request is a fresh paid request from the rig's payer, valid for an hour.
+func (r *recoveryRig) request(t *testing.T, rail *Rail) (*http.Request, payments.Price) {
+	t.Helper()
+	return r.paidRequest(t, rail, r.payer, time.Hour)
+}
+
+// paidRequest is a fresh request paying the rail's dry-run price, signed by key, with an
+// authorization valid for validFor from now.
+func (r *recoveryRig) paidRequest(t *testing.T, rail *Rail, key *ecdsa.PrivateKey, validFor time.Duration) (*http.Request, payments.Price) {
+	t.Helper()
+	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
+	req := rail.requirements(price)
+	var nonce [32]byte
+	_, _ = rand.Read(nonce[:])
+	auth := EIP3009Authorization{From: crypto.PubkeyToAddress(key.PublicKey).Hex(), To: req.PayTo, Value: req.Amount,
+		ValidAfter: "0", ValidBefore: strconv.FormatInt(time.Now().Add(validFor).Unix(), 10), Nonce: common.Hash(nonce).Hex()}
+	accepted := req
+	p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, key, req, auth), Authorization: auth}}
+	hreq := httptest.NewRequest("POST", "/exec/tool", nil)
+	hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
+	return hreq, price
 }
 
 func (r *recoveryRig) balance(t *testing.T) *big.Int {

@@ -2,13 +2,10 @@ package x402
 
 import (
 	"context"
-	"crypto/rand"
 	"math/big"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
@@ -37,17 +34,8 @@ func TestBatchModeNeverPromisesMoreThanThePayerHolds(t *testing.T) {
 		}
 	}
 	mint(25_000)
-	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
 	verify := func() (*payments.Authorization, error) {
-		req := rail.requirements(price)
-		var nonce [32]byte
-		_, _ = rand.Read(nonce[:])
-		auth := EIP3009Authorization{From: payer.Hex(), To: req.PayTo, Value: req.Amount, ValidAfter: "0",
-			ValidBefore: big.NewInt(time.Now().Add(time.Hour).Unix()).String(), Nonce: common.Hash(nonce).Hex()}
-		accepted := req
-		p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, key, req, auth), Authorization: auth}}
-		hreq := httptest.NewRequest("POST", "/exec/tool", nil)
-		hreq.Header.Set(HeaderPaymentSignature, mustEncode(t, p))
+		hreq, price := r.paidRequest(t, rail, key, time.Hour)
 		a, err := rail.Verify(ctx, hreq, price)
 		if err == nil {
 			a.JobID = uuid.NewString()
