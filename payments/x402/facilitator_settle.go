@@ -98,11 +98,11 @@ func (s *FacilitatorSettler) settle(ctx context.Context, p *pendingPayment) (*pa
 		}
 		return &payments.Settlement{Status: payments.SettlementPending, ID: p.ID.String()}, nil
 	}
-	return s.ask(ctx, p.ID, p.Auth, p.Remote, ledger.StatusSettling)
+	return s.ask(ctx, p.ID, p.Auth, p.Remote)
 }
 
-// ask sends one /settle for a settling (or pending) payment and records what it learns.
-func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Authorization, body []byte, from ledger.Status) (*payments.Settlement, error) {
+// ask sends one /settle for a settling payment and records what it learns.
+func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Authorization, body []byte) (*payments.Settlement, error) {
 	res, err := s.remote.Settle(ctx, body)
 	if err != nil {
 		// Unknown outcome: the payment stays where it is and recovery finds out. Pending, not
@@ -113,7 +113,7 @@ func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Aut
 	switch {
 	case res.Success || res.Transaction != "":
 		// Sent: the receipt, not the facilitator's word, decides.
-		return s.await(ctx, pid, a, common.HexToHash(res.Transaction), from)
+		return s.await(ctx, pid, a, common.HexToHash(res.Transaction))
 	case res.ErrorReason == ReasonSettlementPending || res.ErrorReason == ReasonUnexpectedSettleError:
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 	}
@@ -124,27 +124,23 @@ func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Aut
 		s.log.Warn("x402: facilitator refused a settlement the chain may hold", "payment", pid, "reason", res.ErrorReason, "used", used, "err", err)
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 	}
-	if from == ledger.StatusSettling {
-		if _, err := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusSettling}, ledger.StatusNotCharged,
-			ledger.Patch{ErrorReason: res.ErrorReason}); err != nil {
-			s.log.Error("x402: recording a refused settlement", "payment", pid, "err", err)
-		}
+	if _, err := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusSettling}, ledger.StatusNotCharged,
+		ledger.Patch{ErrorReason: res.ErrorReason}); err != nil {
+		s.log.Error("x402: recording a refused settlement", "payment", pid, "err", err)
 	}
 	return nil, refuse(res.ErrorReason, "the facilitator refused the settlement: "+orText(res.ErrorMessage, res.ErrorReason))
 }
 
 // await checks the receipt of the facilitator's transaction. Not found in ReceiptWait: the
 // payment is pending with that transaction, reconciled later.
-func (s *FacilitatorSettler) await(ctx context.Context, pid uuid.UUID, a chain.Authorization, hash common.Hash, from ledger.Status) (*payments.Settlement, error) {
+func (s *FacilitatorSettler) await(ctx context.Context, pid uuid.UUID, a chain.Authorization, hash common.Hash) (*payments.Settlement, error) {
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptWait)
 	receipt, err := chain.WaitReceipt(wctx, s.chain, hash, 50*time.Millisecond)
 	cancel()
 	if err != nil {
-		if from == ledger.StatusSettling {
-			if _, terr := s.book.Transition(context.WithoutCancel(ctx), pid, []ledger.Status{ledger.StatusSettling}, ledger.StatusPending,
-				ledger.Patch{TxHash: hash.Hex(), Attempt: true}); terr != nil {
-				s.log.Error("x402: recording a pending settlement", "payment", pid, "err", terr)
-			}
+		if _, terr := s.book.Transition(context.WithoutCancel(ctx), pid, []ledger.Status{ledger.StatusSettling}, ledger.StatusPending,
+			ledger.Patch{TxHash: hash.Hex(), Attempt: true}); terr != nil {
+			s.log.Error("x402: recording a pending settlement", "payment", pid, "err", terr)
 		}
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String(), TxHash: hash.Hex()}, nil
 	}
@@ -197,7 +193,7 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	if err != nil {
 		return err
 	}
-	_, err = s.ask(ctx, p.ID, a, req, ledger.StatusSettling)
+	_, err = s.ask(ctx, p.ID, a, req)
 	return ignoreRefusal(err)
 }
 
