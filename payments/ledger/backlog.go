@@ -2,26 +2,28 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // OldestQueued returns when the oldest payment of scope still queued for batch settlement was
 // created, and false when none is queued: how far batch settlement is behind. It reads the
-// queue's index (idx_payments_queued). It needs Postgres: unreachable is ErrUnavailable.
+// queue's index (idx_payments_queue). It needs Postgres: unreachable is ErrUnavailable.
 func (l *Ledger) OldestQueued(ctx context.Context, scope Scope) (time.Time, bool, error) {
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
-	var oldest *time.Time
-	err := l.pool.QueryRow(qctx, `SELECT min(created_at) FROM payments
-		WHERE status = 'queued' AND ($1 = '' OR rail = $1) AND ($2 = '' OR network = $2) AND ($3 = '' OR asset = $3)`,
-		scope.Rail, scope.Network, scope.Asset).Scan(&oldest)
-	if err != nil {
+	where, args := scope.queuedWhere(1)
+	var oldest time.Time
+	err := l.pool.QueryRow(qctx, `SELECT created_at FROM payments WHERE `+where+` ORDER BY created_at LIMIT 1`, args...).Scan(&oldest)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return time.Time{}, false, nil
+	case err != nil:
 		return time.Time{}, false, dbError(ctx, "read the settlement backlog", err)
 	}
-	if oldest == nil {
-		return time.Time{}, false, nil
-	}
-	return *oldest, true, nil
+	return oldest, true, nil
 }
 
 // OldestQueued is Ledger.OldestQueued in memory.

@@ -16,6 +16,11 @@
 //	settling  -> settled | pending | failed | not_charged   (a remote facilitator settles)
 //	pending   -> settled | failed
 //
+// A payment starts verified, recorded before its call. Batch mode records it only once the call
+// is done, and it then starts queued or not_charged (entryStatuses, migration 006): its nonce
+// was claimed before any work all the same, and a crash before the row is written leaves
+// nothing to charge, which is what recovery makes of a verified payment whose call never ended.
+//
 // # When Postgres is away
 //
 // Some writes can wait on local disk and some cannot. The rule: an operation may be spooled

@@ -180,8 +180,8 @@ func (l *Ledger) Stats() Stats {
 	}
 }
 
-// Create records a new payment, verified (Status must be "" or StatusVerified; CreatedAt
-// defaults to now). It is idempotent on ID: creating the same payment again is a no-op, a
+// Create records a new payment, verified ("" is verified) or, when it is recorded only once
+// its call is done, queued or not_charged (with its ErrorReason); CreatedAt defaults to now. It is idempotent on ID: creating the same payment again is a no-op, a
 // different payment under a used ID is ErrConflict, and a NonceKey that another payment
 // already holds is ErrNonceUsed. When Postgres is unreachable the payment is spooled (nil
 // error: it is durable on local disk and reaches Postgres when it is back); when the spool
@@ -241,13 +241,13 @@ func (l *Ledger) Create(ctx context.Context, p Payment) error {
 }
 
 const insertPaymentSQL = `INSERT INTO payments (id, rail, status, network, asset, payer, pay_to, amount, nonce_key,
-	job_id, payload, attempts, created_at, updated_at)
-VALUES ($1::uuid, $2, 'verified', $3, $4, $5, $6, $7::numeric, $8, $9::uuid, $10::jsonb, 0, $11, now())
+	job_id, payload, attempts, created_at, updated_at, error_reason)
+VALUES ($1::uuid, $2, $12, $3, $4, $5, $6, $7::numeric, $8, $9::uuid, $10::jsonb, 0, $11, now(), NULLIF($13, ''))
 ON CONFLICT (id) DO NOTHING`
 
 func insertArgs(p Payment) []any {
 	return []any{p.ID.String(), p.Rail, p.Network, p.Asset, p.Payer, p.PayTo, p.Amount.String(), p.NonceKey,
-		uuidArg(p.JobID), string(p.Payload), p.CreatedAt}
+		uuidArg(p.JobID), string(p.Payload), p.CreatedAt, string(p.Status), p.ErrorReason}
 }
 
 // insertPayment is Create's direct path.
@@ -517,6 +517,20 @@ type Scope struct {
 	Asset   string
 }
 
+// queuedWhere is the WHERE clause of a read of scope's queue, its parameters numbered from
+// $next on. Only the fields scope sets are compared, by equality, so that a full scope (what
+// the worker and the backlog read) walks idx_payments_queue in order.
+func (s Scope) queuedWhere(next int) (string, []any) {
+	where, args := "status = 'queued'", []any{}
+	for _, f := range []struct{ col, v string }{{"rail", s.Rail}, {"network", s.Network}, {"asset", s.Asset}} {
+		if f.v != "" {
+			where += fmt.Sprintf(" AND %s = $%d", f.col, next+len(args))
+			args = append(args, f.v)
+		}
+	}
+	return where, args
+}
+
 // ClaimQueued moves up to limit queued payments of scope, oldest first, to submitted under
 // batchID and returns them. Workers on any number of replicas never claim the same payment
 // (FOR UPDATE SKIP LOCKED). It needs Postgres: unreachable is ErrUnavailable, nothing spooled.
@@ -541,16 +555,16 @@ func (l *Ledger) claimQueued(ctx context.Context, limit int, to Status, patch Pa
 	}
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
+	where, args := scope.queuedWhere(4)
 	rows, err := l.pool.Query(qctx, `WITH picked AS (
-		SELECT id FROM payments
-		WHERE status = 'queued' AND ($3 = '' OR rail = $3) AND ($4 = '' OR network = $4) AND ($5 = '' OR asset = $5)
+		SELECT id FROM payments WHERE `+where+`
 		ORDER BY created_at, id
 		LIMIT $1
 		FOR UPDATE SKIP LOCKED
 	)
-	UPDATE payments p SET status = $6, batch_id = $2::uuid, updated_at = now()
+	UPDATE payments p SET status = $3, batch_id = $2::uuid, updated_at = now()
 	FROM picked WHERE p.id = picked.id AND p.status = 'queued'
-	RETURNING `+paymentColumns("p."), limit, uuidArg(patch.BatchID), scope.Rail, scope.Network, scope.Asset, string(to))
+	RETURNING `+paymentColumns("p."), append([]any{limit, uuidArg(patch.BatchID), string(to)}, args...)...)
 	if err != nil {
 		return nil, dbError(ctx, "claim queued payments", err)
 	}

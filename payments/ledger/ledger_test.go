@@ -99,6 +99,11 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"no id", func(p *Payment) { p.ID = uuid.Nil }},
 		{"no rail", func(p *Payment) { p.Rail = "" }},
 		{"created settled", func(p *Payment) { p.Status = StatusSettled }},
+		{"created submitted", func(p *Payment) { p.Status = StatusSubmitted }},
+		{"created settling", func(p *Payment) { p.Status = StatusSettling }},
+		{"an unknown status", func(p *Payment) { p.Status = "refunded" }},
+		{"verified with an error reason", func(p *Payment) { p.ErrorReason = "tool_failed" }},
+		{"queued with an error reason", func(p *Payment) { p.Status, p.ErrorReason = StatusQueued, "tool_failed" }},
 		{"no nonce key", func(p *Payment) { p.NonceKey = "" }},
 		{"no amount", func(p *Payment) { p.Amount = nil }},
 		{"negative amount", func(p *Payment) { p.Amount = big.NewInt(-1) }},
@@ -208,11 +213,14 @@ func TestTransitionsMatchTrigger(t *testing.T) {
 			}
 		}
 	}
-	// A payment is born verified, and its identity and signed transaction never change.
-	p := newPayment(big.NewInt(1))
-	_, err := pool.Exec(ctx, `INSERT INTO payments (id, rail, status, amount, nonce_key, payload) VALUES ($1::uuid, 'x402', 'queued', 1, 'k', '{}')`, p.ID.String())
-	if err == nil {
-		t.Fatal("a payment inserted queued was accepted")
+	// A payment starts where Go says it may (entryStatuses), and its identity and signed
+	// transaction never change.
+	for _, st := range AllStatuses {
+		_, err := pool.Exec(ctx, `INSERT INTO payments (id, rail, status, amount, nonce_key, payload, settled_at, error_reason, raw_tx)
+			VALUES ($1::uuid, 'x402', $2, 1, $3, '{}', now(), 'x', '\x01'::bytea)`, uuid.NewString(), string(st), "k:"+randomHex(8))
+		if ok := err == nil; ok != slices.Contains(entryStatuses, st) {
+			t.Errorf("trigger: a payment inserted %s: err %v; Go says it may start there: %v", st, err, slices.Contains(entryStatuses, st))
+		}
 	}
 	s := driveTo(t, l, StatusSubmitted)
 	for _, stmt := range []string{

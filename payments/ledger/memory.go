@@ -46,7 +46,7 @@ func (m *Memory) Claim(_ context.Context, key string, expiresAt time.Time) error
 	return nil
 }
 
-// Create records a new verified payment; creating the same payment again is a no-op.
+// Create records a new payment (Ledger.Create); creating the same payment again is a no-op.
 func (m *Memory) Create(_ context.Context, p Payment) error {
 	p, err := prepareNew(p, time.Now())
 	if err != nil {

@@ -88,10 +88,15 @@ func prepareNew(p Payment, now time.Time) (Payment, error) {
 	if p.ID == uuid.Nil {
 		return p, invalid("payment id is required")
 	}
-	if p.Status != "" && p.Status != StatusVerified {
-		return p, invalid("a payment is created verified, not %s", p.Status)
+	switch {
+	case p.Status == "":
+		p.Status = StatusVerified
+	case !slices.Contains(entryStatuses, p.Status):
+		return p, invalid("a payment starts verified, queued or not_charged, not %s", p.Status)
 	}
-	p.Status = StatusVerified
+	if p.ErrorReason != "" && p.Status != StatusNotCharged {
+		return p, invalid("a new payment has an error reason only when it is not charged")
+	}
 	if p.Rail == "" {
 		return p, invalid("payment rail is required")
 	}

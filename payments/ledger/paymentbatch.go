@@ -177,10 +177,12 @@ func (l *Ledger) createPayment(ctx context.Context, p Payment) error {
 }
 
 const insertPaymentsSQL = `INSERT INTO payments (id, rail, status, network, asset, payer, pay_to, amount, nonce_key,
-	job_id, payload, attempts, created_at, updated_at)
-SELECT id::uuid, rail, 'verified', network, asset, payer, pay_to, amount::numeric, nonce_key, job_id::uuid, payload::jsonb, 0, created_at, now()
+	job_id, payload, attempts, created_at, updated_at, error_reason)
+SELECT id::uuid, rail, status, network, asset, payer, pay_to, amount::numeric, nonce_key, job_id::uuid, payload::jsonb, 0, created_at, now(),
+	NULLIF(error_reason, '')
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-	$10::text[], $11::timestamptz[]) AS t(id, rail, network, asset, payer, pay_to, amount, nonce_key, job_id, payload, created_at)
+	$10::text[], $11::timestamptz[], $12::text[], $13::text[])
+	AS t(id, rail, network, asset, payer, pay_to, amount, nonce_key, job_id, payload, created_at, status, error_reason)
 ON CONFLICT DO NOTHING
 RETURNING id`
 
@@ -203,6 +205,7 @@ func (l *Ledger) writePayments(ctx context.Context, batch []*batchWait[Payment, 
 		seenID                                                            = make(map[uuid.UUID]bool, len(batch))
 		seenKey                                                           = make(map[string]bool, len(batch))
 		ids, rails, nets, assets, payers, payTos, amounts, keys, payloads []string
+		statuses, reasons                                                 []string
 		jobs                                                              []*string
 		created                                                           []time.Time
 	)
@@ -225,9 +228,11 @@ func (l *Ledger) writePayments(ctx context.Context, batch []*batchWait[Payment, 
 			job = &s
 		}
 		jobs, payloads, created = append(jobs, job), append(payloads, string(p.Payload)), append(created, p.CreatedAt)
+		statuses, reasons = append(statuses, string(p.Status)), append(reasons, p.ErrorReason)
 	}
 	inserted := make(map[uuid.UUID]bool, len(in))
-	err := collectIDs(ctx, l, insertPaymentsSQL, inserted, ids, rails, nets, assets, payers, payTos, amounts, keys, jobs, payloads, created)
+	err := collectIDs(ctx, l, insertPaymentsSQL, inserted, ids, rails, nets, assets, payers, payTos, amounts, keys, jobs, payloads, created,
+		statuses, reasons)
 	if err != nil {
 		batchFailed(batch, err)
 		return

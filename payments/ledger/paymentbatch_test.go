@@ -411,3 +411,60 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestCreateLateEntry: a payment recorded once its call is done starts queued or not_charged
+// (with its reason), alone or batched with others, and only the queued ones reach the worker.
+func TestCreateLateEntry(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	l := openLedger(t, openPool(t, schema, ""), "")
+	ctx := context.Background()
+	statements := countStatements(l.creates)
+	lone := newPayment(big.NewInt(3))
+	lone.Status, lone.JobID = StatusQueued, uuid.New()
+	if got := mustCreate(t, l, lone); got.Status != StatusQueued || got.JobID != lone.JobID {
+		t.Fatalf("a payment created queued reads back as %s, job %s", got.Status, got.JobID)
+	}
+	var ps []Payment
+	var fs []func() error
+	for i := range 60 {
+		p := newPayment(big.NewInt(int64(10 + i)))
+		p.Status, p.JobID = StatusQueued, uuid.New()
+		if i%3 == 0 {
+			p.Status, p.ErrorReason = StatusNotCharged, "tool_failed"
+		}
+		ps = append(ps, p)
+		fs = append(fs, func() error { return l.Create(ctx, p) })
+	}
+	before := statements.Load()
+	for i, err := range runAll(fs) {
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	if n := statements.Load() - before; n >= int64(len(ps)) {
+		t.Fatalf("%d concurrent creates took %d statements; want them batched", len(ps), n)
+	}
+	queued := map[uuid.UUID]bool{lone.ID: true}
+	for _, p := range ps {
+		got, err := l.Get(ctx, p.ID)
+		if err != nil || got.Status != p.Status || got.ErrorReason != p.ErrorReason || got.JobID != p.JobID {
+			t.Fatalf("payment %s (%s, %q) reads back as %s, %q, job %s, %v", p.ID, p.Status, p.ErrorReason, got.Status, got.ErrorReason, got.JobID, err)
+		}
+		if p.Status == StatusQueued {
+			queued[p.ID] = true
+		}
+	}
+	claimed, err := l.ClaimQueued(ctx, 1000, uuid.New(), Scope{Rail: "x402", Network: "eip155:8453", Asset: lone.Asset})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != len(queued) {
+		t.Fatalf("the worker claimed %d payments, want the %d created queued", len(claimed), len(queued))
+	}
+	for _, p := range claimed {
+		if !queued[p.ID] || p.Status != StatusSubmitted {
+			t.Fatalf("claimed %s (%s), which was not created queued", p.ID, p.Status)
+		}
+	}
+}

@@ -119,11 +119,16 @@ type paymentLine struct {
 	JobID     uuid.UUID       `json:"jobId"`
 	Payload   json.RawMessage `json:"payload"`
 	CreatedAt time.Time       `json:"createdAt"`
+	// Status is where the payment starts; absent (spooled before payments could start
+	// anywhere else) is verified.
+	Status      Status `json:"status,omitempty"`
+	ErrorReason string `json:"errorReason,omitempty"`
 }
 
 func newPaymentLine(p Payment) *paymentLine {
 	return &paymentLine{ID: p.ID, Rail: p.Rail, Network: p.Network, Asset: p.Asset, Payer: p.Payer, PayTo: p.PayTo,
-		Amount: p.Amount.String(), NonceKey: p.NonceKey, JobID: p.JobID, Payload: p.Payload, CreatedAt: p.CreatedAt}
+		Amount: p.Amount.String(), NonceKey: p.NonceKey, JobID: p.JobID, Payload: p.Payload, CreatedAt: p.CreatedAt,
+		Status: p.Status, ErrorReason: p.ErrorReason}
 }
 
 func (l *paymentLine) payment() (Payment, error) {
@@ -132,7 +137,8 @@ func (l *paymentLine) payment() (Payment, error) {
 		return Payment{}, invalid("spooled amount %q is not an integer", l.Amount)
 	}
 	p := Payment{ID: l.ID, Rail: l.Rail, Network: l.Network, Asset: l.Asset, Payer: l.Payer, PayTo: l.PayTo,
-		Amount: a, NonceKey: l.NonceKey, JobID: l.JobID, Payload: l.Payload, CreatedAt: l.CreatedAt}
+		Amount: a, NonceKey: l.NonceKey, JobID: l.JobID, Payload: l.Payload, CreatedAt: l.CreatedAt,
+		Status: l.Status, ErrorReason: l.ErrorReason}
 	return prepareNew(p, l.CreatedAt)
 }
 

@@ -196,6 +196,24 @@ func TestSpoolReplayOrderAndIdempotency(t *testing.T) {
 		}
 		want = append(want, made{opTransition, p.ID.String()})
 	}
+	// Payments recorded only once their call is done start queued or not charged, in the spool
+	// as in the database.
+	late := map[uuid.UUID]Payment{}
+	for i, st := range []Status{StatusQueued, StatusNotCharged} {
+		p := newPayment(big.NewInt(int64(2000 + i)))
+		p.Status, p.JobID = st, uuid.New()
+		if st == StatusNotCharged {
+			p.ErrorReason = "tool_failed"
+		}
+		if err := l.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := l.Get(ctx, p.ID); err != nil || got.Status != st {
+			t.Fatalf("a spooled payment created %s reads as %s, %v", st, got.Status, err)
+		}
+		late[p.ID] = p
+		want = append(want, made{opCreate, p.ID.String()})
+	}
 	segs, _ := filepath.Glob(filepath.Join(dir, segPrefix+"*"))
 	if len(segs) < 2 {
 		t.Fatalf("%d segments; the test wants the spool to span several", len(segs))
@@ -221,6 +239,11 @@ func TestSpoolReplayOrderAndIdempotency(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, segPrefix+"*")); len(left) != 0 {
 		t.Fatalf("segments left after replay: %v", left)
+	}
+	for id, p := range late {
+		if got := getDirect(t, direct, id); got.Status != p.Status || got.ErrorReason != p.ErrorReason || got.JobID != p.JobID {
+			t.Fatalf("payment created %s (%q) replayed as %s (%q), job %s", p.Status, p.ErrorReason, got.Status, got.ErrorReason, got.JobID)
+		}
 	}
 	before := snapshot(t, direct)
 

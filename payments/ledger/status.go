@@ -42,6 +42,11 @@ var transitions = map[Status][]Status{
 	StatusPending:   {StatusSettled, StatusFailed},
 }
 
+// entryStatuses are where a payment may start (Create): verified, recorded before its call,
+// or, where a payment is recorded only once its call is done (batch mode), queued or
+// not_charged. migrations/006_payments_late_entry.sql allows the same ones.
+var entryStatuses = []Status{StatusVerified, StatusQueued, StatusNotCharged}
+
 // AllStatuses lists every status, in the order a payment meets them.
 var AllStatuses = []Status{StatusVerified, StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling, StatusPending, StatusSettled, StatusFailed}
 

@@ -210,6 +210,9 @@ type pendingPayment struct {
 	Auth     chain.Authorization
 	JobID    uuid.UUID
 	Remote   []byte // the facilitator request; nil unless a facilitator settles
+	// Late is the payment's row when it is written only once the call is done (batch mode):
+	// queued by Settle, not_charged by Void. Nil when Verify recorded it verified.
+	Late *ledger.Payment
 }
 
 // Verify implements payments.Rail: decode, verify locally and on-chain, then claim the nonce
@@ -258,15 +261,27 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 		Asset: v.Asset.Hex(), Payer: v.Payer.Hex(), PayTo: v.To.Hex(), Amount: new(big.Int).Set(v.Value),
 		NonceKey: v.NonceKey(), Payload: raw,
 	}
-	if err := r.book.Create(ctx, p); err != nil {
+	pending := &pendingPayment{ID: p.ID, Verified: v, Auth: auth, Remote: remote}
+	if r.cfg.Mode == SettleBatch {
+		// The nonce is claimed; the row waits for the call's outcome (queued or not_charged),
+		// one write instead of a verified row and a move.
+		pending.Late = &p
+	} else if err := r.book.Create(ctx, p); err != nil {
 		// The nonce is claimed and stays claimed: refusing now cannot charge, and a retry
 		// with the same credential is refused as used, never paid twice.
 		return nil, fmt.Errorf("x402: recording the payment: %w", errors.Join(payments.ErrUnavailable, err))
 	}
 	return &payments.Authorization{
-		Rail: RailName, Payer: v.Payer.Hex(), Amount: price.Amount, Reference: p.ID.String(),
-		State: &pendingPayment{ID: p.ID, Verified: v, Auth: auth, Remote: remote},
+		Rail: RailName, Payer: v.Payer.Hex(), Amount: price.Amount, Reference: p.ID.String(), State: pending,
 	}, nil
+}
+
+// recordLate writes a payment whose row waited for its call, in the status the call's outcome
+// gives it.
+func (r *Rail) recordLate(ctx context.Context, p *pendingPayment, status ledger.Status, reason string) error {
+	row := *p.Late
+	row.Status, row.JobID, row.ErrorReason = status, p.JobID, reason
+	return r.book.Create(ctx, row)
 }
 
 // verifyRemote asks the facilitator to verify a payment that passed local verification, and
@@ -361,7 +376,7 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	}
 	p.JobID = jobIDOf(a)
 	if r.cfg.Mode == SettleBatch {
-		if _, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: p.JobID}); err != nil {
+		if err := r.queue(ctx, p); err != nil {
 			return nil, fmt.Errorf("x402: queueing payment %s: %w", p.ID, err)
 		}
 		return r.pendingSettlement(p, ""), nil
@@ -377,6 +392,15 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	r.release(ctx, p)
 	s.Header = r.responseHeader(p.Verified, SettlementResponse{Success: true, Transaction: s.TxHash, Network: p.Verified.Network, Payer: p.Verified.Payer.Hex()})
 	return s, nil
+}
+
+// queue hands a payment to the batch worker.
+func (r *Rail) queue(ctx context.Context, p *pendingPayment) error {
+	if p.Late != nil {
+		return r.recordLate(ctx, p, ledger.StatusQueued, "")
+	}
+	_, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: p.JobID})
+	return err
 }
 
 func (r *Rail) pendingSettlement(p *pendingPayment, tx string) *payments.Settlement {
@@ -402,7 +426,12 @@ func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason strin
 	if err != nil {
 		return err
 	}
-	_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged, ledger.Patch{ErrorReason: reason, JobID: jobIDOf(a)})
+	if p.Late != nil {
+		p.JobID = jobIDOf(a)
+		err = r.recordLate(ctx, p, ledger.StatusNotCharged, reason)
+	} else {
+		_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged, ledger.Patch{ErrorReason: reason, JobID: jobIDOf(a)})
+	}
 	if err == nil {
 		r.release(ctx, p)
 	}

@@ -152,6 +152,31 @@ func TestRecoveryAfterACrash(t *testing.T) {
 		}
 	})
 
+	t.Run("batch mode, the process died before the tool answered: nothing recorded, nothing charged, the nonce stays used", func(t *testing.T) {
+		before := r.balance(t)
+		rail := r.rail(t, SettleBatch, r.settler)
+		hreq, price := r.request(t, rail)
+		a, err := rail.Verify(ctx, hreq, price)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Batch mode writes the payment's row once the call is done; the call never ended.
+		if _, err := r.book.Get(ctx, uuid.MustParse(a.Reference)); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a payment whose call never ended is recorded: %v", err)
+		}
+		if err := r.worker.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.worker.SettleBatch(ctx); err != nil || n != 0 {
+			t.Fatalf("SettleBatch = %d, %v; want nothing to settle", n, err)
+		}
+		if got := r.balance(t); got.Cmp(before) != 0 {
+			t.Fatalf("payTo balance moved: %v -> %v", before, got)
+		}
+		_, err = rail.Verify(ctx, hreq, price) // the same payment again
+		wantReason(t, err, ReasonNonceAlreadyUsed)
+	})
+
 	t.Run("transaction persisted, then the process died before broadcasting: recovery sends those bytes once", func(t *testing.T) {
 		before := r.balance(t)
 		crashing := NewChainSettler(r.book, crashAfterPersist{r.sender}, r.net.Asset, 10*time.Second, nil)

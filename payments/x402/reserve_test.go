@@ -81,6 +81,10 @@ func TestBatchModeNeverPromisesMoreThanThePayerHolds(t *testing.T) {
 	if err := rail.Void(ctx, v, "tool_failed"); err != nil {
 		t.Fatal(err)
 	}
+	if p, err := r.book.Get(ctx, uuid.MustParse(v.Reference)); err != nil || p.Status != ledger.StatusNotCharged || p.ErrorReason != "tool_failed" ||
+		p.JobID.String() != v.JobID {
+		t.Fatalf("a voided batch payment reads %+v, %v; want not_charged (tool_failed) under its job", p, err)
+	}
 	if _, err := verify(); err != nil {
 		t.Fatalf("a voided payment must release what it held: %v", err)
 	}
