@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -239,7 +240,10 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 		}
 	}
 	from := []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}
-	var errs []error
+	// The members' moves run at once, so that the ledger writes them in one or two statements
+	// (its move writer batches concurrent moves) instead of one round trip each.
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
 	for i, p := range ps {
 		var k [52]byte
 		copy(k[:20], auths[i].From[:])
@@ -253,28 +257,42 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 				patch.ErrorReason = settleReason(reason)
 			}
 		}
-		if _, err := w.batches.Transition(ctx, p.ID, from, to, patch); err != nil && !errors.Is(err, ledger.ErrConflict) {
-			errs = append(errs, err)
-			continue
-		}
-		w.release(ctx, p) // settled (the balance shows it now) or failed (it never moves)
+		wg.Go(func() {
+			if _, err := w.batches.Transition(ctx, p.ID, from, to, patch); err != nil && !errors.Is(err, ledger.ErrConflict) {
+				errs[i] = err
+			}
+		})
 	}
+	wg.Wait()
+	var done []ledger.Payment
+	for i, p := range ps {
+		if errs[i] == nil {
+			done = append(done, p)
+		}
+	}
+	w.release(ctx, done...) // settled (the balance shows it now) or failed (it never moves)
 	return errors.Join(errs...)
 }
 
-// release gives back what p held of its payer's balance; a failure is only logged, the
-// reservation expires by itself.
-func (w *Worker) release(ctx context.Context, p ledger.Payment) {
+// release gives back what ps held of their payers' balances, one call per payer; a failure is
+// only logged, the reservation expires by itself.
+func (w *Worker) release(ctx context.Context, ps ...ledger.Payment) {
 	if w.cfg.Reservations == nil {
 		return
 	}
-	chainID, err := ParseCAIP2(p.Network)
-	if err != nil {
-		return
+	byScope := map[string][]string{}
+	for _, p := range ps {
+		chainID, err := ParseCAIP2(p.Network)
+		if err != nil {
+			continue
+		}
+		scope := reservationScope(chainID, common.HexToAddress(p.Asset), common.HexToAddress(p.Payer))
+		byScope[scope] = append(byScope[scope], p.NonceKey)
 	}
-	scope := reservationScope(chainID, common.HexToAddress(p.Asset), common.HexToAddress(p.Payer))
-	if err := w.cfg.Reservations.Release(context.WithoutCancel(ctx), scope, p.NonceKey); err != nil {
-		w.log.Warn("x402: releasing a reservation", "payment", p.ID, "err", err)
+	for scope, keys := range byScope {
+		if err := w.cfg.Reservations.Release(context.WithoutCancel(ctx), scope, keys...); err != nil {
+			w.log.Warn("x402: releasing reservations", "scope", scope, "payments", len(keys), "err", err)
+		}
 	}
 }
 
