@@ -25,7 +25,8 @@ type WriterOptions struct {
 	// BatchSize is the most entries per WriteBatch from the queue [512].
 	BatchSize int
 	// Workers is how many batches may be in flight to the backend at once [4]: a commit
-	// waits on the disk, so overlapping them multiplies throughput.
+	// waits on the disk, so overlapping them multiplies throughput. One goroutine gathers the
+	// batches; a writer takes the next one only when it is free.
 	Workers int
 	// FlushInterval is the longest an entry waits for its batch to fill [20ms].
 	FlushInterval time.Duration
@@ -111,7 +112,9 @@ type Writer struct {
 	gate   sync.RWMutex // Submit holds it shared; Close takes it to turn Submit away from the queue
 	closed bool
 
-	queue chan Entry
+	queue       chan Entry   // Submit -> the gatherer
+	batches     chan []Entry // the gatherer -> the writers
+	freeBatches chan []Entry // the writers -> the gatherer: written batches, emptied
 
 	ovMu      sync.Mutex // guards ov
 	ov        *spoolEncoder
@@ -156,6 +159,8 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 		spool:        sp,
 		index:        newPendingIndex(opts.IndexSize),
 		queue:        make(chan Entry, opts.QueueSize),
+		batches:      make(chan []Entry),
+		freeBatches:  make(chan []Entry, opts.Workers+1),
 		ov:           newSpoolEncoder(),
 		ovSpare:      newSpoolEncoder(),
 		ovSignal:     make(chan struct{}, 1),
@@ -167,9 +172,10 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 	if d := sp.Lines(); d > 0 {
 		w.log.Info("audit spool has entries from an earlier run; replaying", "entries", d, "dir", opts.SpoolPath)
 	}
-	w.wg.Add(2 + w.opts.Workers)
+	w.wg.Add(3 + w.opts.Workers)
+	go w.runGatherer()
 	for range w.opts.Workers {
-		go w.runBatcher()
+		go w.runWriter()
 	}
 	go w.runOverflow()
 	go w.runReplayer()
@@ -302,47 +308,41 @@ func (w *Writer) drainSpool() {
 	}
 }
 
-// runBatcher owns the queue: it gathers entries into batches of BatchSize, or whatever has
-// arrived FlushInterval after a batch's first entry, and writes them.
-func (w *Writer) runBatcher() {
+// runGatherer owns the queue: it gathers entries into one batch at a time, and hands the batch
+// to the first free writer once it is full (BatchSize) or FlushInterval has passed since its
+// first entry. While every writer is busy the batch keeps filling up to BatchSize, so batches
+// grow with the load instead of being split between writers: at a few hundred calls a second
+// four batchers that each gathered for themselves wrote a handful of rows per COPY.
+func (w *Writer) runGatherer() {
 	defer w.wg.Done()
-	enc := newSpoolEncoder() // this batcher's own, for spooling its batches
-	batch := make([]Entry, 0, w.opts.BatchSize)
+	defer close(w.batches)
+	batch := w.newBatch()
+	ready := false // full, or FlushInterval old: the next free writer takes it
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	timerOn := false
-	flush := func() {
-		if timerOn {
-			timer.Stop()
-			timerOn = false
-		}
-		enc = w.flush(batch, enc)
-		clear(batch) // drop references to records already handled
-		batch = batch[:0]
-	}
 	for {
+		var in <-chan Entry
+		if len(batch) < w.opts.BatchSize {
+			in = w.queue
+		}
+		var out chan<- []Entry
+		if ready {
+			out = w.batches
+		}
 		select {
-		case e := <-w.queue:
+		case e := <-in:
 			batch = append(batch, e)
-		fill:
-			for len(batch) < w.opts.BatchSize {
-				select {
-				case e := <-w.queue:
-					batch = append(batch, e)
-				default:
-					break fill
-				}
-			}
-			if len(batch) >= w.opts.BatchSize {
-				flush()
-			} else if !timerOn {
+			if len(batch) == 1 {
 				timer.Reset(w.opts.FlushInterval)
-				timerOn = true
 			}
+			ready = ready || len(batch) >= w.opts.BatchSize
 		case <-timer.C:
-			timerOn = false
-			flush()
+			ready = len(batch) > 0
+		case out <- batch:
+			timer.Stop()
+			batch, ready = w.newBatch(), false
 		case <-w.stop:
+			timer.Stop()
 			// Submit can no longer reach the queue (Close holds the gate), so draining it
 			// until empty drains it for good.
 			for {
@@ -350,16 +350,43 @@ func (w *Writer) runBatcher() {
 				case e := <-w.queue:
 					batch = append(batch, e)
 					if len(batch) >= w.opts.BatchSize {
-						flush()
+						w.batches <- batch
+						batch = w.newBatch()
 					}
 					continue
 				default:
 				}
 				break
 			}
-			flush()
+			if len(batch) > 0 {
+				w.batches <- batch
+			}
 			return
 		}
+	}
+}
+
+// runWriter writes the batches the gatherer hands it.
+func (w *Writer) runWriter() {
+	defer w.wg.Done()
+	enc := newSpoolEncoder() // this writer's own, for spooling its batches
+	for batch := range w.batches {
+		enc = w.flush(batch, enc)
+		clear(batch) // drop references to records already handled
+		select {
+		case w.freeBatches <- batch[:0]:
+		default:
+		}
+	}
+}
+
+// newBatch reuses a written batch's array when one is free.
+func (w *Writer) newBatch() []Entry {
+	select {
+	case b := <-w.freeBatches:
+		return b
+	default:
+		return make([]Entry, 0, w.opts.BatchSize)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -560,5 +561,43 @@ func BenchmarkWriterPostgres(b *testing.B) {
 	b.ReportMetric(float64(s.Overflowed)/float64(b.N), "overflowed/op")
 	if err := w.Close(); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// sizesBackend records the size of every batch it is given.
+type sizesBackend struct {
+	discardBackend
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (b *sizesBackend) WriteBatch(_ context.Context, entries []Entry) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sizes = append(b.sizes, len(entries))
+	return nil
+}
+
+// TestWriterBatchesAreNotSplitBetweenWriters: what arrives within FlushInterval is written as
+// one batch, however many writers are free; batches are split only at BatchSize.
+func TestWriterBatchesAreNotSplitBetweenWriters(t *testing.T) {
+	leakCheck(t)
+	b := &sizesBackend{}
+	opts := fastRetry(t, t.TempDir())
+	opts.Workers, opts.BatchSize, opts.FlushInterval = 4, 100, time.Hour
+	w := newTestWriter(t, b, opts)
+	var entries []Entry
+	for i := range 250 {
+		entries = append(entries, testEntry(i))
+	}
+	submitAll(w, entries, 8)
+	waitFor(t, 5*time.Second, "two full batches", func() bool { return w.Stats().Written == 200 }, statsString(w))
+	if err := w.Close(); err != nil { // the last 50 wait for their FlushInterval, or Close
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !slices.Equal(b.sizes, []int{100, 100, 50}) {
+		t.Fatalf("batch sizes %v, want [100 100 50]", b.sizes)
 	}
 }
