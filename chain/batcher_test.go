@@ -155,3 +155,19 @@ func TestGasFigures(t *testing.T) {
 		t.Fatalf("BogotaGas=false did not change gas: %d vs %d", single, bSingle)
 	}
 }
+
+// TestBatchItemGasMatchesTheContract: the reserve a caller adds for a batch's last item
+// (BatchItemReserve) follows the deployed batcher's ITEM_GAS.
+func TestBatchItemGasMatchesTheContract(t *testing.T) {
+	d := startDev(t, DevChainOptions{})
+	b := settlementbatcher.NewSettlementBatcher()
+	batcher := d.Addresses().Batcher
+	out, err := d.Client().CallContract(testCtx(t), ethereum.CallMsg{To: &batcher, Data: b.PackITEMGAS()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.UnpackITEMGAS(out)
+	if err != nil || got.Cmp(big.NewInt(BatchItemGas)) != 0 {
+		t.Fatalf("the batcher's ITEM_GAS is %v (%v); chain.BatchItemGas is %d", got, err, BatchItemGas)
+	}
+}

@@ -74,13 +74,13 @@ func Deploy(ctx context.Context, backend Backend, key *ecdsa.PrivateKey, chainID
 
 // sendDeployment submits both creations back to back (consecutive nonces) without waiting.
 func sendDeployment(ctx context.Context, s *Sender) (tokenTx, batcherTx common.Hash, err error) {
-	tokenTx, err = s.send(ctx, nil, common.FromHex(testusdc.TestUSDCMetaData.Bin), nil)
+	tokenTx, err = s.send(ctx, nil, common.FromHex(testusdc.TestUSDCMetaData.Bin), 0, nil)
 	if err != nil {
 		return common.Hash{}, common.Hash{}, fmt.Errorf("chain: deploy TestUSDC: %w", err)
 	}
 	batcherInit := append(common.FromHex(settlementbatcher.SettlementBatcherMetaData.Bin),
 		settlementbatcher.NewSettlementBatcher().PackConstructor(s.Address())...)
-	batcherTx, err = s.send(ctx, nil, batcherInit, nil)
+	batcherTx, err = s.send(ctx, nil, batcherInit, 0, nil)
 	if err != nil {
 		return common.Hash{}, common.Hash{}, fmt.Errorf("chain: deploy SettlementBatcher: %w", err)
 	}
@@ -129,6 +129,14 @@ type Authorization struct {
 func PackTransferWithAuthorization(a Authorization) ([]byte, error) {
 	return testusdc.NewTestUSDC().TryPackTransferWithAuthorization(a.From, a.To, a.Value, a.ValidAfter, a.ValidBefore, a.Nonce, a.Signature)
 }
+
+// BatchItemGas is SettlementBatcher's ITEM_GAS: the gas it forwards to the token per item.
+const BatchItemGas = 300_000
+
+// BatchItemReserve is the gas SettlementBatcher demands to be left before it starts an item
+// (ITEM_GAS + ITEM_GAS/63 + ITEM_OVERHEAD): with less, the whole batch reverts ("out of gas")
+// rather than starve one item into a failure that would look like a bad authorization.
+const BatchItemReserve = BatchItemGas + BatchItemGas/63 + 30_000
 
 // PackSettleBatch encodes batcher.settleBatch(token, auths).
 func PackSettleBatch(token common.Address, auths []Authorization) ([]byte, error) {

@@ -282,7 +282,7 @@ func TestERC1271Wallet(t *testing.T) {
 	op := newSender(t, c, d.OperatorKey(), d.ChainID())
 
 	initcode := append(common.FromHex(testwallet.TestWalletMetaData.Bin), testwallet.NewTestWallet().PackConstructor(accs[1].Address)...)
-	h, err := op.send(ctx, nil, initcode, nil)
+	h, err := op.send(ctx, nil, initcode, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

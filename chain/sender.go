@@ -99,7 +99,7 @@ func (s *Sender) Address() common.Address { return s.from }
 // transaction hash once the node accepted it. A call that would revert fails here with an
 // error wrapping ErrExecutionReverted (see RevertReason) and consumes no nonce.
 func (s *Sender) Send(ctx context.Context, to common.Address, data []byte) (common.Hash, error) {
-	return s.send(ctx, &to, data, nil)
+	return s.send(ctx, &to, data, 0, nil)
 }
 
 // SendPersisted is Send with a hook that receives the signed transaction before it is
@@ -110,8 +110,13 @@ func (s *Sender) Send(ctx context.Context, to common.Address, data []byte) (comm
 // persist is called again, with a new transaction, only when the node refused the previous
 // one as "nonce too low": its nonce is taken by a mined transaction, so it can never be mined
 // itself, and the caller may record the new one in its place. Any other refusal ends the send.
-func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(tx *types.Transaction) error) (common.Hash, error) {
-	return s.send(ctx, &to, data, persist)
+//
+// gas is the transaction's gas limit; 0 asks the node (eth_estimateGas, which also refuses a
+// call that would revert). A limit above the head block's is never sent: the node is asked
+// instead. A caller that gives a limit takes on what estimation would have caught: the
+// transaction may be mined and revert.
+func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(tx *types.Transaction) error) (common.Hash, error) {
+	return s.send(ctx, &to, data, gas, persist)
 }
 
 // Rebroadcast sends an already signed transaction again (recovery after a crash). A
@@ -149,21 +154,23 @@ func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery ti
 }
 
 // send handles calls and (to == nil) contract creations.
-func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error) {
+func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
 	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
 	defer cancel()
 
-	est, err := s.backend.EstimateGas(ctx, ethereum.CallMsg{From: s.from, To: to, Data: data})
-	if err != nil {
-		if isReverted(err) {
-			return common.Hash{}, fmt.Errorf("chain: estimate gas: %w: %w", ErrExecutionReverted, err)
-		}
-		return common.Hash{}, fmt.Errorf("chain: estimate gas: %w", err)
-	}
-	gas := est + est*s.marginPct/100
-	tip, feeCap, err := s.fees(ctx)
+	tip, feeCap, blockGas, err := s.fees(ctx)
 	if err != nil {
 		return common.Hash{}, err
+	}
+	if gas == 0 || gas > blockGas {
+		est, err := s.backend.EstimateGas(ctx, ethereum.CallMsg{From: s.from, To: to, Data: data})
+		if err != nil {
+			if isReverted(err) {
+				return common.Hash{}, fmt.Errorf("chain: estimate gas: %w: %w", ErrExecutionReverted, err)
+			}
+			return common.Hash{}, fmt.Errorf("chain: estimate gas: %w", err)
+		}
+		gas = est + est*s.marginPct/100
 	}
 
 	select {
@@ -233,24 +240,25 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, pers
 }
 
 // fees prices an EIP-1559 transaction: the node's suggested tip, and a cap of twice the head's
-// base fee plus the tip, which survives six full blocks of base-fee growth.
-func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, err error) {
+// base fee plus the tip, which survives six full blocks of base-fee growth. It also returns the
+// head's gas limit, the most gas one transaction can be given.
+func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, blockGas uint64, err error) {
 	tip, err = s.backend.SuggestGasTipCap(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("chain: suggest gas tip: %w", err)
+		return nil, nil, 0, fmt.Errorf("chain: suggest gas tip: %w", err)
 	}
 	head, err := s.backend.HeaderByNumber(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("chain: head header: %w", err)
+		return nil, nil, 0, fmt.Errorf("chain: head header: %w", err)
 	}
 	if head.BaseFee == nil {
-		return nil, nil, fmt.Errorf("chain: head %d: %w", head.Number, ErrNoBaseFee)
+		return nil, nil, 0, fmt.Errorf("chain: head %d: %w", head.Number, ErrNoBaseFee)
 	}
 	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
 	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
-		return nil, nil, fmt.Errorf("chain: max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
+		return nil, nil, 0, fmt.Errorf("chain: max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
 	}
-	return tip, feeCap, nil
+	return tip, feeCap, head.GasLimit, nil
 }
 
 // isNonceStale matches geth's and anvil's rejections of a nonce that is already taken.

@@ -193,11 +193,11 @@ func TestSendPersistedAndRebroadcast(t *testing.T) {
 
 	// A failing persist broadcasts nothing and leaves the nonce for the next send.
 	before, _ := c.PendingNonceAt(ctx, s.Address())
-	if _, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(1)), func(*types.Transaction) error { return errors.New("disk full") }); err == nil {
+	if _, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(1)), 0, func(*types.Transaction) error { return errors.New("disk full") }); err == nil {
 		t.Fatal("a failed persist must fail the send")
 	}
 	var raw []byte
-	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), func(tx *types.Transaction) (err error) {
+	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), 0, func(tx *types.Transaction) (err error) {
 		raw, err = tx.MarshalBinary()
 		return err
 	})
@@ -252,7 +252,7 @@ func TestPersistedSendReplacesADeadTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	var persisted []*types.Transaction
-	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), func(tx *types.Transaction) error {
+	hash, err := s.SendPersisted(ctx, token, PackMint(to, big.NewInt(5)), 0, func(tx *types.Transaction) error {
 		persisted = append(persisted, tx)
 		return nil
 	})

@@ -8,9 +8,10 @@ import (
 )
 
 // MoveBatch moves the unfinished members (submitted or pending) of batch from to a new batch
-// to, and returns them. Call it only when from's recorded transaction can never be mined (the
-// node refused it as "nonce too low" and holds no receipt of it): from's row in
-// payment_batches stays as it was, the record of a transaction that died, and the members are
+// to, and returns them. Call it only when from's recorded transaction settled none of them:
+// it can never be mined (the node refused it as "nonce too low" and holds no receipt of it),
+// or it was mined and reverted as a whole. from's row in payment_batches stays as it was, the
+// record of that transaction, and the members are
 // settled by to's transaction, recorded with RecordBatchTx before it is broadcast. It needs
 // Postgres: unreachable is ErrUnavailable.
 func (l *Ledger) MoveBatch(ctx context.Context, from, to uuid.UUID) ([]Payment, error) {

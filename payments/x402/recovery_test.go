@@ -124,8 +124,8 @@ type crashAfterPersist struct{ *chain.Sender }
 
 var errCrash = errors.New("crash before broadcast")
 
-func (c crashAfterPersist) SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error) {
-	return c.Sender.SendPersisted(ctx, to, data, func(tx *types.Transaction) error {
+func (c crashAfterPersist) SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
+	return c.Sender.SendPersisted(ctx, to, data, gas, func(tx *types.Transaction) error {
 		if err := persist(tx); err != nil {
 			return err
 		}

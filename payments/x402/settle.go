@@ -20,7 +20,7 @@ import (
 // TxSender is what settlement needs from a chain: sign and persist before broadcast, wait
 // for the receipt, and re-broadcast after a crash. *chain.Sender satisfies it.
 type TxSender interface {
-	SendPersisted(ctx context.Context, to common.Address, data []byte, persist func(*types.Transaction) error) (common.Hash, error)
+	SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error)
 	WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error)
 	Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error)
 }
@@ -77,7 +77,7 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return nil, fmt.Errorf("x402: packing the transfer: %w", err)
 	}
 	recorded := dead
-	hash, err := s.sender.SendPersisted(ctx, s.token, data, func(tx *types.Transaction) error {
+	hash, err := s.sender.SendPersisted(ctx, s.token, data, 0, func(tx *types.Transaction) error {
 		raw, err := tx.MarshalBinary()
 		if err != nil {
 			return err

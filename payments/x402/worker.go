@@ -67,6 +67,7 @@ type Worker struct {
 	lock     exclusive
 	sender   TxSender
 	settler  *ChainSettler
+	gas      batchGas
 	log      *slog.Logger
 
 	stop chan struct{}
@@ -195,7 +196,7 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 	if err != nil {
 		return err
 	}
-	hash, err := w.sender.SendPersisted(ctx, w.cfg.Batcher, data, func(tx *types.Transaction) error {
+	hash, err := w.sender.SendPersisted(ctx, w.cfg.Batcher, data, w.gas.limit(len(ps)), func(tx *types.Transaction) error {
 		raw, err := tx.MarshalBinary()
 		if err != nil {
 			return err
@@ -218,6 +219,22 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 		_, terr := w.batches.TransitionBatch(context.WithoutCancel(ctx), batchID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{TxHash: hash.Hex()})
 		return errors.Join(fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr)
 	}
+	if receipt.Status != types.ReceiptStatusSuccessful {
+		// The whole transaction reverted (out of gas, most likely: the limit came from earlier
+		// batches): it moved nothing and used none of the authorizations. Its payments go to a
+		// new batch, whose gas the node estimates; a revert the estimate also meets is refused
+		// there, before anything is broadcast.
+		w.gas.forget()
+		next := uuid.New()
+		w.log.Warn("x402: batch transaction reverted; settling its payments in a new batch", "batch", batchID, "tx", hash.Hex(),
+			"gas_used", receipt.GasUsed, "new_batch", next)
+		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
+		if err != nil || len(moved) == 0 {
+			return err
+		}
+		return w.sendBatch(ctx, next, moved)
+	}
+	w.gas.learn(receipt.GasUsed, len(ps))
 	return w.recordBatch(ctx, ps, auths, receipt)
 }
 
