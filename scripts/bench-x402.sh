@@ -107,11 +107,13 @@ fi
 cpu_of() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 pg_pids() { pgrep -f "postgres: .*: postgres $DB_NAME " || true; }
 anvil_pid() { pgrep -f "anvil --host 127.0.0.1 --port $RPC_PORT" || true; }
-gw0=$(cpu_of $gw); pg0=$(cpu_of $(pg_pids)); an0=$(cpu_of $(anvil_pid))
+redis_pid() { pgrep -f "redis-server 127.0.0.1:6379" || true; }
+gw0=$(cpu_of $gw); pg0=$(cpu_of $(pg_pids)); an0=$(cpu_of $(anvil_pid)); rd0=$(cpu_of $(redis_pid))
 ./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -c "$C"
-gw1=$(cpu_of $gw); pg1=$(cpu_of $(pg_pids)); an1=$(cpu_of $(anvil_pid))
+gw1=$(cpu_of $gw); pg1=$(cpu_of $(pg_pids)); an1=$(cpu_of $(anvil_pid)); rd1=$(cpu_of $(redis_pid))
 hz=$(getconf CLK_TCK)
-echo "CPU per request: gateway $(( (gw1-gw0) * 1000000 / hz / N )) us, postgres $(( (pg1-pg0) * 1000000 / hz / N )) us (backends alive at the end), anvil $(( (an1-an0) * 1000000 / hz / N )) us"
+per() { echo $(( ($2 - $1) * 1000000 / hz / N )); }
+echo "CPU per request: gateway $(per $gw0 $gw1) us, postgres $(per $pg0 $pg1) us (backends alive at the end), anvil $(per $an0 $an1) us, redis $(per $rd0 $rd1) us"
 sleep 3
 echo "payments by status: $(psql -tAq -h 127.0.0.1 -U postgres -d $DB_NAME -c "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM payments GROUP BY 1 ORDER BY 1) s")"
 kill -TERM "$gw"; wait "$gw" 2>/dev/null || true

@@ -32,9 +32,10 @@ type LensOptions struct {
 	Timeout time.Duration
 	// MaxBatch is the most payments one lens call answers [128, at most MaxLensBatch].
 	MaxBatch int
-	// MaxInFlight is how many lens calls may run at once [2]. Verifications that arrive while
+	// MaxInFlight is how many lens calls may run at once [1]. Verifications that arrive while
 	// that many are running wait and go together in the next one: batches grow with the load,
-	// and a lone verification is never delayed.
+	// and a lone verification is never delayed. One at a time makes the fewest calls: under
+	// x402 load on anvil, 2 in flight made 2,153 calls for 8,000 payments, 1 made 1,468.
 	MaxInFlight int
 }
 
@@ -61,7 +62,7 @@ func NewLensReader(c ContractCaller, opts LensOptions) *LensReader {
 	}
 	opts.MaxBatch = min(opts.MaxBatch, MaxLensBatch)
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 2
+		opts.MaxInFlight = 1
 	}
 	return &LensReader{RPCReader: NewRPCReader(c, opts.Timeout), maxBatch: opts.MaxBatch, maxInFlight: opts.MaxInFlight}
 }
