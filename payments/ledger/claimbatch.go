@@ -10,11 +10,13 @@ import (
 )
 
 // Limits of the nonce writer: how many rows one INSERT carries, and how many INSERTs run at
-// once. A nonce row is cheap for Postgres (no trigger, one index), so four statements may run
-// side by side.
+// once. One at a time, like the payment writer: what costs Postgres most per claim is the
+// commit (its WAL flush), not the row, and with one statement in flight the claims that arrive
+// meanwhile share the next commit. Under x402 load four in flight made 0.64 commits per paid
+// call and one 0.42, with 20% less Postgres CPU per call.
 const (
 	nonceBatchMax      = 256
-	nonceBatchInFlight = 4
+	nonceBatchInFlight = 1
 )
 
 // nonceOutcome is one claim row's outcome, as insertNonce reports it: fresh, or already
