@@ -146,11 +146,11 @@ func (c *Client) check(e offerEntry) (*candidate, string, string) {
 	if r.Extra.Name == "" || r.Extra.Version == "" {
 		return nil, ReasonNoSupportedRequirements, "extra.name and extra.version (the token's EIP-712 domain) are required"
 	}
-	asset, ok := parseAddress(r.Asset)
+	asset, ok := x402.ParseAddress(r.Asset)
 	if !ok {
 		return nil, ReasonInvalidPaymentRequired, fmt.Sprintf("asset %q is not an address", r.Asset)
 	}
-	payTo, ok := parseAddress(r.PayTo)
+	payTo, ok := x402.ParseAddress(r.PayTo)
 	if !ok || payTo == (common.Address{}) {
 		return nil, ReasonInvalidPaymentRequired, fmt.Sprintf("payTo %q is not a payable address", r.PayTo)
 	}
@@ -292,16 +292,6 @@ func extraString(e x402.Extra, key string) (string, bool) {
 		return string(raw), true // present and not a string: reported as unsupported
 	}
 	return s, true
-}
-
-// parseAddress parses a 0x-prefixed 20-byte hex address of any case.
-func parseAddress(s string) (common.Address, bool) {
-	var a common.Address
-	if len(s) != 42 || s[:2] != "0x" {
-		return a, false
-	}
-	_, err := hex.Decode(a[:], []byte(s[2:]))
-	return a, err == nil
 }
 
 // marshalNoEscape is json.Marshal without HTML escaping, so that echoed values stay as sent.

@@ -198,7 +198,7 @@ func SigningDigest(req PaymentRequirements, auth EIP3009Authorization) (common.H
 	if err != nil {
 		return common.Hash{}, refuse(ReasonInvalidNetwork, err.Error())
 	}
-	asset, ok := parseAddress(req.Asset)
+	asset, ok := ParseAddress(req.Asset)
 	if !ok {
 		return common.Hash{}, refuse(ReasonInvalidPaymentRequirements, "asset is not an address")
 	}
@@ -327,11 +327,11 @@ func verify(p *PaymentPayload, req PaymentRequirements, now time.Time, checkSig 
 	if err != nil {
 		return nil, err
 	}
-	asset, ok := parseAddress(req.Asset)
+	asset, ok := ParseAddress(req.Asset)
 	if !ok {
 		return nil, refuse(ReasonInvalidPaymentRequirements, "offer: asset is not an address")
 	}
-	payTo, ok := parseAddress(req.PayTo)
+	payTo, ok := ParseAddress(req.PayTo)
 	if !ok {
 		return nil, refuse(ReasonInvalidPaymentRequirements, "offer: payTo is not an address")
 	}

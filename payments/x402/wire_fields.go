@@ -89,10 +89,10 @@ func parseExact(e *ExactEVMPayload) (exactFields, error) {
 func parseAuthorization(a *EIP3009Authorization) (exactFields, error) {
 	var f exactFields
 	var ok bool
-	if f.from, ok = parseAddress(a.From); !ok {
+	if f.from, ok = ParseAddress(a.From); !ok {
 		return f, refuse(ReasonInvalidPayload, "authorization.from is not a 20-byte hex address")
 	}
-	if f.to, ok = parseAddress(a.To); !ok {
+	if f.to, ok = ParseAddress(a.To); !ok {
 		return f, refuse(ReasonInvalidPayload, "authorization.to is not a 20-byte hex address")
 	}
 	if f.value, ok = parseUint256(a.Value); !ok {
@@ -189,9 +189,9 @@ func parseHex(s string) ([]byte, bool) {
 	return b, err == nil
 }
 
-// parseAddress parses a 0x-prefixed 20-byte address of any case. Mixed-case checksums are not
+// ParseAddress parses a 0x-prefixed 20-byte address of any case. Mixed-case checksums are not
 // enforced: addresses compare by value.
-func parseAddress(s string) (common.Address, bool) {
+func ParseAddress(s string) (common.Address, bool) {
 	var a common.Address
 	if len(s) != 42 || s[:2] != "0x" {
 		return a, false
@@ -213,8 +213,8 @@ func parseBytes32(s string) (common.Hash, bool) {
 // sameAddress compares two address strings by value, falling back to exact text for strings
 // that are not EVM addresses.
 func sameAddress(a, b string) bool {
-	x, okA := parseAddress(a)
-	y, okB := parseAddress(b)
+	x, okA := ParseAddress(a)
+	y, okB := ParseAddress(b)
 	if okA && okB {
 		return x == y
 	}
