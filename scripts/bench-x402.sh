@@ -6,8 +6,10 @@
 # MODE=batch|sync, N payments, C connections; CHAIN=anvil (default) or dev (the in-process
 # simulated chain, no anvil); BIN=path runs another build of the gateway (to compare before and
 # after); PPROF=dir builds the gateway with net/http/pprof (a build overlay, nothing in the tree)
-# and saves CPU, block and mutex profiles of the load into dir. 127.0.0.1 only; every process
-# started here is stopped by its PID.
+# and saves CPU, block and mutex profiles of the load into dir. GEN=go (default) sends the N
+# payments with cmd/x402load's Go client; GEN=wrk signs N payments with it, then sends them for
+# DURATION with wrk -t2 (scripts/x402-wrk.lua), which costs the shared machine less per request.
+# 127.0.0.1 only; every process started here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,8 @@ CHAIN=${CHAIN:-anvil}
 PPROF=${PPROF:-}
 N=${N:-10000}
 C=${C:-32}
+GEN=${GEN:-go}
+DURATION=${DURATION:-8s}
 DB_NAME=secureexec_x402bench
 PG=postgres://postgres@127.0.0.1:5432
 ANVIL=node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
@@ -109,7 +113,24 @@ pg_pids() { pgrep -f "postgres: .*: postgres $DB_NAME " || true; }
 anvil_pid() { pgrep -f "anvil --host 127.0.0.1 --port $RPC_PORT" || true; }
 redis_pid() { pgrep -f "redis-server 127.0.0.1:6379" || true; }
 gw0=$(cpu_of $gw); pg0=$(cpu_of $(pg_pids)); an0=$(cpu_of $(anvil_pid)); rd0=$(cpu_of $(redis_pid))
-./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -c "$C"
+if [ "$GEN" = wrk ]; then
+  command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+  signed="$datadir/signed.txt"
+  ./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -out "$signed"
+  gw0=$(cpu_of $gw); pg0=$(cpu_of $(pg_pids)); an0=$(cpu_of $(anvil_pid)); rd0=$(cpu_of $(redis_pid))
+  # The CPU this shell's finished children used (cutime + cstime, in ticks): the difference is wrk's.
+  children_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
+  ch0=$(children_ticks)
+  wrk -t2 -c"$C" -d"$DURATION" --latency -s scripts/x402-wrk.lua http://127.0.0.1:$GW_PORT/exec/tool -- "$signed" 2 >"$datadir/wrk.txt"
+  ch1=$(children_ticks)
+  cat "$datadir/wrk.txt"
+  grep -q EXHAUSTED "$datadir/wrk.txt" && { echo "the run used up the $N signed payments: raise N or shorten DURATION" >&2; exit 1; }
+  grep -q 'Non-2xx' "$datadir/wrk.txt" && { echo "some paid calls were not answered 200" >&2; exit 1; }
+  N=$(awk '/requests in/{print $1}' "$datadir/wrk.txt")
+  echo "load generator CPU per request: $(( (ch1 - ch0) * 1000000 / $(getconf CLK_TCK) / N )) us (wrk)"
+else
+  ./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -c "$C"
+fi
 gw1=$(cpu_of $gw); pg1=$(cpu_of $(pg_pids)); an1=$(cpu_of $(anvil_pid)); rd1=$(cpu_of $(redis_pid))
 hz=$(getconf CLK_TCK)
 per() { echo $(( ($2 - $1) * 1000000 / hz / N )); }

@@ -2,7 +2,9 @@
 // cannot sign a fresh payment per request, so this does. It reads one 402 from the gateway,
 // pre-signs N distinct EIP-3009 authorizations from the dev accounts (before the clock
 // starts), then sends them over C keep-alive connections and reports throughput and latency
-// percentiles. It targets one URL given on the command line; run it against 127.0.0.1 only.
+// percentiles; or, with -out, writes them to a file for wrk (scripts/x402-wrk.lua), which
+// spends less of the machine per request than this Go client. It targets one URL given on the
+// command line; run it against 127.0.0.1 only.
 package main
 
 import (
@@ -38,12 +40,19 @@ func main() {
 	n := flag.Int("n", 20000, "payments to send")
 	conns := flag.Int("c", 32, "concurrent connections")
 	body := flag.String("body", `{"agentId":"bench","tool":{"name":"json_parse","args":{"data":{"key":"value","n":[1,2,3]}}}}`, "request body")
+	out := flag.String("out", "", "write the pre-signed PAYMENT-SIGNATURE values to this file, one per line, and send nothing (for scripts/x402-wrk.lua)")
 	flag.Parse()
 
 	keys := loadKeys(*accounts)
 	req := offer(*url, *body)
 	log.Printf("pre-signing %d payments from %d payers for %s %s on %s", *n, len(keys), req.Amount, req.Asset, req.Network)
 	headers := presign(req, keys, *n)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(strings.Join(headers, "\n")+"\n"), 0o600); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}, Timeout: 30 * time.Second}
 	lat := make([]time.Duration, *n)
