@@ -159,6 +159,13 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 				s.writePaymentRequired(w, r, price, err)
 				return
 			}
+			if errors.Is(err, payments.ErrNotRecorded) {
+				// Nothing recorded means nothing to settle later: the result is withheld.
+				s.log.Error("payment could not be recorded; result withheld", "job_id", rec.JobID, "err", err)
+				s.metrics.payments.WithLabelValues(pay.protocol, "settlement_not_recorded").Inc()
+				s.writeError(w, r, err)
+				return
+			}
 			s.log.Error("settlement failed; the payment stays recorded for reconciliation", "job_id", rec.JobID, "err", err)
 			st = &payments.Settlement{Status: payments.SettlementPending, ID: pay.auth.Reference}
 		}

@@ -545,6 +545,15 @@ func TestSettlementFollowsTheOutcome(t *testing.T) {
 		t.Fatalf("pending: %+v", r)
 	}
 
+	// A payment that could not even be recorded withholds the result: 503, no output.
+	h.rail.settleAs = func() (*payments.Settlement, error) {
+		return nil, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable)
+	}
+	w = h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"secret"}}}`, pay...)
+	if w.Code != 503 || strings.Contains(w.Body.String(), "secret") || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("unrecorded payment: %d %s", w.Code, w.Body)
+	}
+
 	// A settlement the chain refuses withholds the result: 402 with the reason, no output.
 	h.rail.settleAs = func() (*payments.Settlement, error) {
 		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_exact_evm_nonce_already_used", Detail: "spent"}

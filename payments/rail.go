@@ -72,6 +72,12 @@ func (e *PaymentError) Error() string { return e.Rail + ": " + e.Reason + ": " +
 // Stripe): the call is refused with 503 and Retry-After, and nothing is charged.
 var ErrUnavailable = errors.New("payment_backend_unavailable")
 
+// ErrNotRecorded marks a settlement that could not even be recorded (a rail that writes a
+// payment's row only once its call is done, with Postgres and the local spool both failing):
+// nothing will ever settle it, so the gateway withholds the result (503, like ErrUnavailable)
+// instead of answering it as pending. Nothing is charged; the credential stays used.
+var ErrNotRecorded = errors.New("payment_not_recorded")
+
 // An Idempotent rail lets a credential name its request (x402's payment-identifier): the
 // gateway then answers a resend with the stored response instead of processing it again.
 // ok is false when the request names nothing; fingerprint binds the key to the exact payment.

@@ -377,6 +377,11 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	p.JobID = jobIDOf(a)
 	if r.cfg.Mode == SettleBatch {
 		if err := r.queue(ctx, p); err != nil {
+			if p.Late != nil {
+				// No row exists to reconcile later: the call must not be answered as paid.
+				r.release(ctx, p)
+				return nil, fmt.Errorf("x402: recording payment %s: %w", p.ID, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
+			}
 			return nil, fmt.Errorf("x402: queueing payment %s: %w", p.ID, err)
 		}
 		return r.pendingSettlement(p, ""), nil

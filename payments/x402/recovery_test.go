@@ -295,3 +295,37 @@ func TestRecoveryAfterACrash(t *testing.T) {
 		}
 	})
 }
+
+// failingCreates is a payment book whose Create fails, as the ledger's does when Postgres and
+// its local spool both fail.
+type failingCreates struct{ *ledger.Memory }
+
+func (failingCreates) Create(context.Context, ledger.Payment) error {
+	return errors.Join(payments.ErrUnavailable, errors.New("spool: disk full"))
+}
+
+// TestBatchPaymentThatCannotBeRecordedIsNotAnsweredAsPaid: batch mode writes a payment's row
+// once the call is done; if it cannot, Settle says so (ErrNotRecorded, so the gateway withholds
+// the result), and what the payment held of the payer's balance is released.
+func TestBatchPaymentThatCannotBeRecordedIsNotAnsweredAsPaid(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved},
+		NewRPCReader(r.dev.Client(), 3*time.Second), r.book, failingCreates{r.book}, r.settler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.verify(t, rail)
+	s, err := rail.Settle(ctx, a)
+	if !errors.Is(err, payments.ErrNotRecorded) || s != nil {
+		t.Fatalf("Settle = %+v, %v; want ErrNotRecorded", s, err)
+	}
+	if _, err := r.book.Get(ctx, uuid.MustParse(a.Reference)); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("a payment that could not be recorded is found: %v", err)
+	}
+	v := a.State.(*pendingPayment).Verified
+	// With nothing held, a balance of exactly one payment covers one more.
+	if err := r.reserved.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), "probe", v.Value, v.Value, time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("the payment still holds the payer's balance: %v", err)
+	}
+}
