@@ -35,10 +35,14 @@ type recoveryRig struct {
 	payTo    common.Address
 }
 
-func newRecoveryRig(t *testing.T) *recoveryRig {
+func newRecoveryRig(t *testing.T, opts ...chain.DevChainOptions) *recoveryRig {
 	t.Helper()
 	ctx := context.Background()
-	dev, err := chain.StartSimulated(ctx, chain.DevChainOptions{AutoMine: true})
+	devOpts := chain.DevChainOptions{AutoMine: true}
+	if len(opts) > 0 {
+		devOpts = opts[0]
+	}
+	dev, err := chain.StartSimulated(ctx, devOpts)
 	if err != nil {
 		t.Fatal(err)
 	}

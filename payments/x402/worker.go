@@ -44,6 +44,10 @@ type WorkerConfig struct {
 	Network        Network
 	Batcher        common.Address // the SettlementBatcher; zero disables batch settlement
 	BatchSize      int            // most payments per batch transaction (default 100)
+	// InFlight is how many batch transactions may await their receipts at once (default 4):
+	// a chain that mines a block every second or two then takes several batches per block.
+	// Sends stay one at a time, in nonce order (the Sender's lock).
+	InFlight int
 	Interval       time.Duration  // how often to look for work (default 250 ms)
 	StaleAfter     time.Duration  // a payment untouched this long is recovered (default 2 min)
 	ReceiptTimeout time.Duration  // how long to wait for a receipt before "pending" (default 30 s)
@@ -82,6 +86,9 @@ func NewWorker(cfg WorkerConfig, l interface {
 }, sender TxSender, settler *ChainSettler) *Worker {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 100
+	}
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 4
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 250 * time.Millisecond
@@ -136,14 +143,7 @@ func (w *Worker) Tick(ctx context.Context) {
 		}
 	}
 	if w.cfg.Batcher != (common.Address{}) && w.sender != nil {
-		if _, err := w.lock.RunExclusive(ctx, "x402-batch", func(ctx context.Context) error {
-			for {
-				n, err := w.SettleBatch(ctx)
-				if err != nil || n < w.cfg.BatchSize {
-					return err
-				}
-			}
-		}); err != nil && ctx.Err() == nil {
+		if _, err := w.lock.RunExclusive(ctx, "x402-batch", w.settleQueue); err != nil && ctx.Err() == nil {
 			w.log.Warn("x402: batch settlement", "err", err)
 		}
 	}
@@ -167,6 +167,27 @@ func (w *Worker) settleQueuedRemote(ctx context.Context) error {
 	for _, p := range ps {
 		errs = append(errs, w.cfg.Facilitator.reconcile(ctx, p))
 	}
+	return errors.Join(errs...)
+}
+
+// settleQueue settles full batches while the queue holds them, up to InFlight at once: each
+// lane claims its own batch (no two claim one payment), sends it and waits for its receipt,
+// so that the next batches are sent while earlier ones wait to be mined.
+func (w *Worker) settleQueue(ctx context.Context) error {
+	errs := make([]error, w.cfg.InFlight)
+	var wg sync.WaitGroup
+	for lane := range w.cfg.InFlight {
+		wg.Go(func() {
+			for {
+				n, err := w.SettleBatch(ctx)
+				if err != nil || n < w.cfg.BatchSize {
+					errs[lane] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
