@@ -41,16 +41,16 @@ type exclusive interface {
 
 // WorkerConfig configures the rail's background work.
 type WorkerConfig struct {
-	Network        Network
-	Batcher        common.Address // the SettlementBatcher; zero disables batch settlement
-	BatchSize      int            // most payments per batch transaction (default 100)
+	Network   Network
+	Batcher   common.Address // the SettlementBatcher; zero disables batch settlement
+	BatchSize int            // most payments per batch transaction (default 100)
 	// InFlight is how many batch transactions may await their receipts at once (default 4):
 	// a chain that mines a block every second or two then takes several batches per block.
 	// Sends stay one at a time, in nonce order (the Sender's lock).
-	InFlight int
-	Interval       time.Duration  // how often to look for work (default 250 ms)
-	StaleAfter     time.Duration  // a payment untouched this long is recovered (default 2 min)
-	ReceiptTimeout time.Duration  // how long to wait for a receipt before "pending" (default 30 s)
+	InFlight       int
+	Interval       time.Duration // how often to look for work (default 250 ms)
+	StaleAfter     time.Duration // a payment untouched this long is recovered (default 2 min)
+	ReceiptTimeout time.Duration // how long to wait for a receipt before "pending" (default 30 s)
 	// Facilitator, when set, settles through a remote facilitator: queued payments are handed
 	// to it one by one and settling ones are recovered through it. Without a settlement key
 	// (sender nil) that is all the worker does.
