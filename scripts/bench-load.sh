@@ -57,7 +57,7 @@ echo "== gateway"
 g0=$(cpu_of $gw_pid); p0=$(cpu_of $(pg_pids))
 load "$DURATION" $GW_PORT | tee /tmp/bench-gw.txt
 g1=$(cpu_of $gw_pid); p1=$(cpu_of $(pg_pids))
-answered=$(curl -fsS http://127.0.0.1:$GW_PORT/metrics | awk '/^secureexec_http_requests_total\{code="200",route="exec_simulate"\}/{print $2}')
+answered=$(curl -fsS http://127.0.0.1:$GW_PORT/metrics | awk '/^secureexec_http_requests_total\{code="200",route="exec_simulate"\}/{printf "%d", $2}')
 kill -TERM "$gw_pid"; wait "$gw_pid" 2>/dev/null || true   # graceful: drains the audit queue
 rows=$(psql -tAq -h 127.0.0.1 -U postgres -d $DB_NAME -c "SELECT count(*) FROM secureexec_calls")
 spooled=$(find "$datadir" -name '*.spool*' -size +0 2>/dev/null | wc -l)

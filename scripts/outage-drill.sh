@@ -41,14 +41,14 @@ sleep "$LEAD"
 echo "drill: stopping Postgres for ${OUTAGE}s under load"
 pg_ctlcluster --skip-systemctl-redirect $cluster stop -m fast
 sleep "$OUTAGE"
-spooled=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_audit_spool_depth /{print $2}')
+spooled=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_audit_spool_depth /{printf "%d", $2}')
 echo "drill: starting Postgres again (spooled while it was away: ${spooled})"
 pg_ctlcluster --skip-systemctl-redirect $cluster start
 wait "$load" || true
-answered=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_http_requests_total\{code="200",route="exec_simulate"\}/{print $2}')
+answered=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_http_requests_total\{code="200",route="exec_simulate"\}/{printf "%d", $2}')
 # Let the replayer empty the spool, then stop gracefully (which drains what is left).
 for _ in $(seq 1 120); do
-  depth=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_audit_spool_depth /{print $2}')
+  depth=$(curl -fsS http://127.0.0.1:$PORT/metrics | awk '/^secureexec_audit_spool_depth /{printf "%d", $2}')
   [ "${depth%.*}" = "0" ] && break
   sleep 1
 done
