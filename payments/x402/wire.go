@@ -499,8 +499,9 @@ func decodeHeader(value string) ([]byte, error) {
 		return nil, refuse(ReasonInvalidPayload, "empty header")
 	}
 	// The strict decoders refuse every character outside the alphabet and misplaced padding,
-	// except CR and LF, which encoding/base64 skips.
-	if strings.ContainsAny(value, "\r\n") {
+	// except CR and LF, which encoding/base64 skips. (Two IndexByte scans: ContainsAny's set
+	// lookup was 2% of a whole verification.)
+	if strings.IndexByte(value, '\r') >= 0 || strings.IndexByte(value, '\n') >= 0 {
 		return nil, refuse(ReasonInvalidPayload, "header is not base64")
 	}
 	enc := rawStdStrict
