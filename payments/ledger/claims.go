@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -88,14 +89,94 @@ func honoursContext(rdb redis.UniversalClient) bool {
 // never a second payment. Postgres unreachable: the claim stands on Redis's word and its row
 // is spooled, to be inserted when Postgres is back.
 func (c *Claims) Claim(ctx context.Context, key string, expiresAt time.Time) error {
-	if key == "" {
-		return invalid("nonce key is required")
-	}
-	if err := checkText("nonce key", key, MaxKeyBytes); err != nil {
+	n, keepUntil, err := c.prepare(key, expiresAt)
+	if err != nil {
 		return err
 	}
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RedisTimeout)
+	err = c.setNX(rctx, c.rdb, n, keepUntil).Err()
+	cancel()
+	if err := claimOutcome(ctx, key, err); err != nil {
+		return err
+	}
+	return c.record(ctx, n)
+}
+
+// Hold is what a payment reserves of its payer's balance (Reservations.Reserve), taken by
+// ClaimHolding in the same round trip to Redis as the claim.
+type Hold struct {
+	Book            *Reservations
+	Scope, ID       string
+	Amount, Balance *big.Int
+	Expires         time.Time
+}
+
+// ClaimHolding is Reserve and then Claim in one round trip to Redis (a pipeline: the two
+// commands, then the two answers), which is a third of what a paid call costs Redis and the
+// gateway's Redis client. Its answers are theirs: ErrInsufficientFunds when the hold does not
+// fit (the claim it made alongside is deleted again, so the credential can be sent once the
+// payer has the funds), ErrNonceUsed when the credential was used, ErrUnavailable when Redis
+// cannot answer. A crash between the claim and that delete leaves the nonce claimed: the payer
+// signs a new authorization, nothing is charged. hold.Book must use this Claims' Redis client;
+// with another, ClaimHolding runs Reserve and Claim one after the other.
+func (c *Claims) ClaimHolding(ctx context.Context, key string, expiresAt time.Time, hold Hold) error {
+	if hold.Book == nil {
+		return invalid("a holding claim needs a reservation book")
+	}
+	if hold.Book.rdb != c.rdb {
+		if err := hold.Book.Reserve(ctx, hold.Scope, hold.ID, hold.Amount, hold.Balance, hold.Expires); err != nil {
+			return err
+		}
+		return c.Claim(ctx, key, expiresAt)
+	}
+	if err := checkReservation(hold.Scope, hold.ID, hold.Amount); err != nil {
+		return err
+	}
+	args, err := reserveArgs(hold.ID, hold.Amount, hold.Balance, hold.Expires, time.Now())
+	if err != nil {
+		return err
+	}
+	n, keepUntil, err := c.prepare(key, expiresAt)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RedisTimeout)
+	defer cancel()
+	pipe := c.rdb.Pipeline()
+	reserved := pipe.EvalSha(rctx, reserveScript.Hash(), hold.Book.keys(hold.Scope), args...)
+	claimed := c.setNX(rctx, pipe, n, keepUntil)
+	_, _ = pipe.Exec(rctx) // each command's own error is read below
+	held, rerr := reserved.Int()
+	if rerr != nil && redis.HasErrorPrefix(rerr, "NOSCRIPT") {
+		// The script is not loaded yet (a new or flushed Redis): Run loads it.
+		held, rerr = reserveScript.Run(rctx, c.rdb, hold.Book.keys(hold.Scope), args...).Int()
+	}
+	if err := claimOutcome(ctx, key, claimed.Err()); err != nil {
+		return err // used, or unknown: a hold taken for it expires by itself, as after Reserve and Claim
+	}
+	if err := reserveOutcome(ctx, hold.Scope, held, rerr); err != nil {
+		// The claim went through but the hold did not: give the credential back.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.RedisTimeout)
+		derr := c.rdb.Del(dctx, c.redisKey(key)).Err()
+		dcancel()
+		if derr != nil {
+			c.l.log.Warn("a nonce claimed for a payment refused its hold stays claimed", "key", key, "err", derr)
+		}
+		return err
+	}
+	return c.record(ctx, n)
+}
+
+// prepare validates a claim and returns its row and how long Redis keeps it.
+func (c *Claims) prepare(key string, expiresAt time.Time) (nonceRow, time.Time, error) {
+	if key == "" {
+		return nonceRow{}, time.Time{}, invalid("nonce key is required")
+	}
+	if err := checkText("nonce key", key, MaxKeyBytes); err != nil {
+		return nonceRow{}, time.Time{}, err
+	}
 	if expiresAt.IsZero() {
-		return invalid("nonce expiry is required")
+		return nonceRow{}, time.Time{}, invalid("nonce expiry is required")
 	}
 	now := normalizeTime(time.Now())
 	exp := normalizeTime(expiresAt)
@@ -104,11 +185,20 @@ func (c *Claims) Claim(ctx context.Context, key string, expiresAt time.Time) err
 	}
 	keepUntil := exp.Add(c.opts.Grace)
 	if !keepUntil.After(now) {
-		return invalid("credential expired at %s", expiresAt.UTC().Format(time.RFC3339))
+		return nonceRow{}, time.Time{}, invalid("credential expired at %s", expiresAt.UTC().Format(time.RFC3339))
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.opts.RedisTimeout)
-	err := c.rdb.Do(rctx, "set", c.redisKey(key), strconv.FormatInt(now.UnixMilli(), 10), "nx", "pxat", keepUntil.UnixMilli()).Err()
-	cancel()
+	return nonceRow{Key: key, ClaimID: uuid.New(), ClaimedAt: now, ExpiresAt: exp}, keepUntil, nil
+}
+
+// setNX sends the claim's SET ... NX PXAT through r: the client, or a pipeline.
+func (c *Claims) setNX(ctx context.Context, r interface {
+	Do(context.Context, ...any) *redis.Cmd
+}, n nonceRow, keepUntil time.Time) *redis.Cmd {
+	return r.Do(ctx, "set", c.redisKey(n.Key), strconv.FormatInt(n.ClaimedAt.UnixMilli(), 10), "nx", "pxat", keepUntil.UnixMilli())
+}
+
+// claimOutcome reads the claim's SET answer.
+func claimOutcome(ctx context.Context, key string, err error) error {
 	switch {
 	case errors.Is(err, redis.Nil):
 		return fmt.Errorf("ledger: nonce %q: %w", key, ErrNonceUsed)
@@ -117,7 +207,7 @@ func (c *Claims) Claim(ctx context.Context, key string, expiresAt time.Time) err
 	case err != nil:
 		return unavailable("claim nonce in redis", err)
 	}
-	return c.record(ctx, nonceRow{Key: key, ClaimID: uuid.New(), ClaimedAt: now, ExpiresAt: exp})
+	return nil
 }
 
 func (c *Claims) redisKey(key string) string { return c.opts.Prefix + "nonce:" + key }

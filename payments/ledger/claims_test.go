@@ -3,9 +3,11 @@ package ledger
 import (
 	"context"
 	"errors"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,5 +302,110 @@ func TestNewClaimsRequiresContextDeadlines(t *testing.T) {
 	defer cluster.Close()
 	if _, err := NewClaims(cluster, l, ClaimsOptions{}); err != nil {
 		t.Fatalf("NewClaims with a cluster client: %v", err)
+	}
+}
+
+// TestClaimHolding: the claim and the hold in one round trip give the answers Reserve and then
+// Claim give: a hold that does not fit leaves the credential unclaimed (it can be sent again
+// once funded), a used credential is refused, a fresh Redis without the script loaded works,
+// and of 40 concurrent copies of one payment over two replicas exactly one is granted, holding
+// its amount once.
+func TestClaimHolding(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	rdb, prefix := newRedis(t)
+	pool := openPool(t, schema, "")
+	claims := newClaims(t, rdb, openLedger(t, pool, ""), prefix)
+	book, err := NewReservations(rdb, prefix, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	scope := "1337:token:" + randomHex(4)
+	price := big.NewInt(10_000)
+	expires := time.Now().Add(10 * time.Minute)
+	hold := func(key string, balance int64) Hold {
+		return Hold{Book: book, Scope: scope, ID: key, Amount: price, Balance: big.NewInt(balance), Expires: expires}
+	}
+	held := func() int64 {
+		h, err := book.Held(ctx, scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.Int64()
+	}
+
+	poor := "x402:poor:" + randomHex(8)
+	if err := claims.ClaimHolding(ctx, poor, expires, hold(poor, 5_000)); !errors.Is(err, ErrInsufficientFunds) {
+		t.Fatalf("a payment its payer cannot cover = %v, want ErrInsufficientFunds", err)
+	}
+	if h := held(); h != 0 {
+		t.Fatalf("%d held after a refused hold", h)
+	}
+	if n := countRows(t, pool, `SELECT count(*) FROM payment_nonces WHERE key = $1`, poor); n != 0 {
+		t.Fatalf("a refused payment's nonce is recorded")
+	}
+	if err := claims.ClaimHolding(ctx, poor, expires, hold(poor, 50_000)); err != nil {
+		t.Fatalf("the same payment once funded: %v", err)
+	}
+	if err := claims.ClaimHolding(ctx, poor, expires, hold(poor, 50_000)); !errors.Is(err, ErrNonceUsed) {
+		t.Fatalf("the same payment again = %v, want ErrNonceUsed", err)
+	}
+	if err := claims.Claim(ctx, poor, expires); !errors.Is(err, ErrNonceUsed) {
+		t.Fatalf("a plain claim of a held credential = %v, want ErrNonceUsed", err)
+	}
+	if h := held(); h != 10_000 {
+		t.Fatalf("%d held, want the one payment's 10,000", h)
+	}
+
+	// A Redis that has not loaded the reserve script yet.
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := "x402:fresh:" + randomHex(8)
+	if err := claims.ClaimHolding(ctx, fresh, expires, hold(fresh, 50_000)); err != nil {
+		t.Fatalf("after SCRIPT FLUSH: %v", err)
+	}
+	if h := held(); h != 20_000 {
+		t.Fatalf("%d held, want 20,000", h)
+	}
+
+	// Forty copies of one payment over two replicas.
+	other := newClaims(t, secondRedis(t), openLedger(t, openPool(t, schema, ""), ""), prefix)
+	otherBook, err := NewReservations(other.rdb, prefix, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "x402:copies:" + randomHex(8)
+	var granted, used atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range 40 {
+		wg.Go(func() {
+			<-start
+			c, h := claims, hold(key, 1_000_000)
+			if g%2 == 1 {
+				c, h.Book = other, otherBook
+			}
+			switch err := c.ClaimHolding(ctx, key, expires, h); {
+			case err == nil:
+				granted.Add(1)
+			case errors.Is(err, ErrNonceUsed):
+				used.Add(1)
+			default:
+				t.Errorf("copy %d: %v", g, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if granted.Load() != 1 || used.Load() != 39 {
+		t.Fatalf("%d granted, %d refused as used; want 1 and 39", granted.Load(), used.Load())
+	}
+	if h := held(); h != 30_000 {
+		t.Fatalf("%d held after 40 copies of one 10,000 payment, want 30,000", h)
+	}
+	if n := countRows(t, pool, `SELECT count(*) FROM payment_nonces WHERE key = $1`, key); n != 1 {
+		t.Fatalf("%d nonce rows for one payment, want 1", n)
 	}
 }

@@ -108,23 +108,35 @@ func (r *Reservations) Reserve(ctx context.Context, scope, id string, amount, ba
 	if err := checkReservation(scope, id, amount); err != nil {
 		return err
 	}
+	args, err := reserveArgs(id, amount, balance, expires, time.Now())
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	held, err := reserveScript.Run(rctx, r.rdb, r.keys(scope), args...).Int()
+	return reserveOutcome(ctx, scope, held, err)
+}
+
+// reserveArgs validates a reservation and returns the script's arguments.
+func reserveArgs(id string, amount, balance *big.Int, expires, now time.Time) ([]any, error) {
 	if balance == nil || balance.Sign() < 0 {
-		return invalid("reservation balance must be a non-negative amount")
+		return nil, invalid("reservation balance must be a non-negative amount")
 	}
 	if balance.Cmp(maxReservable) > 0 {
 		balance = maxReservable
 	}
-	now := time.Now()
 	if limit := now.Add(MaxReservation); expires.After(limit) {
 		expires = limit
 	}
 	if !expires.After(now) {
-		return invalid("reservation for %s expires in the past", id)
+		return nil, invalid("reservation for %s expires in the past", id)
 	}
-	rctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	held, err := reserveScript.Run(rctx, r.rdb, r.keys(scope), id, amount.String(), balance.String(),
-		strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(expires.UnixMilli(), 10)).Int()
+	return []any{id, amount.String(), balance.String(), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(expires.UnixMilli(), 10)}, nil
+}
+
+// reserveOutcome reads what the reserve script answered.
+func reserveOutcome(ctx context.Context, scope string, held int, err error) error {
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return fmt.Errorf("ledger: reserve: %w", context.Cause(ctx))

@@ -38,6 +38,12 @@ type nonceClaims interface {
 	Claim(ctx context.Context, key string, expiresAt time.Time) error
 }
 
+// holdingClaims claims a nonce and holds its payment's value in one round trip to Redis;
+// *ledger.Claims satisfies it.
+type holdingClaims interface {
+	ClaimHolding(ctx context.Context, key string, expiresAt time.Time, hold ledger.Hold) error
+}
+
 // paymentBook is the durable state of each payment; only legal transitions succeed.
 type paymentBook interface {
 	Create(ctx context.Context, p ledger.Payment) error
@@ -237,14 +243,8 @@ func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Pri
 	if err := r.checkBacklog(ctx, v); err != nil {
 		return nil, err
 	}
-	if err := r.reserve(ctx, v); err != nil {
+	if err := r.reserveAndClaim(ctx, v); err != nil {
 		return nil, err
-	}
-	if err := r.claims.Claim(ctx, v.NonceKey(), time.Unix(v.ValidBefore.Int64(), 0)); err != nil {
-		if errors.Is(err, ledger.ErrNonceUsed) {
-			return nil, refuse(ReasonNonceAlreadyUsed, "this authorization's nonce was already used")
-		}
-		return nil, fmt.Errorf("x402: claiming the nonce: %w", err)
 	}
 	stored := storedAuthorization{
 		X402Version: v.X402Version, Network: v.Network, From: v.Payer.Hex(), To: v.To.Hex(), Value: v.Value.String(),
@@ -322,20 +322,35 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 	return nil
 }
 
-// reserve holds the payment's value against the payer's balance, keyed by its nonce so that a
-// concurrent copy of the same payment holds it once. It runs before the nonce is claimed: a
-// payment refused here has used nothing and can be sent again once the payer has the funds.
-func (r *Rail) reserve(ctx context.Context, v *Verified) error {
-	if r.cfg.Reservations == nil || v.Balance == nil {
-		return nil
+// reserveAndClaim holds the payment's value against the payer's balance, keyed by its nonce so
+// that a concurrent copy of the same payment holds it once, and claims the nonce. The hold
+// comes first: a payment refused for its balance has used nothing and can be sent again once
+// the payer has the funds. With Redis reservations and claims both are one round trip
+// (ledger.Claims.ClaimHolding).
+func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
+	expires := time.Unix(v.ValidBefore.Int64(), 0)
+	var err error
+	book, redisBook := r.cfg.Reservations.(*ledger.Reservations)
+	holding, canHold := r.claims.(holdingClaims)
+	switch {
+	case r.cfg.Reservations == nil || v.Balance == nil:
+		err = r.claims.Claim(ctx, v.NonceKey(), expires)
+	case redisBook && canHold:
+		err = holding.ClaimHolding(ctx, v.NonceKey(), expires, ledger.Hold{Book: book,
+			Scope: reservationScope(v.ChainID, v.Asset, v.Payer), ID: v.NonceKey(), Amount: v.Value, Balance: v.Balance, Expires: expires})
+	default:
+		err = r.cfg.Reservations.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey(), v.Value, v.Balance, expires)
+		if err == nil {
+			err = r.claims.Claim(ctx, v.NonceKey(), expires)
+		}
 	}
-	err := r.cfg.Reservations.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey(), v.Value, v.Balance,
-		time.Unix(v.ValidBefore.Int64(), 0))
 	switch {
 	case errors.Is(err, ledger.ErrInsufficientFunds):
 		return refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s, less what this payer's payments not yet settled hold, is below %s", v.Balance, v.Value))
+	case errors.Is(err, ledger.ErrNonceUsed):
+		return refuse(ReasonNonceAlreadyUsed, "this authorization's nonce was already used")
 	case err != nil:
-		return fmt.Errorf("x402: reserving the payment: %w", err)
+		return fmt.Errorf("x402: reserving the payment and claiming its nonce: %w", err)
 	}
 	return nil
 }
