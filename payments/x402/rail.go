@@ -98,6 +98,10 @@ type Rail struct {
 	book    paymentBook
 	settler Settler
 	backlog *backlog // batch mode with Config.Backlog
+	// holding and holds, when the claims and the reservations are both Redis's: the claim and
+	// the hold then go in one round trip (ledger.Claims.ClaimHolding).
+	holding holdingClaims
+	holds   *ledger.Reservations
 }
 
 // NewRail wires the rail. reader serves verification's chain reads; s is the chain or
@@ -128,6 +132,11 @@ func NewRail(cfg Config, reader ChainReader, claims nonceClaims, book paymentBoo
 		cfg.Logger = slog.Default()
 	}
 	rail := &Rail{cfg: cfg, reader: reader, claims: claims, book: book, settler: s}
+	if holds, ok := cfg.Reservations.(*ledger.Reservations); ok {
+		if holding, ok := claims.(holdingClaims); ok {
+			rail.holding, rail.holds = holding, holds
+		}
+	}
 	if cfg.Mode == SettleBatch && cfg.Backlog != nil {
 		rail.backlog = &backlog{r: cfg.Backlog, log: cfg.Logger,
 			scope: ledger.Scope{Rail: RailName, Network: CAIP2(cfg.Network.ChainID), Asset: cfg.Network.Asset.Hex()}}
@@ -330,13 +339,11 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
 	expires := time.Unix(v.ValidBefore.Int64(), 0)
 	var err error
-	book, redisBook := r.cfg.Reservations.(*ledger.Reservations)
-	holding, canHold := r.claims.(holdingClaims)
 	switch {
 	case r.cfg.Reservations == nil || v.Balance == nil:
 		err = r.claims.Claim(ctx, v.NonceKey(), expires)
-	case redisBook && canHold:
-		err = holding.ClaimHolding(ctx, v.NonceKey(), expires, ledger.Hold{Book: book,
+	case r.holding != nil:
+		err = r.holding.ClaimHolding(ctx, v.NonceKey(), expires, ledger.Hold{Book: r.holds,
 			Scope: reservationScope(v.ChainID, v.Asset, v.Payer), ID: v.NonceKey(), Amount: v.Value, Balance: v.Balance, Expires: expires})
 	default:
 		err = r.cfg.Reservations.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey(), v.Value, v.Balance, expires)
