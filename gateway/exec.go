@@ -104,7 +104,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	}
 	rec := &Record{
 		SchemaVersion: SchemaVersion,
-		JobID:         uuid.NewString(),
+		JobID:         newJobID(),
 		Timestamp:     formatTimestamp(start),
 		Endpoint:      endpoint,
 		AgentID:       agentID,
@@ -266,3 +266,10 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, "application/json", e)
 }
+
+// newJobID returns a version 7 UUID: its first 48 bits are the time in milliseconds, so
+// successive jobs land at the right edge of secureexec_calls' job_id index instead of on
+// a random page of it, which keeps the index's working set small as the table grows. The
+// remaining 74 bits (62 of them random) still make a job id impossible to guess; the time
+// it gives away is in the record anyway.
+func newJobID() string { return uuid.Must(uuid.NewV7()).String() }

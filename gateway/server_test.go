@@ -249,6 +249,28 @@ func TestSimulateSealsAVerifiableRecord(t *testing.T) {
 	}
 }
 
+// Job ids are version 7 UUIDs, in the order the calls were made: the job_id index grows at
+// its right edge.
+func TestJobIDsAreTimeOrdered(t *testing.T) {
+	h := newHarness(t)
+	var last string
+	for i := range 20 {
+		w := h.do("POST", "/exec/simulate", `{"tool":{"name":"echo","args":{"text":"hi"}}}`)
+		if w.Code != 200 {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		id := decode[execResponse](t, w).JobID
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 {
+			t.Fatalf("job id %q: version %d, %v; want a version 7 UUID", id, u.Version(), err)
+		}
+		if i > 0 && id <= last {
+			t.Fatalf("job id %s came after %s but sorts before it", id, last)
+		}
+		last = id
+	}
+}
+
 func TestUnpaidCallGetsTheSeed402WithEveryOffer(t *testing.T) {
 	h := newHarness(t)
 	for _, hdr := range [][]string{
