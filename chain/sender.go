@@ -42,12 +42,17 @@ type SenderOptions struct {
 	MaxFeePerGas *big.Int
 	// Logger receives one debug line per sent transaction; nil means slog.Default().
 	Logger *slog.Logger
+	// Receipts reads the receipts WaitReceipt waits for; nil means the backend. Give
+	// RPCReceipts when the backend speaks JSON-RPC: it decodes large receipts several times
+	// faster.
+	Receipts ReceiptReader
 }
 
 // Sender signs and sends EIP-1559 transactions from one key, tracking nonces locally so that
 // concurrent callers never reuse or skip one. It is safe for concurrent use.
 type Sender struct {
 	backend   Backend
+	receipts  ReceiptReader
 	key       *ecdsa.PrivateKey
 	from      common.Address
 	chainID   *big.Int
@@ -78,8 +83,13 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 	if lg == nil {
 		lg = slog.Default()
 	}
+	receipts := opts.Receipts
+	if receipts == nil {
+		receipts = backend
+	}
 	return &Sender{
 		backend:    backend,
+		receipts:   receipts,
 		key:        key,
 		from:       crypto.PubkeyToAddress(key.PublicKey),
 		chainID:    new(big.Int).Set(chainID),
@@ -150,7 +160,7 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 // WaitReceipt waits for hash to be mined, polling every pollEvery; see the package-level
 // WaitReceipt for the ErrReceiptTimeout contract.
 func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error) {
-	return WaitReceipt(ctx, s.backend, hash, pollEvery)
+	return WaitReceipt(ctx, s.receipts, hash, pollEvery)
 }
 
 // send handles calls and (to == nil) contract creations.

@@ -96,6 +96,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, st *paymentStack, log *slog.Logger) error {
 	var (
 		backend   chainBackend
+		receipts  chain.ReceiptReader
 		network   x402.Network
 		batcher   common.Address
 		settleKey = cfg.SettlementKey
@@ -124,7 +125,7 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 			return fmt.Errorf("ETH_RPC_URL: %w", err)
 		}
 		st.closers = append(st.closers, c.Close)
-		backend = c
+		backend, receipts = c, chain.RPCReceipts{RPC: c.Client()}
 		id, err := c.ChainID(ctx)
 		if err != nil {
 			return fmt.Errorf("ETH_RPC_URL: chain id: %w", err)
@@ -161,7 +162,8 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		// sends, so they never race for a nonce.
 		lockName := "settlement-key:" + crypto.PubkeyToAddress(key.PublicKey).Hex()
 		sender, err = chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{
-			Logger: log, Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
+			Logger: log, Receipts: receipts,
+			Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
 		})
 		if err != nil {
 			return err
