@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -307,4 +308,58 @@ func TestToolErrorMessagesAreBounded(t *testing.T) {
 	if len(res.Error.Message) > maxErrorMessage+len("…") || !utf8.ValidString(res.Error.Message) || res.Error.Code != "some_code" {
 		t.Fatalf("message of %d bytes, valid UTF-8 %v", len(res.Error.Message), utf8.ValidString(res.Error.Message))
 	}
+}
+
+// goroutineID reads the calling goroutine's id from its stack trace (tests only).
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// A tool goroutine that finished a call runs the next one, also after a panic, and exits
+// once no call comes for toolIdle.
+func TestToolGoroutinesAreReusedThenExit(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var ran []string
+	r := toolsARunner(t, Limits{},
+		&runnerTestTool{name: "where", fn: func(context.Context) (any, error) {
+			ran = append(ran, goroutineID()) // calls are sequential: Run returns after the tool
+			return nil, nil
+		}},
+		&runnerTestTool{name: "panics", fn: func(context.Context) (any, error) { panic("boom") }},
+	)
+	for _, tool := range []string{"where", "where", "panics", "where"} {
+		if _, _, err := r.Run(context.Background(), Call{Tool: tool, DryRun: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ran) != 3 || ran[0] != ran[1] || ran[1] != ran[2] {
+		t.Fatalf("calls ran on goroutines %v, want one goroutine for all", ran)
+	}
+	if ran[0] == goroutineID() {
+		t.Fatal("the tool ran on the caller's goroutine: a hanging tool could not be abandoned")
+	}
+	// goleak (deferred above) waits for the idle goroutine to exit.
+}
+
+// BenchmarkRunnerDryRun is what the runner adds around a small json_parse dry run: the slot,
+// the deadline, the tool goroutine and encoding the output. Calls come from many goroutines
+// at once, as from the gateway's handlers.
+func BenchmarkRunnerDryRun(b *testing.B) {
+	reg, err := NewRegistry(NewJSONParse())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := NewRunner(reg, Limits{}, nil)
+	call := Call{Tool: "json_parse", Args: json.RawMessage(`{"data":{"key":"value","n":[1,2,3]}}`), DryRun: true}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, status, err := r.Run(context.Background(), call); err != nil || status != StatusCompleted {
+				b.Fatalf("run: %s, %v", status, err)
+			}
+		}
+	})
 }
