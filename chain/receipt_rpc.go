@@ -22,7 +22,8 @@ type RPCCaller interface {
 // RPCReceipts reads receipts over JSON-RPC as ethclient does, only faster for receipts with
 // many logs. A settled batch of a hundred payments carries three hundred logs, and each log
 // repeats the receipt's block and transaction fields: ethclient decodes all of them with
-// encoding/json, which cost the gateway more CPU than verifying the payments' signatures.
+// encoding/json, and reading receipts cost the gateway more CPU than verifying the payments'
+// signatures.
 // Here the log fields that only repeat the receipt's are taken from the receipt, and the rest
 // is decoded with go-json-experiment's decoder. The receipt returned is the one ethclient
 // returns, field for field (TestRPCReceiptsMatchEthclient).

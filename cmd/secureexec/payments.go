@@ -96,7 +96,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, st *paymentStack, log *slog.Logger) error {
 	var (
 		backend   chainBackend
-		receipts  chain.ReceiptReader
+		receipts  chain.ReceiptReader // nil: the backend's own (the simulated chain keeps its RPC client to itself)
 		network   x402.Network
 		batcher   common.Address
 		settleKey = cfg.SettlementKey
