@@ -21,6 +21,7 @@ func TestValidate(t *testing.T) {
 		{"zero timestamp means now", func(e *Entry) { e.Timestamp = time.Time{} }, ""},
 		{"escaped backslash before u0000 is text", func(e *Entry) { e.Record = json.RawMessage(`{"a":"\\u0000"}`) }, ""},
 		{"surrogate pair", func(e *Entry) { e.Record = json.RawMessage(`{"a":"\ud83d\ude80"}`) }, ""},
+		{"repeated name, which jsonb keeps the last of", func(e *Entry) { e.Record = json.RawMessage(`{"a":1,"a":2}`) }, ""},
 		{"upper-case job id", func(e *Entry) { e.JobID = strings.ToUpper(e.JobID) }, ""},
 		{"job id not a uuid", func(e *Entry) { e.JobID = "job-1" }, ReasonInvalidJobID},
 		{"job id uuid without hyphens", func(e *Entry) { e.JobID = strings.ReplaceAll(e.JobID, "-", "") }, ReasonInvalidJobID},
@@ -63,7 +64,7 @@ func TestValidate(t *testing.T) {
 }
 
 // FuzzValidateRecord: whatever the bytes, validateRecord does not panic, and what it accepts
-// is UTF-8 JSON with no NUL anywhere in its decoded strings.
+// is UTF-8 JSON with no NUL anywhere in its decoded strings and no escape jsonb refuses.
 func FuzzValidateRecord(f *testing.F) {
 	for _, s := range []string{`{"a":"\u0000"}`, `["\ud83d\ude80"]`, `{"a":"\\u0000"}`, `"\ud800"`, `{}`, `[1,2`, "\"\xff\""} {
 		f.Add([]byte(s))
@@ -74,6 +75,9 @@ func FuzzValidateRecord(f *testing.F) {
 		}
 		if !json.Valid(rec) || !utf8.Valid(rec) {
 			t.Fatalf("accepted invalid record %q", rec)
+		}
+		if reason := scanEscapes(rec); reason != "" {
+			t.Fatalf("accepted a record with an escape jsonb refuses (%s): %q", reason, rec)
 		}
 		var v any
 		dec := json.NewDecoder(bytes.NewReader(rec))
@@ -105,4 +109,20 @@ func hasNUL(v any) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkValidate checks a record as the gateway writes it.
+func BenchmarkValidate(b *testing.B) {
+	e := Entry{
+		JobID: "01a210d4-dba6-7794-8538-0a1e5444a854", Timestamp: time.Now(), CallerAgentID: "bench", ToolName: "json_parse",
+		DryRun: true, Status: "completed", IAMApproved: true, ProofHash: "0xd3692cf3280117e8881328e3084725c7134dafa4913dfc1418b99c78b6337363",
+		PaymentProtocol: "none", SchemaVersion: "v1",
+		Record: json.RawMessage(`{"agentId":"bench","context":{"purpose":"load test"},"dryRun":true,"endpoint":"/exec/simulate","iam":{"approved":true,"decision":"approved","reason":"ep_disabled","source":"policy"},"jobId":"01a210d4-dba6-7794-8538-0a1e5444a854","payment":{"protocol":"none"},"result":{"exitCode":0,"output":{"bytes":27,"depth":2,"keys":["key","n"],"type":"object","valid":true,"value":{"key":"value","n":[1,2,3]}},"simulated":true},"schemaVersion":"v1","status":"completed","timestamp":"2026-11-25T03:51:55.046Z","tool":{"args":{"data":{"key":"value","n":[1,2,3]}},"name":"json_parse","timeoutMs":10000}}`),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Validate(e); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
