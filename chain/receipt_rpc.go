@@ -38,7 +38,7 @@ func (r RPCReceipts) TransactionReceipt(ctx context.Context, hash common.Hash) (
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, ethereum.NotFound
 	}
-	return DecodeReceipt(raw)
+	return decodeReceipt(raw)
 }
 
 // rpcReceipt is the JSON form of a receipt, as gencodec writes it for types.Receipt.
@@ -70,9 +70,9 @@ type rpcLog struct {
 	Removed        *bool           `json:"removed"`
 }
 
-// DecodeReceipt decodes a receipt in its JSON-RPC form, with the required fields types.Receipt
+// decodeReceipt decodes a receipt in its JSON-RPC form, with the required fields types.Receipt
 // requires. Names match exactly, as nodes write them; a repeated name is refused.
-func DecodeReceipt(raw []byte) (*types.Receipt, error) {
+func decodeReceipt(raw []byte) (*types.Receipt, error) {
 	var dec rpcReceipt
 	if err := json.Unmarshal(raw, &dec); err != nil {
 		return nil, fmt.Errorf("chain: decode receipt: %w", err)

@@ -139,7 +139,7 @@ func TestDecodeReceiptRefusesWhatEthclientRefuses(t *testing.T) {
 			if raw == full {
 				t.Fatalf("the case changes nothing")
 			}
-			if _, err := DecodeReceipt([]byte(raw)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := decodeReceipt([]byte(raw)); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want one containing %q", err, tc.want)
 			}
 		})
@@ -155,7 +155,7 @@ func FuzzDecodeReceipt(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"logs":[{"address":"0x00","topics":["0x"],"data":"0x"}]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		r, err := DecodeReceipt(raw)
+		r, err := decodeReceipt(raw)
 		if err != nil {
 			return
 		}
@@ -163,7 +163,7 @@ func FuzzDecodeReceipt(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		again, err := DecodeReceipt(enc)
+		again, err := decodeReceipt(enc)
 		if err != nil {
 			t.Fatalf("decode of the re-encoded receipt %s: %v", enc, err)
 		}
@@ -199,7 +199,7 @@ func BenchmarkDecodeReceipt(b *testing.B) {
 	b.Run("RPCReceipts", func(b *testing.B) {
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
-			if _, err := DecodeReceipt(raw); err != nil {
+			if _, err := decodeReceipt(raw); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -193,7 +193,7 @@ const toolIdle = 50 * time.Millisecond
 
 // startTool runs f on a goroutine of its own, so that a tool that overstays its deadline can
 // be abandoned. A goroutine that finished a call waits toolIdle for the next one: a new
-// goroutine's stack starts small and grows, by copying, in every call (2-3% of the gateway's
+// goroutine's stack starts small and grows, by copying, in every call (about 3% of the gateway's
 // CPU under load). Under load the same few goroutines run every call; when calls stop, they
 // exit. A tool that never returns keeps only its own goroutine, as before.
 func (r *Runner) startTool(f func()) {
