@@ -29,7 +29,7 @@ type nonceOutcome struct {
 // newNonceWriter returns the writer of the claims' Postgres rows: concurrent claims share one
 // multi-row INSERT ... ON CONFLICT DO NOTHING instead of one statement (and one commit) each.
 func newNonceWriter(l *Ledger) *coalescer[nonceRow, nonceOutcome] {
-	return &coalescer[nonceRow, nonceOutcome]{l: l, write: l.writeNonces, maxRows: nonceBatchMax, maxInFlight: nonceBatchInFlight}
+	return &coalescer[nonceRow, nonceOutcome]{timeout: l.opts.DBTimeout, write: l.writeNonces, maxRows: nonceBatchMax, maxInFlight: nonceBatchInFlight}
 }
 
 // insertNonceBatched is insertNonce through the nonce writer: it returns when the row's
