@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,14 +44,16 @@ func (o ClaimsOptions) withDefaults() ClaimsOptions {
 // Claims marks credentials as used, atomically across replicas, before any work is done for
 // them. Redis is the authority (SET NX: one winner, whatever the number of replicas);
 // Postgres remembers every claim too, so a flushed or failed-over Redis cannot make a used
-// credential new again; the rows of concurrent claims are written with one statement
-// (newNonceWriter). Claims has no goroutine of its own beyond one per running statement; the
-// Ledger's replayer delivers the claims spooled while Postgres was away.
+// credential new again. Concurrent claims go to Redis in one pipeline (newClaimPipe) and their
+// rows to Postgres in one statement (newNonceWriter). Claims has no goroutine of its own
+// beyond one per running pipeline or statement; the Ledger's replayer delivers the claims
+// spooled while Postgres was away.
 type Claims struct {
 	rdb    redis.UniversalClient
 	l      *Ledger
 	opts   ClaimsOptions
 	nonces *coalescer[nonceRow, nonceOutcome] // concurrent claims' rows go to Postgres together
+	pipe   *coalescer[redisClaim, claimReply] // and their Redis commands in one pipeline
 }
 
 // NewClaims returns claims kept in rdb (a client, a failover client or a cluster client) and
@@ -67,7 +68,9 @@ func NewClaims(rdb redis.UniversalClient, l *Ledger, opts ClaimsOptions) (*Claim
 		return nil, errors.New("ledger: redis_context_timeout_disabled: create the client with ContextTimeoutEnabled, " +
 			"or its socket timeouts, not RedisTimeout, bound every claim")
 	}
-	return &Claims{rdb: rdb, l: l, opts: opts.withDefaults(), nonces: newNonceWriter(l)}, nil
+	c := &Claims{rdb: rdb, l: l, opts: opts.withDefaults(), nonces: newNonceWriter(l)}
+	c.pipe = newClaimPipe(c)
+	return c, nil
 }
 
 // honoursContext reports whether rdb ends a command at its context's deadline. go-redis does
@@ -93,10 +96,8 @@ func (c *Claims) Claim(ctx context.Context, key string, expiresAt time.Time) err
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.opts.RedisTimeout)
-	err = c.setNX(rctx, c.rdb, n, keepUntil).Err()
-	cancel()
-	if err := claimOutcome(ctx, key, err); err != nil {
+	reply := c.claimInRedis(ctx, redisClaim{key: c.redisKey(key), claimedAt: n.ClaimedAt, keepUntil: keepUntil})
+	if err := claimOutcome(ctx, key, reply.claimErr); err != nil {
 		return err
 	}
 	return c.record(ctx, n)
@@ -111,8 +112,8 @@ type Hold struct {
 	Expires         time.Time
 }
 
-// ClaimHolding is Reserve and then Claim in one round trip to Redis (a pipeline: the two
-// commands, then the two answers), which is a third of what a paid call costs Redis and the
+// ClaimHolding is Reserve and then Claim in one round trip to Redis (in the claim pipeline: the
+// two commands, then the two answers), which is a third of what a paid call costs Redis and the
 // gateway's Redis client. Its answers are theirs: ErrInsufficientFunds when the hold does not
 // fit (the claim it made alongside is deleted again, so the credential can be sent once the
 // payer has the funds), ErrNonceUsed when the credential was used, ErrUnavailable when Redis
@@ -140,21 +141,12 @@ func (c *Claims) ClaimHolding(ctx context.Context, key string, expiresAt time.Ti
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, c.opts.RedisTimeout)
-	defer cancel()
-	pipe := c.rdb.Pipeline()
-	reserved := pipe.EvalSha(rctx, reserveScript.Hash(), hold.Book.keys(hold.Scope), args...)
-	claimed := c.setNX(rctx, pipe, n, keepUntil)
-	_, _ = pipe.Exec(rctx) // each command's own error is read below
-	held, rerr := reserved.Int()
-	if rerr != nil && redis.HasErrorPrefix(rerr, "NOSCRIPT") {
-		// The script is not loaded yet (a new or flushed Redis): Run loads it.
-		held, rerr = reserveScript.Run(rctx, c.rdb, hold.Book.keys(hold.Scope), args...).Int()
-	}
-	if err := claimOutcome(ctx, key, claimed.Err()); err != nil {
+	reply := c.claimInRedis(ctx, redisClaim{key: c.redisKey(key), claimedAt: n.ClaimedAt, keepUntil: keepUntil,
+		hold: &holdScript{keys: hold.Book.keys(hold.Scope), args: args}})
+	if err := claimOutcome(ctx, key, reply.claimErr); err != nil {
 		return err // used, or unknown: a hold taken for it expires by itself, as after Reserve and Claim
 	}
-	if err := reserveOutcome(ctx, hold.Scope, held, rerr); err != nil {
+	if err := reserveOutcome(ctx, hold.Scope, reply.held, reply.holdErr); err != nil {
 		// The claim went through but the hold did not: give the credential back.
 		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.RedisTimeout)
 		derr := c.rdb.Del(dctx, c.redisKey(key)).Err()
@@ -188,13 +180,6 @@ func (c *Claims) prepare(key string, expiresAt time.Time) (nonceRow, time.Time, 
 		return nonceRow{}, time.Time{}, invalid("credential expired at %s", expiresAt.UTC().Format(time.RFC3339))
 	}
 	return nonceRow{Key: key, ClaimID: uuid.New(), ClaimedAt: now, ExpiresAt: exp}, keepUntil, nil
-}
-
-// setNX sends the claim's SET ... NX PXAT through r: the client, or a pipeline.
-func (c *Claims) setNX(ctx context.Context, r interface {
-	Do(context.Context, ...any) *redis.Cmd
-}, n nonceRow, keepUntil time.Time) *redis.Cmd {
-	return r.Do(ctx, "set", c.redisKey(n.Key), strconv.FormatInt(n.ClaimedAt.UnixMilli(), 10), "nx", "pxat", keepUntil.UnixMilli())
 }
 
 // claimOutcome reads the claim's SET answer.

@@ -41,12 +41,12 @@ func runAll(fs []func() error) []error {
 // one and drains the queue with it, then gives the rest back.
 func holdSlots[R, O any](c *coalescer[R, O]) (release func()) {
 	c.mu.Lock()
-	c.inFlight = paymentBatchInFlight
+	c.inFlight = c.maxInFlight
 	c.mu.Unlock()
 	return func() {
 		c.drain() // runs in the slot taken above: drain's exit frees it
 		c.mu.Lock()
-		c.inFlight -= paymentBatchInFlight - 1
+		c.inFlight -= c.maxInFlight - 1
 		c.mu.Unlock()
 	}
 }
