@@ -100,12 +100,14 @@ fi
 for _ in $(seq 1 300); do curl -fsS -o /dev/null http://127.0.0.1:$GW_PORT/health && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); mode $MODE, $N payments, $C connections, chain: $CHAIN; gateway $BIN"
-if [ -n "$PPROF" ]; then
-  # Profiles cover the middle of the run: they start once the load is on.
+# Profiles cover the middle of the run: they start two seconds after the load does (with
+# GEN=wrk, after the payments are signed).
+profile() {
+  [ -n "$PPROF" ] || return 0
   (sleep 2; curl -fsS -o "$PPROF/cpu.pprof" "http://127.0.0.1:6061/debug/pprof/profile?seconds=${PPROF_SECONDS:-5}";
    curl -fsS -o "$PPROF/block.pprof" http://127.0.0.1:6061/debug/pprof/block;
    curl -fsS -o "$PPROF/mutex.pprof" http://127.0.0.1:6061/debug/pprof/mutex) & pids+=($!)
-fi
+}
 # CPU time (ticks) of the gateway, of this database's Postgres backends and of anvil: what a
 # request costs them, whatever else the shared machine is doing.
 cpu_of() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
@@ -121,6 +123,7 @@ if [ "$GEN" = wrk ]; then
   # The CPU this shell's finished children used (cutime + cstime, in ticks): the difference is wrk's.
   children_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
   ch0=$(children_ticks)
+  profile
   wrk -t2 -c"$C" -d"$DURATION" --latency -s scripts/x402-wrk.lua http://127.0.0.1:$GW_PORT/exec/tool -- "$signed" 2 >"$datadir/wrk.txt"
   ch1=$(children_ticks)
   cat "$datadir/wrk.txt"
@@ -129,6 +132,7 @@ if [ "$GEN" = wrk ]; then
   N=$(awk '/requests in/{print $1}' "$datadir/wrk.txt")
   echo "load generator CPU per request: $(( (ch1 - ch0) * 1000000 / $(getconf CLK_TCK) / N )) us (wrk)"
 else
+  profile
   ./bin/x402load -url http://127.0.0.1:$GW_PORT/exec/tool -accounts "$accounts" -n "$N" -c "$C"
 fi
 gw1=$(cpu_of $gw); pg1=$(cpu_of $(pg_pids)); an1=$(cpu_of $(anvil_pid)); rd1=$(cpu_of $(redis_pid))
