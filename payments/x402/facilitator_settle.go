@@ -177,7 +177,7 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 		_, err = recordReceipt(ctx, s.book, s.log, s.cfg.Token, p.ID, a, receipt, []ledger.Status{p.Status})
 		return ignoreRefusal(err)
 	}
-	if !s.cfg.Now().Before(time.Unix(a.ValidBefore.Int64(), 0)) {
+	if !s.cfg.Now().Before(unixTime(a.ValidBefore)) {
 		// Expired and unused: no one can ever move this money now.
 		to, reason := ledger.StatusNotCharged, "expired before the facilitator settled it"
 		if p.Status == ledger.StatusPending {

@@ -319,7 +319,7 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 		return nil
 	}
 	now := r.cfg.Now()
-	expires := time.Unix(v.ValidBefore.Int64(), 0)
+	expires := v.ExpiresAt()
 	if expires.Before(now.Add(batchSettleMargin)) {
 		return refuse(ReasonValidBefore, fmt.Sprintf("batch settlement needs an authorization valid for at least %s; this one expires at %s",
 			batchSettleMargin, expires.UTC().Format(time.RFC3339)))
@@ -337,7 +337,7 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 // the payer has the funds. With Redis reservations and claims both are one round trip
 // (ledger.Claims.ClaimHolding).
 func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
-	expires := time.Unix(v.ValidBefore.Int64(), 0)
+	expires := v.ExpiresAt()
 	var err error
 	switch {
 	case r.cfg.Reservations == nil || v.Balance == nil:

@@ -91,12 +91,18 @@ func (r *recoveryRig) request(t *testing.T, rail *Rail) (*http.Request, payments
 // authorization valid for validFor from now.
 func (r *recoveryRig) paidRequest(t *testing.T, rail *Rail, key *ecdsa.PrivateKey, validFor time.Duration) (*http.Request, payments.Price) {
 	t.Helper()
+	return r.paidRequestUntil(t, rail, key, strconv.FormatInt(time.Now().Add(validFor).Unix(), 10))
+}
+
+// paidRequestUntil is paidRequest for an authorization valid before validBefore (decimal).
+func (r *recoveryRig) paidRequestUntil(t *testing.T, rail *Rail, key *ecdsa.PrivateKey, validBefore string) (*http.Request, payments.Price) {
+	t.Helper()
 	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
 	req := rail.requirements(price)
 	var nonce [32]byte
 	_, _ = rand.Read(nonce[:])
 	auth := EIP3009Authorization{From: crypto.PubkeyToAddress(key.PublicKey).Hex(), To: req.PayTo, Value: req.Amount,
-		ValidAfter: "0", ValidBefore: strconv.FormatInt(time.Now().Add(validFor).Unix(), 10), Nonce: common.Hash(nonce).Hex()}
+		ValidAfter: "0", ValidBefore: validBefore, Nonce: common.Hash(nonce).Hex()}
 	accepted := req
 	p := &PaymentPayload{X402Version: 2, Accepted: &accepted, Payload: ExactEVMPayload{Signature: sign(t, key, req, auth), Authorization: auth}}
 	hreq := httptest.NewRequest("POST", "/exec/tool", nil)

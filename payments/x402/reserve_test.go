@@ -89,3 +89,71 @@ func TestBatchModeNeverPromisesMoreThanThePayerHolds(t *testing.T) {
 		t.Fatalf("a voided payment must release what it held: %v", err)
 	}
 }
+
+// TestAuthorizationValidForever: validBefore may be any uint256 and the token accepts it. Such
+// a payment is held and queued like any other, and settles: its expiry is not read as 1969
+// (2^256-1 truncated to int64 is -1) nor wrapped around past 2^63, either of which would let
+// its hold lapse at once and a second payment spend the same balance.
+func TestAuthorizationValidForever(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	rail := r.rail(t, SettleBatch, r.settler)
+	key, _ := crypto.GenerateKey()
+	mint := func(amount int64) {
+		t.Helper()
+		h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(crypto.PubkeyToAddress(key.PublicKey), big.NewInt(amount)))
+		if err == nil {
+			_, err = r.sender.WaitReceipt(ctx, h, 10*time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	forever := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1)).String()
+	wrapped := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(1), 64), big.NewInt(time.Now().Unix()+3)).String()
+	pay := func(validBefore string) error {
+		hreq, price := r.paidRequestUntil(t, rail, key, validBefore)
+		a, err := rail.Verify(ctx, hreq, price)
+		if err != nil {
+			return err
+		}
+		a.JobID = uuid.NewString()
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("validBefore %s: batch settle %+v, %v", validBefore, s, err)
+		}
+		return nil
+	}
+	before := r.balance(t)
+	mint(15_000)
+	if err := pay(forever); err != nil {
+		t.Fatalf("validBefore 2^256-1: %v", err)
+	}
+	wantReason(t, pay(wrapped), ReasonInsufficientBalance) // the first still holds 10,000 of 15,000
+	mint(5_000)
+	if err := pay(wrapped); err != nil {
+		t.Fatalf("validBefore 2^64+now+3: %v", err)
+	}
+	if n, err := r.worker.SettleBatch(ctx); err != nil || n != 2 {
+		t.Fatalf("SettleBatch = %d, %v; want both payments settled", n, err)
+	}
+	if got, want := r.balance(t), new(big.Int).Add(before, big.NewInt(20_000)); got.Cmp(want) != 0 {
+		t.Fatalf("payTo holds %s, want %s", got, want)
+	}
+}
+
+func TestUnixTimeSaturates(t *testing.T) {
+	for _, tc := range []struct {
+		sec  *big.Int
+		want time.Time
+	}{
+		{big.NewInt(0), time.Unix(0, 0)},
+		{big.NewInt(1_900_000_000), time.Unix(1_900_000_000, 0)},
+		{big.NewInt(farFuture.Unix() + 1), farFuture},
+		{new(big.Int).Lsh(big.NewInt(1), 63), farFuture},
+		{new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1)), farFuture},
+	} {
+		if got := unixTime(tc.sec); !got.Equal(tc.want) {
+			t.Errorf("unixTime(%s) = %v, want %v", tc.sec, got, tc.want)
+		}
+	}
+}

@@ -90,6 +90,21 @@ func (v *Verified) NonceKey() string {
 	return "x402:" + strconv.FormatUint(v.ChainID, 10) + ":" + lowerHex(v.Asset[:]) + ":" + lowerHex(v.Payer[:]) + ":" + lowerHex(v.Nonce[:])
 }
 
+// ExpiresAt is when the authorization stops being valid (validBefore).
+func (v *Verified) ExpiresAt() time.Time { return unixTime(v.ValidBefore) }
+
+// farFuture stands for a time past anything a clock here will show: validBefore may be any
+// uint256, and time.Time holds about 292 billion years.
+var farFuture = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// unixTime is the time sec seconds after the Unix epoch, saturating at farFuture.
+func unixTime(sec *big.Int) time.Time {
+	if !sec.IsInt64() || sec.Int64() > farFuture.Unix() {
+		return farFuture
+	}
+	return time.Unix(sec.Int64(), 0)
+}
+
 // VRS splits an EOA signature into the v (27/28), r, s arguments of transferWithAuthorization;
 // false for a contract-wallet signature, which goes to the bytes overload instead.
 func (v *Verified) VRS() (uint8, [32]byte, [32]byte, bool) {
