@@ -82,7 +82,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	if !price.Free() {
 		var done func()
 		var handled bool
-		if w, done, handled = s.replayable(w, r); handled {
+		if w, done, handled = s.replayable(w, r, price); handled {
 			return
 		}
 		defer done()
@@ -169,15 +169,15 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 			s.log.Error("settlement failed; the payment stays recorded for reconciliation", "job_id", rec.JobID, "err", err)
 			st = &payments.Settlement{Status: payments.SettlementPending, ID: pay.auth.Reference}
 		}
-		for k, vs := range st.Header {
-			for _, v := range vs {
-				w.Header().Add(k, v)
-			}
-		}
+		addHeaders(w.Header(), st.Header)
 		settled = &settlementInfo{Status: st.Status, ID: st.ID, Transaction: st.TxHash}
 		s.metrics.payments.WithLabelValues(pay.protocol, "settlement_"+st.Status).Inc()
 	}
 
+	if pay.auth != nil {
+		// A paid answer is the payer's own (PAYMENT-RESPONSE names them): no shared cache keeps it.
+		w.Header().Set("Cache-Control", "private")
+	}
 	w.Header().Set(headerProofHash, hash)
 	writeJSON(w, http.StatusOK, "application/json", execResponse{
 		JobID: rec.JobID, Tool: rec.Tool.Name, DryRun: dryRun, Status: rec.Status, Result: rec.Result,

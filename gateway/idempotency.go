@@ -66,15 +66,20 @@ func (c *captureWriter) Write(b []byte) (int, error) {
 }
 
 // replayable starts idempotent handling. It returns the writer to use and a function to call
-// when the request is done, or handled=true when it answered (a replay or a refusal).
-func (s *Server) replayable(w http.ResponseWriter, r *http.Request) (out http.ResponseWriter, done func(), handled bool) {
+// when the request is done, or handled=true when it answered (a replay or a refusal). A
+// credential whose identifier is malformed is refused with the 402 of price, offers included.
+func (s *Server) replayable(w http.ResponseWriter, r *http.Request, price payments.Price) (out http.ResponseWriter, done func(), handled bool) {
 	noop := func() {}
 	if s.idem == nil {
 		return w, noop, false
 	}
 	key, fp, ok, err := s.idempotencyKey(r)
 	if err != nil {
-		s.writeError(w, r, err)
+		if isPaymentError(err) {
+			s.writePaymentRequired(w, r, price, err)
+		} else {
+			s.writeError(w, r, err)
+		}
 		return w, noop, true
 	}
 	if !ok {

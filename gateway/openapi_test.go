@@ -193,7 +193,7 @@ func (r oaRail) IdempotencyKey(req *http.Request) (string, string, bool, error) 
 	}
 	return r.name + ":" + id, req.Header.Get("Authorization"), true, nil
 }
-func (r oaRail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
+func (r oaRail) Offer(ctx context.Context, price payments.Price, _ *payments.PaymentError) (payments.Challenge, error) {
 	return r.offer, nil
 }
 func (r oaRail) Accepts(req *http.Request) bool {

@@ -154,6 +154,7 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 	}
 	var payErr *payments.PaymentError
 	if errors.As(cause, &payErr) {
+		addHeaders(w.Header(), payErr.Header)
 		var code string
 		status, code, _, _ = classify(cause)
 		body.Status, body.Title = status, http.StatusText(status)
@@ -165,7 +166,11 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 	ctx := mpp.WithAcceptPayment(r.Context(), r.Header.Values(mpp.HeaderAcceptPayment))
 	fields := map[string]json.RawMessage{}
 	for _, rail := range g.rails {
-		ch, err := rail.Offer(ctx, price)
+		var refused *payments.PaymentError
+		if payErr != nil && payErr.Rail == rail.Name() {
+			refused = payErr
+		}
+		ch, err := rail.Offer(ctx, price, refused)
 		if err != nil {
 			// One rail that cannot make an offer must not hide the others.
 			s.log.Warn("rail offer failed", "rail", rail.Name(), "err", err)
@@ -173,11 +178,7 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 		}
 		// Add, not Set: several rails (or one with several methods) may each send a
 		// WWW-Authenticate challenge, and every one must reach the client.
-		for k, vs := range ch.Header {
-			for _, v := range vs {
-				w.Header().Add(k, v)
-			}
-		}
+		addHeaders(w.Header(), ch.Header)
 		for k, v := range ch.Body {
 			if _, taken := fields[k]; !taken {
 				fields[k] = v
@@ -186,6 +187,15 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, "application/problem+json", mergeFields(body, fields))
+}
+
+// addHeaders adds every value of src to dst.
+func addHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		for _, v := range vs {
+			dst.Add(k, v)
+		}
+	}
 }
 
 // mergeFields returns the JSON of base with extra fields added; base's own fields win.

@@ -114,11 +114,15 @@ type fakeRail struct {
 	verified []string
 	settled  []string // job ids settled
 	voided   []string // reasons
+	refused  []string // the reasons of the refusals its offers answered
 	settleAs func() (*payments.Settlement, error)
 }
 
 func (f *fakeRail) Name() string { return "fake" }
-func (f *fakeRail) Offer(_ context.Context, p payments.Price) (payments.Challenge, error) {
+func (f *fakeRail) Offer(_ context.Context, p payments.Price, refused *payments.PaymentError) (payments.Challenge, error) {
+	if refused != nil {
+		f.refused = append(f.refused, refused.Reason)
+	}
 	h := http.Header{}
 	h.Set("X-Fake-Offer", p.Decimal())
 	return payments.Challenge{Header: h, Body: map[string]json.RawMessage{"fakeAccepts": json.RawMessage(`["fake"]`), "amount": json.RawMessage(`"999"`)}}, nil
@@ -547,6 +551,9 @@ func TestSettlementFollowsTheOutcome(t *testing.T) {
 	if w.Code != 200 || r.Settlement == nil || r.Settlement.Status != "settled" || r.Settlement.Transaction != "0xtx" || w.Header().Get("X-Fake-Receipt") != "tx-1" {
 		t.Fatalf("settled call: %d %s", w.Code, w.Body)
 	}
+	if cc := w.Header().Get("Cache-Control"); cc != "private" {
+		t.Fatalf("a paid answer has Cache-Control %q, want private", cc)
+	}
 	if len(h.rail.settled) != 1 || h.rail.settled[0] != r.JobID {
 		t.Fatalf("settled %v, want exactly the job %s", h.rail.settled, r.JobID)
 	}
@@ -576,13 +583,21 @@ func TestSettlementFollowsTheOutcome(t *testing.T) {
 		t.Fatalf("unrecorded payment: %d %s", w.Code, w.Body)
 	}
 
-	// A settlement the chain refuses withholds the result: 402 with the reason, no output.
+	// A settlement the chain refuses withholds the result: 402 with the reason, no output, the
+	// refusal's own header, and the rail's offer told what it answers.
 	h.rail.settleAs = func() (*payments.Settlement, error) {
-		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_exact_evm_nonce_already_used", Detail: "spent"}
+		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_exact_evm_nonce_already_used", Detail: "spent",
+			Header: http.Header{"X-Fake-Response": {"refused"}}}
 	}
 	w = h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"secret"}}}`, pay...)
 	if w.Code != 402 || strings.Contains(w.Body.String(), "secret") || decode[map[string]any](t, w)["code"] != "invalid_exact_evm_nonce_already_used" {
 		t.Fatalf("refused settlement: %d %s", w.Code, w.Body)
+	}
+	if w.Header().Get("X-Fake-Response") != "refused" || w.Header().Get("X-Fake-Offer") == "" || w.Header().Get("Cache-Control") != "no-store" {
+		t.Fatalf("refused settlement's headers: %v", w.Header())
+	}
+	if got := strings.Join(h.rail.refused, ","); got != "invalid_exact_evm_nonce_already_used" {
+		t.Fatalf("the offers answered refusals %q, want the settlement's", got)
 	}
 }
 
@@ -593,6 +608,9 @@ func (idemRail) IdempotencyKey(r *http.Request) (string, string, bool, error) {
 	id := r.Header.Get("X-Pay-Id")
 	if id == "" {
 		return "", "", false, nil
+	}
+	if strings.ContainsAny(id, " \t") {
+		return "", "", false, &payments.PaymentError{Rail: "fake", Reason: "invalid_payload", Detail: "the payment identifier has a space"}
 	}
 	return "fake:" + id, r.Header.Get("Authorization"), true, nil
 }
@@ -613,8 +631,14 @@ func TestPaymentIdentifierReplays(t *testing.T) {
 		t.Fatalf("a replay must not verify or settle again: verified %v settled %v", h.rail.verified, h.rail.settled)
 	}
 
+	// A malformed identifier is the credential's refusal: a 402 with the offer to pay again.
+	w := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay 2")
+	if w.Code != 402 || decode[map[string]any](t, w)["code"] != "invalid_payload" || w.Header().Get("X-Fake-Offer") == "" {
+		t.Fatalf("malformed identifier: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+
 	// The same identifier with another payment is a conflict.
-	w := h.do("POST", "/exec/tool", call, "Authorization", "Fake other", "X-Pay-Id", "pay_1")
+	w = h.do("POST", "/exec/tool", call, "Authorization", "Fake other", "X-Pay-Id", "pay_1")
 	if w.Code != 409 || decode[problem](t, w).Code != "payment_identifier_conflict" {
 		t.Fatalf("conflict: %d %s", w.Code, w.Body)
 	}
@@ -812,7 +836,7 @@ func newMPPWebhook(t *testing.T, book *ledger.Memory, events mpp.EventLog, mutat
 // show that every rail's WWW-Authenticate reaches the client.
 type wwwAuthRail struct{ fakeRail }
 
-func (r *wwwAuthRail) Offer(_ context.Context, p payments.Price) (payments.Challenge, error) {
+func (r *wwwAuthRail) Offer(_ context.Context, p payments.Price, _ *payments.PaymentError) (payments.Challenge, error) {
 	h := http.Header{}
 	h.Add("WWW-Authenticate", `Payment id="other", realm="`+mppTestRealm+`", method="tempo", intent="charge", request="e30"`)
 	return payments.Challenge{Header: h}, nil

@@ -11,8 +11,10 @@ import (
 type Rail interface {
 	// Name is the payment protocol reported to the caller: "x402", "mpp", "erc7710".
 	Name() string
-	// Offer returns what this rail adds to a 402 for the given price.
-	Offer(ctx context.Context, price Price) (Challenge, error)
+	// Offer returns what this rail adds to a 402 for the given price. refused is this rail's
+	// refusal of the credential the request carried, when the 402 answers one (nil otherwise):
+	// a rail may say why in its own terms (x402's PAYMENT-REQUIRED.error).
+	Offer(ctx context.Context, price Price, refused *PaymentError) (Challenge, error)
 	// Accepts reports whether the request carries this rail's credential.
 	Accepts(r *http.Request) bool
 	// Verify proves that payment is possible and claims the credential's nonce, so that the
@@ -64,6 +66,9 @@ type PaymentError struct {
 	Rail   string // which rail refused
 	Reason string // snake_case, the rail's own vocabulary (e.g. invalid_exact_evm_signature)
 	Detail string // human-readable
+	// Header goes into the 402 besides the offers: x402's PAYMENT-RESPONSE when a settlement
+	// was refused.
+	Header http.Header
 }
 
 func (e *PaymentError) Error() string { return e.Rail + ": " + e.Reason + ": " + e.Detail }

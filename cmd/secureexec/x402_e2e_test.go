@@ -504,6 +504,14 @@ func expectRefused(t *testing.T, r reply, reason string) {
 	if r.header.Get(x402.HeaderPaymentRequired) == "" || r.header.Get(x402.HeaderPaymentResponse) != "" {
 		t.Errorf("402 headers: PAYMENT-REQUIRED %q, PAYMENT-RESPONSE %q", r.header.Get(x402.HeaderPaymentRequired), r.header.Get(x402.HeaderPaymentResponse))
 	}
+	// The offer says why, as the reference server does (x402.md §5, §7).
+	want := reason
+	if reason == x402.ReasonNoMatchingRequirements {
+		want = x402.MessageNoMatchingRequirements
+	}
+	if pr, err := x402.DecodePaymentRequired(r.header.Get(x402.HeaderPaymentRequired)); err != nil || pr.Error != want {
+		t.Errorf("PAYMENT-REQUIRED of a %s refusal: %+v, %v; want error %q", reason, pr, err, want)
+	}
 }
 
 type settlementBody struct {

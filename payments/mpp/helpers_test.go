@@ -260,7 +260,7 @@ func newTestRailOn(t *testing.T, f *fakeStripe, st stripeAPI, mutate func(*Confi
 // challenge is what a client reads from the rail's 402: the WWW-Authenticate value parsed back.
 func (tr *testRail) challenge(t *testing.T, price payments.Price) Challenge {
 	t.Helper()
-	offer, err := tr.Offer(context.Background(), price)
+	offer, err := tr.Offer(context.Background(), price, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

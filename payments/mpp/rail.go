@@ -296,7 +296,7 @@ func (r *Rail) NewChallenge(price payments.Price) (Challenge, error) {
 // Offer implements payments.Rail: one `WWW-Authenticate: Payment` challenge, fresh at every
 // call, and its id in the body (as mppx adds challengeId). A price this rail cannot charge, or
 // an Accept-Payment (see WithAcceptPayment) that refuses stripe/charge, yields no offer.
-func (r *Rail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
+func (r *Rail) Offer(ctx context.Context, price payments.Price, _ *payments.PaymentError) (payments.Challenge, error) {
 	if !offerWanted(ctx, MethodStripe, IntentCharge) {
 		return payments.Challenge{}, nil
 	}

@@ -559,7 +559,7 @@ func TestChargeWithoutRecordIsRefunded(t *testing.T) {
 
 func TestOffer(t *testing.T) {
 	tr := newTestRail(t, func(c *Config) { c.Amounts = map[payments.Mode]uint64{payments.ModeBatch: 125} })
-	offer, err := tr.Offer(context.Background(), dryRun)
+	offer, err := tr.Offer(context.Background(), dryRun, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +593,7 @@ func TestOffer(t *testing.T) {
 			if tc.accept != "" {
 				ctx = WithAcceptPayment(ctx, []string{tc.accept})
 			}
-			o, err := tr.Offer(ctx, tc.price)
+			o, err := tr.Offer(ctx, tc.price, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -153,9 +153,18 @@ func (r *Rail) requirements(price payments.Price) PaymentRequirements {
 }
 
 // Offer implements payments.Rail: the v2 PAYMENT-REQUIRED header, and the v1 accepts list
-// in the body for v1 clients.
-func (r *Rail) Offer(ctx context.Context, price payments.Price) (payments.Challenge, error) {
-	return r.offer(price, strings.TrimSuffix(r.cfg.PublicURL, "/")+price.Resource, "PAYMENT-SIGNATURE header is required")
+// in the body for v1 clients. Answering a refused payment, the header's error is the refusal's
+// reason, as the reference server puts it there (x402.md §5, §7).
+func (r *Rail) Offer(ctx context.Context, price payments.Price, refused *payments.PaymentError) (payments.Challenge, error) {
+	msg := "PAYMENT-SIGNATURE header is required"
+	switch {
+	case refused == nil:
+	case refused.Reason == ReasonNoMatchingRequirements:
+		msg = MessageNoMatchingRequirements
+	default:
+		msg = refused.Reason
+	}
+	return r.offer(price, strings.TrimSuffix(r.cfg.PublicURL, "/")+price.Resource, msg)
 }
 
 func (r *Rail) offer(price payments.Price, resourceURL, errMsg string) (payments.Challenge, error) {
@@ -411,6 +420,12 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	s, err := r.settler.settle(ctx, p)
 	if err != nil {
 		r.release(ctx, p) // refused: the money never moves
+		var refused *payments.PaymentError
+		if errors.As(err, &refused) {
+			// The 402 that answers it says so in PAYMENT-RESPONSE too (core 2.6.0 and later).
+			refused.Header = r.responseHeader(p.Verified, SettlementResponse{Success: false, Network: p.Verified.Network,
+				Payer: p.Verified.Payer.Hex(), ErrorReason: refused.Reason})
+		}
 		return nil, err
 	}
 	if s.Status == payments.SettlementPending {

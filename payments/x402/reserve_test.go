@@ -2,7 +2,9 @@ package x402
 
 import (
 	"context"
+	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,5 +157,57 @@ func TestUnixTimeSaturates(t *testing.T) {
 		if got := unixTime(tc.sec); !got.Equal(tc.want) {
 			t.Errorf("unixTime(%s) = %v, want %v", tc.sec, got, tc.want)
 		}
+	}
+}
+
+// TestRefusalsSayWhyInTheOffer: the 402 answering a refused payment names the reason in
+// PAYMENT-REQUIRED.error (the reference server's text for an offer no payment matches), and a
+// settlement the token refuses carries PAYMENT-RESPONSE with success false and the reason
+// (x402.md §1, §7).
+func TestRefusalsSayWhyInTheOffer(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	rail := r.rail(t, SettleSync, r.settler)
+	price := payments.Price{Amount: 10_000, Currency: "USDC", Resource: "/exec/tool"}
+	for _, tc := range []struct {
+		refused *payments.PaymentError
+		want    string
+	}{
+		{nil, "PAYMENT-SIGNATURE header is required"},
+		{refuse(ReasonSignature, "bad"), ReasonSignature},
+		{refuse(ReasonNoMatchingRequirements, "other asset"), MessageNoMatchingRequirements},
+	} {
+		ch, err := rail.Offer(ctx, price, tc.refused)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := DecodePaymentRequired(ch.Header.Get(HeaderPaymentRequired))
+		if err != nil || pr.Error != tc.want || len(pr.Accepts) != 1 {
+			t.Fatalf("offer answering %v: %+v, %v; want error %q and the offer", tc.refused, pr, err, tc.want)
+		}
+	}
+
+	// The payer spends the authorization on chain between verify and settle.
+	a := r.verify(t, rail)
+	data, err := chain.PackTransferWithAuthorization(a.State.(*pendingPayment).Auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := r.sender.Send(ctx, r.net.Asset, data)
+	if err == nil {
+		_, err = r.sender.WaitReceipt(ctx, h, 10*time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rail.Settle(ctx, a)
+	var refused *payments.PaymentError
+	if !errors.As(err, &refused) {
+		t.Fatalf("settling a spent authorization: %v, want a refusal", err)
+	}
+	sr, derr := DecodeSettlementResponse(refused.Header.Get(HeaderPaymentResponse))
+	if derr != nil || sr.Success || sr.Transaction != "" || sr.ErrorReason != refused.Reason || sr.Network != CAIP2(r.net.ChainID) ||
+		!strings.EqualFold(sr.Payer, a.Payer) {
+		t.Fatalf("PAYMENT-RESPONSE of a refused settlement: %+v, %v", sr, derr)
 	}
 }
