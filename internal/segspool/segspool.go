@@ -45,6 +45,14 @@ type Options struct {
 // ErrFull: the spool holds Options.MaxBytes already.
 var ErrFull = errors.New("spool_full")
 
+// lockName is the lock file in a spool's directory.
+const lockName = ".lock"
+
+// ErrLocked: another process (or another Spool in this one) has the directory open. Two
+// writers would each take the other's active segment for a sealed one, replay it and delete
+// it while it is still being appended to.
+var ErrLocked = errors.New("spool_in_use")
+
 // Segment is one spool file. Offset is the consumer's progress through it; only the consumer
 // touches it.
 type Segment struct {
@@ -60,6 +68,7 @@ type Segment struct {
 type Spool struct {
 	dir  string
 	opts Options
+	lock *os.File // held from Open to Close: one Spool per directory
 
 	mu      sync.Mutex
 	active  *os.File
@@ -74,20 +83,30 @@ type Spool struct {
 	deadMu sync.Mutex
 }
 
-// Open opens dir, creating it if needed. Segments left by an earlier process are sealed and
-// come first.
-func Open(dir string, opts Options) (*Spool, error) {
+// Open opens dir, creating it if needed, and locks it until Close: a directory another Spool
+// holds, in this process or another, is refused with ErrLocked. Segments left by an earlier
+// process are sealed and come first.
+func Open(dir string, opts Options) (_ *Spool, err error) {
 	if opts.Prefix == "" || opts.SegmentBytes <= 0 {
 		return nil, errors.New("spool: a segment prefix and a positive segment size are required")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: dir: %w", err)
 	}
+	lock, err := lockDir(filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = lock.Close()
+		}
+	}()
 	paths, err := filepath.Glob(filepath.Join(dir, opts.Prefix+"*"+opts.Suffix))
 	if err != nil {
 		return nil, fmt.Errorf("spool: list: %w", err)
 	}
-	s := &Spool{dir: dir, opts: opts, nextSeq: 1}
+	s := &Spool{dir: dir, opts: opts, lock: lock, nextSeq: 1}
 	for _, path := range paths {
 		var seq uint64
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), opts.Prefix), opts.Suffix)
@@ -261,8 +280,12 @@ func (s *Spool) Remove(seg *Segment) error {
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	s.closed = true
-	return s.sealLocked()
+	err := s.sealLocked()
+	return errors.Join(err, s.lock.Close())
 }
 
 // AppendDeadLetter appends record (one or more complete lines) to the dead-letter file and

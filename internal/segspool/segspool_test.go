@@ -5,10 +5,22 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// TestMain is also the other process of TestOneSpoolPerDirectory, when SEGSPOOL_LOCK_DIR names
+// the directory to open.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("SEGSPOOL_LOCK_DIR"); dir != "" {
+		_, err := Open(dir, testOptions(1024))
+		fmt.Printf("locked: %v (%v)\n", errors.Is(err, ErrLocked), err)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func testOptions(segmentBytes int64) Options {
 	return Options{Prefix: "segment-", Suffix: ".jsonl", SegmentBytes: segmentBytes, DeadLetterName: "dead.jsonl"}
@@ -201,4 +213,38 @@ func FuzzSegmentReader(f *testing.F) {
 			t.Fatalf("read %d lines / %d bytes, spool counted %d / %d", lines, r.Offset(), seg.Lines, seg.Size)
 		}
 	})
+}
+
+// TestOneSpoolPerDirectory: a directory another Spool holds is refused, in this process and in
+// another one (which would otherwise replay and delete the active segment under the writer);
+// once closed, it opens again with everything still in it.
+func TestOneSpoolPerDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append([]byte("{\"n\":1}\n"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, testOptions(1024)); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a second Open in this process = %v, want ErrLocked", err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SEGSPOOL_LOCK_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "locked: true") {
+		t.Fatalf("Open in another process: %v\n%s", err, out)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	defer again.Close()
+	if again.Lines() != 1 {
+		t.Fatalf("reopened spool has %d lines, want 1", again.Lines())
+	}
 }
