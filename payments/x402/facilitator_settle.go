@@ -90,13 +90,9 @@ func (s *FacilitatorSettler) settle(ctx context.Context, p *pendingPayment) (*pa
 	_, err := s.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusSettling, ledger.Patch{JobID: p.JobID})
 	if err != nil {
 		// Postgres is away (settling must be in Postgres before the facilitator is asked):
-		// queue it, which spools; the worker hands it to the facilitator once Postgres is back.
+		// queue it; the worker hands it to the facilitator once Postgres is back.
 		s.log.Warn("x402: settlement deferred", "payment", p.ID, "err", err)
-		if _, qerr := s.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: p.JobID}); qerr != nil &&
-			!errors.Is(qerr, ledger.ErrConflict) {
-			s.log.Error("x402: queueing a deferred settlement", "payment", p.ID, "err", qerr)
-		}
-		return &payments.Settlement{Status: payments.SettlementPending, ID: p.ID.String()}, nil
+		return deferSettlement(ctx, s.book, p.ID, p.JobID)
 	}
 	return s.ask(ctx, p.ID, p.Auth, p.Remote)
 }

@@ -5,10 +5,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,5 +339,51 @@ func TestBatchPaymentThatCannotBeRecordedIsNotAnsweredAsPaid(t *testing.T) {
 	// With nothing held, a balance of exactly one payment covers one more.
 	if err := r.reserved.Reserve(ctx, reservationScope(v.ChainID, v.Asset, v.Payer), "probe", v.Value, v.Value, time.Now().Add(time.Minute)); err != nil {
 		t.Fatalf("the payment still holds the payer's balance: %v", err)
+	}
+}
+
+// awayBook is the rig's book with Postgres gone away from its moves while away is set.
+type awayBook struct {
+	*ledger.Memory
+	away atomic.Bool
+}
+
+func (b *awayBook) Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error) {
+	if b.away.Load() {
+		return ledger.Payment{}, fmt.Errorf("ledger: move payment: %w: dial tcp 127.0.0.1:5432: connection refused", payments.ErrUnavailable)
+	}
+	return b.Memory.Transition(ctx, id, from, to, patch)
+}
+
+// TestSettlementThatCannotBeRecordedWithholdsTheResult: in sync mode, Postgres goes away
+// between verify and settle. The transaction cannot be recorded, so it is not sent, and the
+// payment cannot be queued either: answering "pending" would deliver a result that the
+// reconciler later marks not charged (it is still verified). Settle says ErrNotRecorded, the
+// gateway withholds the result, nothing moves, and recovery marks it not charged, rightly.
+func TestSettlementThatCannotBeRecordedWithholdsTheResult(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	book := &awayBook{Memory: r.book}
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleSync, Reservations: r.reserved},
+		NewRPCReader(r.dev.Client(), 3*time.Second), book, book, NewChainSettler(book, r.sender, r.net.Asset, 10*time.Second, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := r.balance(t)
+	a := r.verify(t, rail)
+	book.away.Store(true)
+	s, err := rail.Settle(ctx, a)
+	if !errors.Is(err, payments.ErrNotRecorded) || !errors.Is(err, payments.ErrUnavailable) {
+		t.Fatalf("settling with the book away = %+v, %v; want ErrNotRecorded and ErrUnavailable", s, err)
+	}
+	book.away.Store(false)
+	if err := r.worker.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.status(t, a); st != ledger.StatusNotCharged {
+		t.Fatalf("status %s, want not_charged: its result was withheld", st)
+	}
+	if got := r.balance(t); got.Cmp(before) != 0 {
+		t.Fatalf("payTo balance moved: %v -> %v", before, got)
 	}
 }

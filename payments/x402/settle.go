@@ -110,16 +110,30 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return nil, refuse(reason, "the token refused the authorization at settlement: "+chain.RevertReason(err))
 	case err != nil && dead != "":
 		return nil, fmt.Errorf("x402: payment %s: replacing dead transaction %s: %w", pid, dead, err)
-	case err != nil:
-		// Not broadcast (or not known to be): owed, not lost. Queue it for the reconciler.
+	case err != nil && recorded != "":
+		// Recorded as submitted, and perhaps broadcast: owed, not lost. The reconciler sends
+		// the recorded bytes again or finds their receipt.
 		s.log.Warn("x402: settlement deferred", "payment", pid, "err", err)
-		if _, terr := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: jobID}); terr != nil &&
-			!errors.Is(terr, ledger.ErrConflict) {
-			s.log.Error("x402: queueing a deferred settlement", "payment", pid, "err", terr)
-		}
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
+	case err != nil:
+		// Not recorded, so not broadcast: queue it for the worker.
+		s.log.Warn("x402: settlement deferred", "payment", pid, "err", err)
+		return deferSettlement(ctx, s.book, pid, jobID)
 	}
 	return s.await(ctx, pid, a, hash)
+}
+
+// deferSettlement queues a verified payment whose settlement could not start now (Postgres
+// away, the node unreachable), for the worker to settle later, and reports it pending. A
+// payment that cannot be queued either is ErrNotRecorded: left verified, the reconciler would
+// take it for a call that never answered and mark it not charged, so the result must be
+// withheld (503) rather than delivered unpaid.
+func deferSettlement(ctx context.Context, book paymentBook, pid, jobID uuid.UUID) (*payments.Settlement, error) {
+	_, err := book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: jobID})
+	if err != nil && !errors.Is(err, ledger.ErrConflict) {
+		return nil, fmt.Errorf("x402: payment %s could be neither settled nor queued: %w", pid, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
+	}
+	return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 }
 
 // await waits for the receipt of a broadcast settlement and records the outcome.
