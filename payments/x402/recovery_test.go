@@ -387,3 +387,45 @@ func TestSettlementThatCannotBeRecordedWithholdsTheResult(t *testing.T) {
 		t.Fatalf("payTo balance moved: %v -> %v", before, got)
 	}
 }
+
+// TestRecoveryOfUnsentBatchesLargerThanAPage: batches were claimed and the process died
+// before recording their transactions, and there are more such payments than one page of
+// Reconcile (200): the page ends inside the second batch. Every member of every batch still
+// settles, exactly once; none is failed for being left out of a transaction signed from the
+// page alone.
+func TestRecoveryOfUnsentBatchesLargerThanAPage(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	stale := r.verify(t, r.rail(t, SettleSync, r.settler)) // abandoned, first on the page
+	rail := r.rail(t, SettleBatch, r.settler)
+	before := r.balance(t)
+	var queued []*payments.Authorization
+	for range 200 {
+		a := r.verify(t, rail)
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("batch settle: %+v %v", s, err)
+		}
+		queued = append(queued, a)
+	}
+	for range 2 { // the crash: claimed, no transaction recorded or sent
+		if claimed, err := r.book.ClaimQueued(ctx, 100, uuid.New(), r.worker.scope()); err != nil || len(claimed) != 100 {
+			t.Fatalf("claim: %d, %v", len(claimed), err)
+		}
+	}
+	for range 3 {
+		if err := r.worker.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := r.status(t, stale); st != ledger.StatusNotCharged {
+		t.Fatalf("the abandoned payment is %s, want not_charged", st)
+	}
+	for i, a := range queued {
+		if st := r.status(t, a); st != ledger.StatusSettled {
+			t.Fatalf("payment %d of 200 is %s, want settled", i, st)
+		}
+	}
+	if got, want := new(big.Int).Sub(r.balance(t), before), big.NewInt(200*10_000); got.Cmp(want) != 0 {
+		t.Fatalf("payTo gained %v, want exactly %v", got, want)
+	}
+}

@@ -413,9 +413,17 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members []ledger.Payment) error {
 	b, err := w.recovery.GetBatch(ctx, batchID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		// The batch was claimed but its transaction never recorded, so never broadcast:
-		// sign it now, for the first time.
-		return w.sendBatch(ctx, batchID, members)
+		// The batch was claimed but its transaction never recorded, so never broadcast: sign
+		// it now, for the first time, for every member. members is only what this page of
+		// recoverable payments holds; a transaction signed for those alone would be recorded
+		// for the whole batch, and the members it left out would be failed by its receipt.
+		// Moving them all to a new batch fetches every one.
+		next := uuid.New()
+		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
+		if err != nil || len(moved) == 0 {
+			return err
+		}
+		return w.sendBatch(ctx, next, moved)
 	}
 	if err != nil {
 		return err
