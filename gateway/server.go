@@ -136,7 +136,7 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	r := mux.NewRouter()
 	r.Use(s.requestID, s.recoverer)
 	handle := func(path, method, name string, h http.HandlerFunc) {
-		r.Handle(path, s.metrics.instrument(name, h)).Methods(method)
+		r.Handle(path, s.metrics.instrument(name, h)).Methods(withHead(method)...)
 	}
 	handle("/exec/tool", http.MethodPost, "exec_tool", s.handleTool)
 	handle("/exec/simulate", http.MethodPost, "exec_simulate", s.handleSimulate)
@@ -149,7 +149,7 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 		// Not a paid call: the handler checks Stripe's signature over the body as sent.
 		handle(mpp.WebhookPath, http.MethodPost, "webhook_stripe", s.webhook.ServeHTTP)
 	}
-	r.Handle("/metrics", metricsHandler(reg)).Methods(http.MethodGet)
+	r.Handle("/metrics", metricsHandler(reg)).Methods(withHead(http.MethodGet)...)
 	r.NotFoundHandler = s.requestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: %s", errRouteNotFound, r.URL.Path))
 	}))
@@ -160,11 +160,20 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	return r
 }
 
+// withHead adds HEAD to GET: RFC 9110 wants HEAD wherever GET is served (net/http sends the
+// headers and drops the body).
+func withHead(method string) []string {
+	if method == http.MethodGet {
+		return []string{http.MethodGet, http.MethodHead}
+	}
+	return []string{method}
+}
+
 // allowedMethods lists the methods the router serves at the request's path, for the Allow
 // header that RFC 9110 requires on a 405.
 func allowedMethods(router *mux.Router, req *http.Request) []string {
 	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost} {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
 		probe := req.Clone(req.Context())
 		probe.Method = m
 		var match mux.RouteMatch

@@ -521,6 +521,13 @@ func TestMethodNotAllowedNamesTheAllowedMethods(t *testing.T) {
 	if w.Code != 405 || w.Header().Get("Allow") != "POST" {
 		t.Fatalf("status %d Allow %q", w.Code, w.Header().Get("Allow"))
 	}
+	// HEAD is served wherever GET is (RFC 9110): the headers, no body.
+	if w := h.do("HEAD", "/health", ""); w.Code != 200 || w.Header().Get("Content-Type") == "" {
+		t.Fatalf("HEAD /health: %d %v", w.Code, w.Header())
+	}
+	if w := h.do("POST", "/health", ""); w.Code != 405 || w.Header().Get("Allow") != "GET, HEAD" {
+		t.Fatalf("POST /health: %d Allow %q", w.Code, w.Header().Get("Allow"))
+	}
 }
 
 type dryOnlyTool struct{ echoTool }
