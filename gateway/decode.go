@@ -10,8 +10,10 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/secureexec/secureexec/internal/jsonskip"
@@ -58,7 +60,7 @@ const (
 
 // decodeExecRequest reads and validates a call. The body is capped at maxBytes (413 past
 // it), nesting at maxDepth, and U+0000 is refused anywhere because the audit log cannot
-// store it.
+// store it. The body must be an I-JSON (RFC 7493) object, numbers included.
 func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, maxDepth int) (*execRequest, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -66,6 +68,11 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		if err != nil || (mt != "application/json" && mt != "text/plain" && mt != "application/x-www-form-urlencoded") {
 			return nil, fmt.Errorf("%w: %q, send application/json", errUnsupportedMediaType, ct)
 		}
+	}
+	if coding := unsupportedContentCoding(r.Header); coding != "" {
+		// RFC 9110 §15.5.16: a 415 for a content coding says which codings would do.
+		w.Header().Set("Accept-Encoding", "identity")
+		return nil, fmt.Errorf("%w: Content-Encoding %q, send the body uncompressed", errUnsupportedMediaType, coding)
 	}
 	body, err := readAll(http.MaxBytesReader(w, r.Body, maxBytes), r.ContentLength, maxBytes)
 	if err != nil {
@@ -90,23 +97,12 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 	var req execRequest
 	if !decodeExecRequestFast(body, &req) {
 		req = execRequest{}
-		if err := json.Unmarshal(body, &req); err != nil {
-			var typeErr *json.UnmarshalTypeError
-			var synErr *json.SyntaxError
-			switch {
-			case errors.As(err, &typeErr):
-				return nil, badRequest("invalid_field_type", typeErr.Field, "%s must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-			case errors.As(err, &synErr):
-				return nil, badRequest("invalid_json", "", "malformed JSON at byte %d: %v", synErr.Offset, synErr)
-			default:
-				return nil, badRequest("invalid_json", "", "malformed JSON: %v", err)
-			}
+		if err := decodeExecRequestSlow(body, &req); err != nil {
+			return nil, err
 		}
-		// Duplicate member names let two parsers read one body differently, and have no
-		// canonical form for the proof: refuse them (RFC 7493, I-JSON).
-		if !jsontext.Value(body).IsValid() {
-			return nil, badRequest("invalid_json", "", "the body is not I-JSON: duplicate member names or escaped lone surrogates")
-		}
+	}
+	if field, number, found := outOfRangeNumber(body); found {
+		return nil, numberRangeError(field, number)
 	}
 	if req.Tool == nil || req.Tool.Name == "" {
 		return nil, badRequest("missing_tool_name", "tool.name", "tool.name is required")
@@ -159,12 +155,68 @@ func readAll(r io.Reader, declared, limit int64) ([]byte, error) {
 	}
 }
 
-// decodeExecRequestFast decodes body into req exactly as json.Unmarshal does, for the bodies
-// clients send: I-JSON (checked in one pass), an object with only the seed's field names,
-// spelled as the seed spells them, each of the type the seed gives it. It reports false for
-// anything else, and the caller takes json.Unmarshal and its exact errors: mis-cased names
-// (which encoding/json matches case-insensitively), unknown names, wrong types, duplicate
-// names, malformed JSON. Reflection-based decoding cost more than the rest of decoding.
+// unsupportedContentCoding returns the first content coding of the request other than
+// identity, or "": the body is parsed as it arrives, so a compressed one would reach the JSON
+// parser as binary and be refused for the wrong reason.
+func unsupportedContentCoding(h http.Header) string {
+	for _, v := range h.Values("Content-Encoding") {
+		for coding := range strings.SplitSeq(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
+}
+
+// decodeExecRequestSlow decodes what the fast path declines, with the same rules: member
+// names match exactly as the seed spells them (encoding/json would also take "TOOL" or "Tool"
+// for tool, so that one body could name two calls), unknown members are ignored, and the
+// body must be an I-JSON object. Every refusal names the problem and, when there is one, the
+// field.
+func decodeExecRequestSlow(body []byte, req *execRequest) error {
+	// Syntax first, so that a malformed body is reported as malformed whatever else is wrong
+	// with it. Duplicate member names let two parsers read one body differently, and have no
+	// canonical form for the proof: jsontext refuses them, and escaped lone surrogates.
+	if err := jsonv2.Unmarshal(body, new(jsontext.Value)); err != nil {
+		var synErr *jsontext.SyntacticError
+		switch {
+		case errors.As(err, &synErr) && synErr.Err == jsontext.ErrDuplicateName:
+			field := pointerField(synErr.JSONPointer)
+			return badRequest("invalid_json", field, "the body is not I-JSON (RFC 7493): the member name %s appears twice", field)
+		case errors.As(err, &synErr):
+			return badRequest("invalid_json", pointerField(synErr.JSONPointer), "malformed JSON at byte %d: %v", synErr.ByteOffset, synErr.Err)
+		default:
+			return badRequest("invalid_json", "", "malformed JSON: %v", err)
+		}
+	}
+	if c := body[jsonSkipSpace(body, 0)]; c != '{' {
+		return badRequest("invalid_field_type", "", "the request body must be a JSON object, not %s", jsonValueKind(c))
+	}
+	if err := jsonv2.Unmarshal(body, req); err != nil {
+		var semErr *jsonv2.SemanticError
+		if !errors.As(err, &semErr) {
+			return badRequest("invalid_json", "", "malformed JSON: %v", err)
+		}
+		field := pointerField(semErr.JSONPointer)
+		if errors.Is(semErr.Err, strconv.ErrRange) {
+			return numberRangeError(field, string(semErr.JSONValue))
+		}
+		want := "of another type"
+		if semErr.GoType != nil {
+			want = jsonKind(semErr.GoType.Kind().String())
+		}
+		return badRequest("invalid_field_type", field, "%s must be %s, not %s", field, want, jsonValueKind(byte(semErr.JSONKind)))
+	}
+	return nil
+}
+
+// decodeExecRequestFast decodes body into req exactly as decodeExecRequestSlow does, for the
+// bodies clients send: I-JSON (checked in one pass), an object with only the seed's field
+// names, spelled as the seed spells them, each of the type the seed gives it. It reports false
+// for anything else, and the caller takes the slow path and its exact errors: unknown or
+// mis-cased names (which both paths ignore), escaped names, wrong types, duplicate names,
+// malformed JSON. Reflection-based decoding cost more than the rest of decoding.
 func decodeExecRequestFast(body []byte, req *execRequest) bool {
 	if !jsontext.Value(body).IsValid() {
 		return false
@@ -279,6 +331,39 @@ func jsonSkipSpace(b []byte, i int) int {
 	return i
 }
 
+// jsonValueKind names the kind of the JSON value that starts with c (or of a jsontext.Kind).
+func jsonValueKind(c byte) string {
+	switch c {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+// pointerField turns a JSON pointer ("/tool/args/items/3") into the dotted field name the
+// API uses ("tool.args.items.3"), as argsField does for the tool's own errors.
+func pointerField(p jsontext.Pointer) string {
+	var b strings.Builder
+	first := true
+	for tok := range p.Tokens() {
+		if !first {
+			b.WriteByte('.')
+		}
+		b.WriteString(tok)
+		first = false
+	}
+	return b.String()
+}
+
 func jsonKind(goKind string) string {
 	switch goKind {
 	case "string":
@@ -326,25 +411,105 @@ func jsonDepth(b []byte) int {
 	return max
 }
 
-// hasNULEscape reports whether a JSON text contains the escape \u0000 (in any case), which
-// is the only way U+0000 can appear in valid JSON.
+// hasNULEscape reports whether a JSON text contains the escape \u0000, which is the only
+// way U+0000 can appear in valid JSON. It is the one check for U+0000, on request bodies and
+// on sealed records alike.
 func hasNULEscape(b []byte) bool {
-	for i := 0; i+6 <= len(b); i++ {
-		if b[i] != '\\' {
-			continue
+	for i := 0; ; i += len(nulEscape) {
+		j := bytes.Index(b[i:], nulEscape)
+		if j < 0 {
+			return false
 		}
+		i += j
 		// An escape starts at an odd run of backslashes; "\\u0000" is a backslash then text.
 		run := 1
-		for j := i + 1; j < len(b) && b[j] == '\\'; j++ {
+		for k := i - 1; k >= 0 && b[k] == '\\'; k-- {
 			run++
 		}
 		if run%2 == 1 {
-			k := i + run - 1
-			if k+6 <= len(b) && b[k+1] == 'u' && string(b[k+2:k+6]) == "0000" {
-				return true
+			return true
+		}
+	}
+}
+
+// nulEscape is how JSON spells U+0000, and how a backslash followed by "u0000" ends.
+var nulEscape = []byte(`\u0000`)
+
+// outOfRangeNumber returns the field and the text of the first number in the JSON text b that
+// a double cannot hold: it rounds to ±Inf, and RFC 7493 (I-JSON) requires numbers an IEEE
+// 754 double can represent. Without this check such a number would be echoed as sent but
+// sealed as ±1.7976931348623157e+308. A number that merely loses precision is accepted, as
+// every canonical (RFC 8785) record already rounds it: integers past 2^53, and magnitudes too
+// small for a double (1e-400), which round to 0 as 0.1 rounds to the nearest double.
+func outOfRangeNumber(b []byte) (field, number string, found bool) {
+	if !mayOverflowDouble(b) {
+		return "", "", false
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return "", "", false
+		}
+		if tok.Kind() == '0' {
+			if _, err := tok.Float(); err != nil {
+				return pointerField(dec.StackPointer()), tok.String(), true
 			}
 		}
-		i += run - 1
+	}
+}
+
+// mayOverflowDouble reports whether the JSON text b may hold a number beyond a double's range
+// (about 1.8e308): one with an exponent of three or more digits, or with 200 or more digits
+// and dots in a row (with an exponent of at most 99, 210 integer digits are needed). Digits
+// inside strings count too: it may report true for no such number, never false for one. Most
+// bodies have neither, and skip the exact check.
+func mayOverflowDouble(b []byte) bool {
+	run := 0
+	for i := 0; i < len(b); i++ {
+		switch numberByte[b[i]] {
+		case 0:
+			run = 0
+		case '0':
+			if run++; run >= 200 {
+				return true
+			}
+		case 'e':
+			if run == 0 {
+				continue // a letter, as in true or false
+			}
+			j := i + 1
+			if j < len(b) && (b[j] == '+' || b[j] == '-') {
+				j++
+			}
+			k := j
+			for k < len(b) && '0' <= b[k] && b[k] <= '9' {
+				k++
+			}
+			if k-j >= 3 {
+				return true
+			}
+			run, i = 0, k-1
+		}
 	}
 	return false
+}
+
+// numberByte classes the bytes mayOverflowDouble looks at: a table, because it sees every byte
+// of every body.
+var numberByte = func() (t [256]byte) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = '0'
+	}
+	t['.'] = '0'
+	t['e'], t['E'] = 'e', 'e'
+	return t
+}()
+
+// numberRangeError refuses a number a double cannot hold, at field.
+func numberRangeError(field, number string) *requestError {
+	if len(number) > 40 {
+		number = number[:20] + "..." + number[len(number)-10:]
+	}
+	return badRequest("invalid_json", field, "the body is not I-JSON (RFC 7493): the number %s at %s is beyond the range of an IEEE 754 double", number, field)
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding"
 	"encoding/json"
 	"reflect"
@@ -60,15 +59,13 @@ type PaymentRef struct {
 // Statuses of a record besides the runner's completed/failed/timeout.
 const statusDenied = "denied"
 
-// nulEscape is how canonical JSON spells U+0000, which the audit log (jsonb) cannot store.
-var nulEscape = []byte(`\u0000`)
-
-// seal canonicalises and hashes the record. A result that cannot be stored (U+0000) or
-// cannot be canonicalised (a number JSON cannot represent as a double) is replaced by an
-// error result, so that every call gets a proof hash and an audit row.
+// seal canonicalises and hashes the record. A result that cannot be stored (U+0000, which the
+// audit log's jsonb refuses; hasNULEscape tells its \u0000 from an escaped backslash followed
+// by "u0000") or cannot be canonicalised (a number JSON cannot represent as a double) is
+// replaced by an error result, so that every call gets a proof hash and an audit row.
 func seal(rec *Record) (canonical []byte, hash string) {
 	c, err := canonicalRecord(rec)
-	if err == nil && !bytes.Contains(c, nulEscape) {
+	if err == nil && !hasNULEscape(c) {
 		return c, proof.HashCanonical(c)
 	}
 	code := "output_not_storable"

@@ -27,7 +27,7 @@ func TestRecordShapeKnown(t *testing.T) {
 // sealReference is seal as it was before the direct encoding: proof.Seal of the whole record.
 func sealReference(rec *Record) (canonical []byte, hash string) {
 	c, h, err := proof.Seal(rec)
-	if err == nil && !bytes.Contains(c, nulEscape) {
+	if err == nil && !hasNULEscape(c) {
 		return c, h
 	}
 	code := "output_not_storable"
@@ -234,6 +234,41 @@ func FuzzCanonicalRecordMatchesSeal(f *testing.F) {
 		rec.Tool.TimeoutMs, rec.Result.ExitCode = n, int(-n)
 		recordSealAgrees(t, rec)
 	})
+}
+
+// TestSealRefusesOnlyNUL: only U+0000 makes a record unstorable, not the text "\u0000"
+// after a backslash, wherever the call put it.
+func TestSealRefusesOnlyNUL(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Record)
+		want   string // the error code of the sealed result, "" for none
+	}{
+		{"backslash then u0000 in agentId", func(r *Record) { r.AgentID = `C:\u0000` }, ""},
+		{"backslash then u0000 in context", func(r *Record) { r.Context = json.RawMessage(`{"path":"C:\\u0000"}`) }, ""},
+		{"backslash then u0000 in args", func(r *Record) { r.Tool.Args = json.RawMessage(`{"data":"C:\\u0000"}`) }, ""},
+		{"backslash then u0000 in output", func(r *Record) { r.Result.Output = json.RawMessage(`{"parsed":"C:\\u0000"}`) }, ""},
+		{"three backslashes then u0000 in output", func(r *Record) { r.Result.Output = json.RawMessage(`"\\\\u0000"`) }, ""},
+		{"U+0000 in output", func(r *Record) { r.Result.Output = json.RawMessage(`{"parsed":"a\u0000"}`) }, "output_not_storable"},
+		{"backslash then U+0000 in output", func(r *Record) { r.Result.Output = json.RawMessage(`"\\\u0000"`) }, "output_not_storable"},
+		{"U+0000 in a tool error", func(r *Record) { r.Result.Error = &exec.ToolError{Code: "x", Message: "a\x00b"} }, "output_not_storable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := baseRecord()
+			tc.mutate(rec)
+			c, hash := seal(rec)
+			got := ""
+			if rec.Result.Error != nil && rec.Status == exec.StatusFailed {
+				got = rec.Result.Error.Code
+			}
+			if got != tc.want {
+				t.Fatalf("sealed with %q (status %s), want %q: %s", got, rec.Status, tc.want, c)
+			}
+			if err := proof.Verify(c, hash); err != nil {
+				t.Fatalf("the sealed record does not verify: %v", err)
+			}
+		})
+	}
 }
 
 func TestFormatTimestampMatchesTimeFormat(t *testing.T) {
