@@ -100,16 +100,20 @@ func (r *Runner) Registry() *Registry { return r.reg }
 // Limits returns the effective limits.
 func (r *Runner) Limits() Limits { return r.lim }
 
-// Timeout turns a requested timeout in seconds into the effective one.
+// minTimeout is the shortest timeout a call gets. The record keeps the timeout in whole
+// milliseconds, and a call that had a deadline must not be recorded with 0.
+const minTimeout = time.Millisecond
+
+// Timeout turns a requested timeout in seconds into the effective one: DefaultTimeout when
+// none is asked for (zero or less), otherwise between minTimeout and MaxTimeout.
 func (r *Runner) Timeout(seconds float64) time.Duration {
-	if seconds <= 0 {
+	if !(seconds > 0) { // NaN too
 		return r.lim.DefaultTimeout
 	}
-	d := time.Duration(seconds * float64(time.Second))
-	if d > r.lim.MaxTimeout || d <= 0 {
+	if seconds >= r.lim.MaxTimeout.Seconds() { // compared before converting: 1e300 s overflows a Duration
 		return r.lim.MaxTimeout
 	}
-	return d
+	return min(max(time.Duration(seconds*float64(time.Second)), minTimeout), r.lim.MaxTimeout)
 }
 
 // Run executes a call. The error is non-nil only when the call was refused before the tool
@@ -129,7 +133,7 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	}
 
 	timeout := c.Timeout
-	if timeout <= 0 || timeout > r.lim.MaxTimeout {
+	if timeout < minTimeout || timeout > r.lim.MaxTimeout { // none (0), too small or too large
 		timeout = r.Timeout(timeout.Seconds())
 	}
 	runCtx, cancel := context.WithTimeout(ctx, timeout)

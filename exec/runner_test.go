@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -151,19 +152,44 @@ func TestRunnerTimeout(t *testing.T) {
 func TestRunnerTimeoutSeconds(t *testing.T) {
 	r := toolsARunner(t, Limits{DefaultTimeout: 10 * time.Second, MaxTimeout: 30 * time.Second})
 	for _, tc := range []struct {
+		name    string
 		seconds float64
 		want    time.Duration
 	}{
-		{0, 10 * time.Second},
-		{-5, 10 * time.Second},
-		{2.5, 2500 * time.Millisecond},
-		{30, 30 * time.Second},
-		{31, 30 * time.Second},
-		{1e300, 30 * time.Second}, // overflows time.Duration
+		{"zero is none", 0, 10 * time.Second},
+		{"negative is none", -5, 10 * time.Second},
+		{"NaN is none", math.NaN(), 10 * time.Second},
+		{"fraction of seconds", 2.5, 2500 * time.Millisecond},
+		{"fraction of a millisecond above one", 0.0015, 1500 * time.Microsecond},
+		{"one millisecond", 0.001, time.Millisecond},
+		{"below a millisecond", 0.0001, time.Millisecond},
+		{"a nanosecond", 1e-9, time.Millisecond},
+		{"below a nanosecond", 1e-10, time.Millisecond},
+		{"far below a nanosecond", 1e-300, time.Millisecond},
+		{"smallest positive float", math.SmallestNonzeroFloat64, time.Millisecond},
+		{"the maximum", 30, 30 * time.Second},
+		{"above the maximum", 31, 30 * time.Second},
+		{"overflows time.Duration", 1e300, 30 * time.Second},
+		{"infinity", math.Inf(1), 30 * time.Second},
 	} {
-		if got := r.Timeout(tc.seconds); got != tc.want {
-			t.Errorf("Timeout(%v) = %v, want %v", tc.seconds, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := r.Timeout(tc.seconds); got != tc.want {
+				t.Errorf("Timeout(%v) = %v, want %v", tc.seconds, got, tc.want)
+			}
+		})
+	}
+}
+
+// A call's own timeout below a millisecond is raised to one, as Timeout does for timeout_s.
+func TestRunnerTimeoutBelowAMillisecond(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	r := toolsARunner(t, Limits{}, (&runnerDeadlineRecorder{}).tool("blocks"))
+	res, status, err := r.Run(context.Background(), Call{Tool: "blocks", Timeout: time.Nanosecond})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if status != StatusTimeout || res.Error == nil || res.Error.Message != "the tool did not finish within 1ms" {
+		t.Fatalf("got status %q error %+v, want a timeout of 1ms", status, res.Error)
 	}
 }
 

@@ -20,7 +20,7 @@ type SchemaValidateConfig struct {
 	MaxDataBytes   int // encoded size of the data
 	MaxDataDepth   int // nesting of arrays and objects in the data
 	MaxErrors      int // errors listed in the output; the count covers all of them
-	MaxEvaluations int // (sub)schema evaluations per validation
+	MaxEvaluations int // (sub)schema evaluations per validation, fewer for deep data
 }
 
 // DefaultSchemaValidateConfig is the configuration NewSchemaValidate uses for zero fields.
@@ -30,7 +30,10 @@ var DefaultSchemaValidateConfig = SchemaValidateConfig{
 	MaxDataBytes:   256 << 10,
 	MaxDataDepth:   64,
 	MaxErrors:      50,
-	MaxEvaluations: 300_000, // about a second in the worst case measured (errors in every branch)
+	// A failing evaluation keeps about 300 bytes of error tree, so a validation that fails
+	// everywhere stops near 45 MB, in about a tenth of a second (measured). 128k evaluations,
+	// a flat array as long as MaxDataBytes allows, still fit.
+	MaxEvaluations: 150_000,
 }
 
 // SchemaValidate is the schema_validate tool: it validates data against a JSON Schema, draft
@@ -38,11 +41,12 @@ var DefaultSchemaValidateConfig = SchemaValidateConfig{
 // 2019-09). Remote and file $refs are refused exactly as for argument schemas (the loader
 // fails every load); internal $ref/$defs/$anchor work.
 //
-// The validator has no context and no work limit of its own, and a few kilobytes of schema
-// can ask for exponential work ($defs that each reference the previous one twice). So every
-// object (sub)schema carries a budget extension, through a custom vocabulary, that counts
-// evaluations and watches ctx, and aborts the validation when either runs out. Compiled
-// schemas are not cached: the extension is bound to one call's budget.
+// The validator has no context and no work limit of its own, a few kilobytes of schema can
+// ask for exponential work ($defs that each reference the previous one twice), and every
+// failing evaluation adds to an error tree the validator keeps until it returns. So every
+// object (sub)schema carries a budget hook that counts evaluations before they run and
+// watches ctx, and aborts the validation when either runs out: the budget bounds both time
+// and memory. Compiled schemas are not cached: the hook is bound to one call's budget.
 type SchemaValidate struct {
 	cfg SchemaValidateConfig
 }
@@ -153,11 +157,12 @@ func (s *SchemaValidate) validate(ctx context.Context, raw json.RawMessage) (any
 	if err != nil {
 		return nil, Failf("invalid_args", "the data is not JSON: %v", err)
 	}
-	if schemavalidateDepth(data, 0, s.cfg.MaxDataDepth) > s.cfg.MaxDataDepth {
+	depth := schemavalidateDepth(data, 0, s.cfg.MaxDataDepth)
+	if depth > s.cfg.MaxDataDepth {
 		return nil, Failf("data_too_deep", "the data nests deeper than %d levels", s.cfg.MaxDataDepth)
 	}
 
-	budget := &schemavalidateBudget{ctx: ctx, max: s.cfg.MaxEvaluations}
+	budget := newSchemavalidateBudget(ctx, s.cfg.MaxEvaluations, depth)
 	sch, err := schemavalidateCompile(schemaDoc, budget)
 	if err != nil {
 		return nil, schemavalidateCompileFailure(schemaDoc, err)
@@ -183,7 +188,7 @@ const schemavalidateURL = "https://schema-validate.secureexec.invalid/schema.jso
 const schemavalidateVocab = "urn:secureexec:vocab:evaluation-budget"
 
 // schemavalidateCompile compiles under the sandbox's schema policy (newSchemaCompiler) and
-// adds the budget extension to every object schema.
+// adds the budget hook to every object schema.
 func schemavalidateCompile(doc any, budget *schemavalidateBudget) (*jsonschema.Schema, error) {
 	c := newSchemaCompiler()
 	c.RegisterVocabulary(&jsonschema.Vocabulary{URL: schemavalidateVocab, Compile: budget.compile})
@@ -223,25 +228,90 @@ type schemavalidateBudget struct {
 	n   int
 }
 
+// schemavalidateDepthWeight scales the budget to the data's depth: max × w / (w + depth).
+// Every error the validator keeps carries its own copy of the instance location, about 300
+// bytes plus 15 per level (measured), so deep data gets fewer evaluations for the same memory.
+const schemavalidateDepthWeight = 20
+
+func newSchemavalidateBudget(ctx context.Context, max, depth int) *schemavalidateBudget {
+	return &schemavalidateBudget{ctx: ctx, max: max / (schemavalidateDepthWeight + depth) * schemavalidateDepthWeight}
+}
+
 // schemavalidateAbort unwinds the validator when the budget or ctx runs out.
 type schemavalidateAbort struct{ err error }
 
-func (b *schemavalidateBudget) compile(*jsonschema.CompilerContext, map[string]any) (jsonschema.SchemaExt, error) {
-	return b, nil
+// compile adds the budget hook to the object schema being compiled, as a wrapper of its
+// format check. The library calls a vocabulary's SchemaExt too late to bound anything: after
+// the schema's subschemas have run, never after a type, const or enum failure, and not after
+// any failure under not or if; by then the work and its error tree were done. The format
+// check runs on every evaluation that gets past type, const and enum, before any subschema,
+// so the hook charges there for every subschema evaluation the schema can start on this value;
+// the subschemas that then stop at their own type check have been paid for.
+func (b *schemavalidateBudget) compile(ctx *jsonschema.CompilerContext, obj map[string]any) (jsonschema.SchemaExt, error) {
+	sch := ctx.Enqueue(nil) // the schema being compiled, queued at its own location
+	inPlace, perItem, perProp := schemavalidateFanout(obj)
+	own := sch.Format // set by now when the draft asserts formats, and maybe shared: wrap, never edit
+	hook := &jsonschema.Format{Validate: func(v any) error {
+		n := inPlace
+		switch x := v.(type) {
+		case []any:
+			n += perItem * len(x)
+		case map[string]any:
+			n += perProp * len(x)
+		}
+		b.charge(n)
+		if own != nil {
+			return own.Validate(v)
+		}
+		return nil
+	}}
+	if own != nil {
+		hook.Name = own.Name
+	}
+	sch.Format = hook
+	return nil, nil
 }
 
-// Validate implements jsonschema.SchemaExt: it is called once for each evaluation of an
-// object schema that gets past its early failures, which is where the work multiplies.
-func (b *schemavalidateBudget) Validate(*jsonschema.ValidatorContext, any) {
-	b.n++
+// charge spends n evaluations, aborting the validation when the budget or ctx runs out.
+func (b *schemavalidateBudget) charge(n int) {
+	b.n += n
 	if b.n > b.max {
-		panic(schemavalidateAbort{Failf("evaluation_budget_exceeded", "validation needed more than %d schema evaluations", b.max)})
+		panic(schemavalidateAbort{Failf("evaluation_budget_exceeded", "validation needs more than %d schema evaluations (the budget for data of this depth)", b.max)})
 	}
-	if b.n&255 == 0 {
-		if err := b.ctx.Err(); err != nil {
-			panic(schemavalidateAbort{fmt.Errorf("schema_validate: %w", err)})
+	if err := b.ctx.Err(); err != nil {
+		panic(schemavalidateAbort{fmt.Errorf("schema_validate: %w", err)})
+	}
+}
+
+// schemavalidateFanout counts the subschemas a schema object applies to the value itself and
+// to each array item or object property. It is an upper bound: a keyword the draft ignores,
+// or a pattern that does not match, counts all the same.
+func schemavalidateFanout(obj map[string]any) (inPlace, perItem, perProp int) {
+	for k, v := range obj {
+		switch k {
+		case "allOf", "anyOf", "oneOf", "dependentSchemas", "dependencies":
+			inPlace += schemavalidateLen(v)
+		case "not", "if", "then", "else", "$ref", "$dynamicRef", "$recursiveRef":
+			inPlace++
+		case "items", "prefixItems", "additionalItems", "contains", "unevaluatedItems":
+			perItem++ // once even as an array of schemas: an item meets one of them at most
+		case "patternProperties":
+			perProp += schemavalidateLen(v)
+		case "properties", "additionalProperties", "propertyNames", "unevaluatedProperties":
+			perProp++
 		}
 	}
+	return inPlace, perItem, perProp
+}
+
+func schemavalidateLen(v any) int {
+	switch x := v.(type) {
+	case []any:
+		return len(x)
+	case map[string]any:
+		return len(x)
+	}
+	return 1
 }
 
 // run validates, turning the budget's abort into an error. Any other panic is not ours and
@@ -270,10 +340,16 @@ func (b *schemavalidateBudget) run(sch *jsonschema.Schema, data any) (verr *json
 // schemavalidateErrors lists the leaves of the "detailed" output tree: the failures a caller
 // can act on ("got string, want integer"), not the wrappers above them ("allOf failed").
 // The library's flat "basic" output is not used because it relabels an error reached
-// through $ref with the reference's generic message.
+// through $ref with the reference's generic message. Only the listed leaves are turned into
+// output: the output tree of a validation that failed everywhere would take more memory than
+// the validation did.
 func schemavalidateErrors(verr *jsonschema.ValidationError, limit int) ([]SchemaValidateError, int) {
 	out := []SchemaValidateError{}
 	count := 0
+	listed := schemavalidatePrune(verr, limit, &count)
+	if listed == nil {
+		return out, count
+	}
 	var walk func(u *jsonschema.OutputUnit)
 	walk = func(u *jsonschema.OutputUnit) {
 		if len(u.Errors) > 0 {
@@ -285,17 +361,39 @@ func schemavalidateErrors(verr *jsonschema.ValidationError, limit int) ([]Schema
 		if u.Error == nil {
 			return
 		}
-		count++
-		if len(out) < limit {
-			out = append(out, SchemaValidateError{
-				InstanceLocation: schemavalidateClean(u.InstanceLocation, 1024),
-				KeywordLocation:  schemavalidateClean(u.KeywordLocation, 1024),
-				Message:          schemavalidateClean(u.Error.String(), 512),
-			})
+		out = append(out, SchemaValidateError{
+			InstanceLocation: schemavalidateClean(u.InstanceLocation, 1024),
+			KeywordLocation:  schemavalidateClean(u.KeywordLocation, 1024),
+			Message:          schemavalidateClean(u.Error.String(), 512),
+		})
+	}
+	walk(listed.DetailedOutput())
+	return out, count
+}
+
+// schemavalidatePrune counts the leaves of e into *count and returns a copy of e that keeps
+// only the paths to the first limit of them (nil if none). A leaf's output depends only on
+// the errors above it, so it is the same in the copy.
+func schemavalidatePrune(e *jsonschema.ValidationError, limit int, count *int) *jsonschema.ValidationError {
+	if len(e.Causes) == 0 {
+		*count++
+		if *count > limit {
+			return nil
+		}
+		return e
+	}
+	var causes []*jsonschema.ValidationError
+	for _, c := range e.Causes {
+		if kept := schemavalidatePrune(c, limit, count); kept != nil {
+			causes = append(causes, kept)
 		}
 	}
-	walk(verr.DetailedOutput())
-	return out, count
+	if causes == nil {
+		return nil
+	}
+	kept := *e
+	kept.Causes = causes
+	return &kept
 }
 
 // schemavalidateClean bounds a string for the output and removes U+0000, which the audit store

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,20 @@ func schemavalidateDoubling(n int, wrap string) string {
 	}
 	ref := fmt.Sprintf(`{"$ref": "#/$defs/a%d"}`, n)
 	return fmt.Sprintf(`{"$defs": {%s}, %s}`, strings.Join(defs, ", "), strings.ReplaceAll(wrap, "REF", ref))
+}
+
+// schemavalidateFanOut is the reported attack: anyOf of six branches that each recurse into
+// the items, over data nested depth levels deep, so that every level multiplies the work by
+// six and every evaluation fails.
+func schemavalidateFanOut(depth int) string {
+	branch := `{"type": "array", "items": {"$ref": "#"}}`
+	return `{"schema": {"anyOf": [` + strings.Repeat(branch+", ", 6) + `{"type": "number"}]}, "data": ` +
+		strings.Repeat("[", depth) + `"x"` + strings.Repeat("]", depth) + `}`
+}
+
+// schemavalidateNested returns data: inner wrapped in depth arrays.
+func schemavalidateNested(depth int, inner string) string {
+	return strings.Repeat("[", depth) + inner + strings.Repeat("]", depth)
 }
 
 func TestSchemaValidate(t *testing.T) {
@@ -46,6 +61,8 @@ func TestSchemaValidate(t *testing.T) {
 			`{"valid":true,"draft":"2019-09","errors":[],"errorCount":0}`},
 		{"format is an annotation in 2020-12", `{"schema": {"format": "email"}, "data": "not an email"}`,
 			`{"valid":true,"draft":"2020-12","errors":[],"errorCount":0}`},
+		{"format is asserted in draft-07", `{"schema": {"$schema": "http://json-schema.org/draft-07/schema#", "items": {"format": "email"}}, "data": ["a@b.c", "not an email"]}`,
+			`{"valid":false,"draft":"draft-07","errors":[{"instanceLocation":"/1","keywordLocation":"/items/format","message":"'not an email' is not valid email: missing @"}],"errorCount":1}`},
 		{"U+0000 in data", `{"schema": {"const": "a"}, "data": "b\u0000"}`,
 			`{"valid":false,"draft":"2020-12","errors":[{"instanceLocation":"","keywordLocation":"/const","message":"value must be 'a'"}],"errorCount":1}`},
 		{"U+0000 in a message is quoted", `{"schema": {"additionalProperties": false}, "data": {"k\u0000": 1}}`,
@@ -83,6 +100,16 @@ func TestSchemaValidateRefused(t *testing.T) {
 		{"missing internal $ref", SchemaValidateConfig{}, `{"schema": {"$ref": "#/$defs/nope"}, "data": 1}`, "invalid_schema"},
 		{"exponential schema stops at the budget", SchemaValidateConfig{}, `{"schema": ` + schemavalidateDoubling(40, `"allOf": [REF]`) + `, "data": {}}`, "evaluation_budget_exceeded"},
 		{"exponential schema under anyOf", SchemaValidateConfig{MaxEvaluations: 50_000}, `{"schema": ` + schemavalidateDoubling(40, `"anyOf": [REF, {"type": "null"}]`) + `, "data": 1}`, "evaluation_budget_exceeded"},
+		// Under not, the validator only asks whether the subschema fails, and skips a
+		// vocabulary's hook after any failure: 2^21 evaluations that no budget or deadline saw.
+		{"exponential schema under not", SchemaValidateConfig{}, `{"schema": {"$defs": {` + schemavalidateDependentDoubling(20) + `}, "not": {"$ref": "#/$defs/a20"}}, "data": {"x": 1, "y": 1}}`, "evaluation_budget_exceeded"},
+		{"anyOf fan-out over nested data", SchemaValidateConfig{}, schemavalidateFanOut(60), "evaluation_budget_exceeded"},
+		// Evaluations that fail at their type check count too: 300 of them per item here.
+		{"wide anyOf over every item", SchemaValidateConfig{MaxEvaluations: 50_000}, `{"schema": {"anyOf": [` + strings.Repeat(`{"type": "string"}, `, 300) + `{"items": {"$ref": "#"}}]}, "data": [` + strings.Repeat("0, ", 999) + `0]}`, "evaluation_budget_exceeded"},
+		// 400 items and their 400 evaluations fit in 1000 for flat data; 20 levels deeper they
+		// take 440, but the budget for data 21 levels deep is 1000 × 20/41.
+		{"flat data within the budget", SchemaValidateConfig{MaxEvaluations: 1000}, `{"schema": {"items": {"$ref": "#"}}, "data": [` + strings.Repeat("0, ", 399) + `0]}`, ""},
+		{"deep data has a smaller budget", SchemaValidateConfig{MaxEvaluations: 1000}, `{"schema": {"items": {"$ref": "#"}}, "data": ` + schemavalidateNested(20, `[`+strings.Repeat("0, ", 399)+`0]`) + `}`, "evaluation_budget_exceeded"},
 		{"schema too large", SchemaValidateConfig{MaxSchemaBytes: 32}, `{"schema": {"description": "` + strings.Repeat("x", 32) + `"}, "data": 1}`, "schema_too_large"},
 		{"schema too deep", SchemaValidateConfig{MaxSchemaDepth: 4}, `{"schema": {"items": {"items": {"items": {"items": {}}}}}, "data": 1}`, "schema_too_deep"},
 		{"data too large", SchemaValidateConfig{MaxDataBytes: 8}, `{"schema": true, "data": "` + strings.Repeat("x", 8) + `"}`, "data_too_large"},
@@ -98,6 +125,55 @@ func TestSchemaValidateRefused(t *testing.T) {
 			}
 			if d := time.Since(start); d > 10*time.Second { // guards against a hang, not a speed
 				t.Fatalf("took %v", d)
+			}
+		})
+	}
+}
+
+// schemavalidateDependentDoubling returns $defs a0..an where each a(i) applies a(i-1) twice
+// through dependentSchemas, and a0 fails on an object.
+func schemavalidateDependentDoubling(n int) string {
+	defs := []string{`"a0": {"type": "string"}`}
+	for i := 1; i <= n; i++ {
+		defs = append(defs, fmt.Sprintf(`"a%d": {"dependentSchemas": {"x": {"$ref": "#/$defs/a%d"}, "y": {"$ref": "#/$defs/a%d"}}}`, i, i-1, i-1))
+	}
+	return strings.Join(defs, ", ")
+}
+
+// TestSchemaValidateMemory bounds what one call allocates, with the default configuration.
+// Before the budget counted evaluations ahead of the work, the fan-out call (400 bytes)
+// allocated 1 GB and held most of it until the budget noticed, and the wide anyOf call
+// allocated until the process ran out of memory. The bound is loose (the calls measure
+// about 45 MB; a failing evaluation keeps about 300 bytes) so that it holds across Go and
+// library versions, yet a budget that lets the error tree grow unchecked fails it.
+func TestSchemaValidateMemory(t *testing.T) {
+	const bound = 64 << 20
+	for _, tc := range []struct {
+		name, args, code string
+	}{
+		{"anyOf fan-out over 60 levels", schemavalidateFanOut(60), "evaluation_budget_exceeded"},
+		{"anyOf fan-out over 10 levels", schemavalidateFanOut(10), "evaluation_budget_exceeded"},
+		{"wide anyOf over every item", `{"schema": {"anyOf": [` + strings.Repeat(`{"type": "string"}, `, 300) + `{"items": {"$ref": "#"}}]}, "data": [` + strings.Repeat("0, ", 19_999) + `0]}`, "evaluation_budget_exceeded"},
+		// Within the budget, but failing everywhere: the errors listed are few, the error
+		// tree is large, and only the listed ones may be turned into output.
+		{"fan-out that fits the budget", schemavalidateFanOut(5), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tool := NewSchemaValidate()
+			args, err := toolsBRegistry(t, tool).Validate(tool.Name(), json.RawMessage(tc.args))
+			if err != nil {
+				t.Fatalf("args refused: %v", err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err = tool.Simulate(context.Background(), args)
+			runtime.ReadMemStats(&after)
+			if got := toolsBCode(err); got != tc.code {
+				t.Fatalf("code %q, want %q (%v)", got, tc.code, err)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > bound {
+				t.Fatalf("one call allocated %d MB, want at most %d MB", alloc>>20, bound>>20)
 			}
 		})
 	}
