@@ -352,6 +352,7 @@ type ledgerAll interface {
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error)
 	Lock(ctx context.Context, name string) (unlock func(), err error)

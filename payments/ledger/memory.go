@@ -185,13 +185,15 @@ func (m *Memory) claimQueued(limit int, to Status, patch Patch, scope Scope) ([]
 }
 
 // ListRecoverable returns verified, submitted, settling and pending payments untouched for
-// olderThan.
+// olderThan, least recently touched first (as Ledger.ListRecoverable).
 func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cutoff := time.Now().Add(-olderThan)
 	var out []Payment
-	for _, p := range m.sorted() {
+	all := m.sorted()
+	sort.SliceStable(all, func(i, j int) bool { return all[i].UpdatedAt.Before(all[j].UpdatedAt) })
+	for _, p := range all {
 		if len(out) == limit {
 			break
 		}
@@ -203,6 +205,26 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 		}
 	}
 	return out, nil
+}
+
+// RecordAttempt is Ledger.RecordAttempt in memory.
+func (m *Memory) RecordAttempt(_ context.Context, id uuid.UUID, status Status) (Payment, error) {
+	if !status.Valid() || status.Terminal() {
+		return Payment{}, invalid("attempts are recorded on a payment in progress, not %q", status)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	switch {
+	case !ok:
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	case p.Status != status:
+		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", id, p.Status, ErrConflict)
+	}
+	p.Attempts++
+	p.UpdatedAt = time.Now().UTC()
+	m.payments[id] = p
+	return p, nil
 }
 
 // MoveBatch is Ledger.MoveBatch in memory.

@@ -429,3 +429,51 @@ func TestRecoveryOfUnsentBatchesLargerThanAPage(t *testing.T) {
 		t.Fatalf("payTo gained %v, want exactly %v", got, want)
 	}
 }
+
+// neverMined is a node that takes every transaction and never mines it.
+type neverMined struct{ *chain.Sender }
+
+func (neverMined) Rebroadcast(_ context.Context, raw []byte) (common.Hash, error) {
+	var tx types.Transaction
+	if err := tx.UnmarshalBinary(raw); err != nil {
+		return common.Hash{}, err
+	}
+	return tx.Hash(), nil
+}
+
+func (neverMined) WaitReceipt(ctx context.Context, _ common.Hash, _ time.Duration) (*types.Receipt, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestStuckPaymentsAreTouchedEachPass: a settlement whose transaction is never mined stays
+// pending, and every pass that waited for it in vain touches it (one more attempt, a new
+// updated_at). Recovery reads a page of the least recently touched payments, so without
+// that the same stuck page would be waited on at every pass and nothing behind it reached.
+func TestStuckPaymentsAreTouchedEachPass(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	rail := r.rail(t, SettleSync, NewChainSettler(r.book, crashAfterPersist{r.sender}, r.net.Asset, 10*time.Second, nil))
+	a := r.verify(t, rail)
+	if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+		t.Fatalf("a crashed settlement must read as pending: %+v %v", s, err)
+	}
+	stuck := NewWorker(WorkerConfig{Network: r.net, Batcher: r.dev.Addresses().Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: 20 * time.Millisecond},
+		r.book, neverMined{r.sender}, r.settler)
+	id := uuid.MustParse(a.Reference)
+	var last ledger.Payment
+	for pass := range 3 {
+		if err := stuck.Reconcile(ctx); err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+		p, err := r.book.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Status != ledger.StatusPending || (pass > 0 && (!p.UpdatedAt.After(last.UpdatedAt) || p.Attempts != last.Attempts+1)) {
+			t.Fatalf("pass %d: %s, attempts %d, updated %v; before it: attempts %d, updated %v; want pending and touched",
+				pass, p.Status, p.Attempts, p.UpdatedAt, last.Attempts, last.UpdatedAt)
+		}
+		last = p
+	}
+}

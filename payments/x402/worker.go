@@ -29,6 +29,7 @@ type batchBook interface {
 // recoveryBook is what the reconciler needs from the ledger.
 type recoveryBook interface {
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	MoveBatch(ctx context.Context, from, to uuid.UUID) ([]ledger.Payment, error)
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
@@ -238,7 +239,18 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
 	if err != nil {
 		_, terr := w.batches.TransitionBatch(context.WithoutCancel(ctx), batchID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{TxHash: hash.Hex()})
-		return errors.Join(fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr)
+		errs := []error{fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr}
+		// Members already pending are touched too, so that the next pass reads other stuck
+		// payments first (recovery hands them here a page at a time, oldest touched first).
+		for _, p := range ps {
+			if p.Status != ledger.StatusPending {
+				continue
+			}
+			if _, err := w.recovery.RecordAttempt(context.WithoutCancel(ctx), p.ID, ledger.StatusPending); err != nil && !errors.Is(err, ledger.ErrConflict) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
 	}
 	if receipt.Status != types.ReceiptStatusSuccessful {
 		// The whole transaction reverted (out of gas, most likely: the limit came from earlier
@@ -401,8 +413,15 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 	defer cancel()
 	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
 	if err != nil {
+		// Still no receipt: pending, and touched, so that the next pass reads other stuck
+		// payments first instead of waiting on the same page again.
 		if p.Status == ledger.StatusSubmitted {
 			_, err = w.recovery.Transition(ctx, p.ID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{Attempt: true})
+		} else {
+			_, err = w.recovery.RecordAttempt(ctx, p.ID, p.Status)
+		}
+		if errors.Is(err, ledger.ErrConflict) {
+			err = nil // it moved meanwhile: whoever moved it has its receipt
 		}
 		return err
 	}
