@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,6 +50,9 @@ func badRequest(code, field, format string, args ...any) *requestError {
 // errUnsupportedMediaType answers 415.
 var errUnsupportedMediaType = errors.New("unsupported_media_type")
 
+// errBodyTimeout answers 408: the body did not arrive within the server's read timeout.
+var errBodyTimeout = errors.New("the request body did not arrive in time")
+
 // readAllUpFront bounds the memory a declared Content-Length reserves before the body arrives.
 const readAllUpFront = 16 << 10
 
@@ -80,7 +84,12 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		if errors.As(err, &tooBig) {
 			return nil, tooBig
 		}
-		return nil, badRequest("unreadable_body", "", "reading the body: %v", err)
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			return nil, errBodyTimeout
+		}
+		// The error names the connection's addresses: the caller knows them, the detail need not.
+		return nil, badRequest("unreadable_body", "", "the connection failed before the body ended")
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, badRequest("missing_body", "", "the request body is empty; send a JSON object with tool.name")

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -257,5 +260,33 @@ func TestReadAllMatchesIOReadAll(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSlowBodyIsATimeout: a body that stops arriving is answered 408 once the server's read
+// timeout passes, and the answer does not name the connection's addresses.
+func TestSlowBodyIsATimeout(t *testing.T) {
+	h := newHarness(t)
+	srv := httptest.NewUnstartedServer(h.srv.Handler())
+	srv.Config.ReadTimeout = 300 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // the test's own bound, not a speed check
+	if _, err := io.WriteString(conn, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tool\":"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"code":"body_timeout"`) || strings.Contains(string(body), "127.0.0.1") {
+		t.Fatalf("slow body: %d %s", resp.StatusCode, body)
 	}
 }

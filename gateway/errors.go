@@ -60,6 +60,8 @@ func classify(err error) (status int, code, field string, retryAfter int) {
 		return http.StatusRequestEntityTooLarge, "body_too_large", "", 0
 	case errors.As(err, &reqErr):
 		return http.StatusBadRequest, reqErr.Code, reqErr.Field, 0
+	case errors.Is(err, errBodyTimeout):
+		return http.StatusRequestTimeout, "body_timeout", "", 0
 	case errors.Is(err, errUnsupportedMediaType):
 		return http.StatusUnsupportedMediaType, "unsupported_media_type", "", 0
 	case errors.As(err, &argsErr):

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/uuid"
@@ -651,7 +652,8 @@ type oaCall struct {
 	header  map[string]string
 	headers func(t *testing.T, h http.Handler) map[string]string // added to header, computed first
 	body    string
-	conform int // oaReqUnchecked, oaReqConforms or oaReqViolates: the request body against the document
+	stalls  bool // the body stops after body, as when the server's read timeout passes
+	conform int  // oaReqUnchecked, oaReqConforms or oaReqViolates: the request body against the document
 	status  int
 	code    string // the problem's code, when the response is a problem
 	check   func(t *testing.T, body []byte)
@@ -818,6 +820,8 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			header: map[string]string{"Authorization": "x402 down"}, code: "payment_backend_unavailable"},
 		{name: "handler panics", method: "POST", target: "/exec/simulate", conform: oaReqConforms, status: 503, code: "internal_error",
 			body: oaJSON(map[string]any{"agentId": oaPanicAgent, "tool": map[string]any{"name": "oa_echo", "args": map[string]string{"text": "x"}}})},
+		{name: "body stalls, simulate", method: "POST", target: "/exec/simulate", body: `{"tool":`, stalls: true, status: 408, code: "body_timeout"},
+		{name: "body stalls, tool", method: "POST", target: "/exec/tool", body: `{"tool":`, stalls: true, status: 408, code: "body_timeout"},
 		{name: "oversized body, simulate", method: "POST", target: "/exec/simulate", status: 413, code: "body_too_large",
 			body: `{"tool":{"name":"oa_echo","args":{"text":"` + strings.Repeat("a", 8<<10) + `"}}}`},
 		{name: "oversized body, tool", method: "POST", target: "/exec/tool", status: 413, code: "body_too_large",
@@ -861,7 +865,11 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			if c.path != nil {
 				target = c.path(t, h)
 			}
-			req := httptest.NewRequest(c.method, target, strings.NewReader(c.body))
+			var reqBody io.Reader = strings.NewReader(c.body)
+			if c.stalls {
+				reqBody = io.MultiReader(reqBody, iotest.ErrReader(os.ErrDeadlineExceeded))
+			}
+			req := httptest.NewRequest(c.method, target, reqBody)
 			if c.body != "" {
 				req.Header.Set("Content-Type", "application/json")
 			}
