@@ -14,6 +14,8 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
+
+	"github.com/secureexec/secureexec/internal/procs"
 )
 
 type call struct {
@@ -32,6 +34,7 @@ type reply struct {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:5092", "listen address")
 	flag.Parse()
+	procs.Raise() // as the gateway does, so that the benchmark's ratio compares like with like
 	r := mux.NewRouter()
 	r.HandleFunc("/exec/simulate", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))

@@ -23,6 +23,7 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/gateway"
 	"github.com/secureexec/secureexec/identity"
+	"github.com/secureexec/secureexec/internal/procs"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -110,6 +111,7 @@ func serve(ctx context.Context, cfg Config) error {
 		// costs little memory and about a sixth of a simulated call's CPU (docs/PERFORMANCE.md).
 		debug.SetGCPercent(400)
 	}
+	procs.Raise()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("SECUREEXEC_DATA_DIR: %w", err)
