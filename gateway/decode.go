@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -121,6 +122,9 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 	}
 	if len(req.AgentID) > maxAgentIDLen {
 		return nil, badRequest("invalid_agent_id", "agentId", "agentId is longer than %d bytes", maxAgentIDLen)
+	}
+	if !displayable(req.AgentID) {
+		return nil, badRequest("invalid_agent_id", "agentId", "agentId contains a control or bidirectional formatting character")
 	}
 	if t := req.Tool.TimeoutS; t != nil && (*t <= 0 || math.IsInf(*t, 0) || math.IsNaN(*t)) {
 		return nil, badRequest("invalid_timeout", "tool.timeout_s", "tool.timeout_s must be a positive number of seconds")
@@ -338,6 +342,18 @@ func jsonSkipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// displayable reports whether s has neither control characters nor bidirectional formatting
+// characters: an agent id is shown in logs, records and policies, where either could make one
+// id read as another.
+func displayable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r))) {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonValueKind names the kind of the JSON value that starts with c (or of a jsontext.Kind).

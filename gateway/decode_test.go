@@ -290,3 +290,26 @@ func TestSlowBodyIsATimeout(t *testing.T) {
 		t.Fatalf("slow body: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestAgentIDIsDisplayable: an agent id with a control or bidirectional formatting character
+// is refused, naming the field; other text, any script, is taken.
+func TestAgentIDIsDisplayable(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"agent-7", true}, {"Ağent ünïcode 代理", true}, {"", true},
+		{`a\u0007b`, false}, {`a\nb`, false}, {`a\u007fb`, false}, {`admin\u202egnp.exe`, false}, {`\u2066x\u2069`, false}, {`a\u200fb`, false},
+	} {
+		body := `{"agentId":"` + tc.id + `","tool":{"name":"x"}}`
+		w := httptest.NewRecorder()
+		_, err := decodeExecRequest(w, httptest.NewRequest("POST", "/exec/simulate", strings.NewReader(body)), 1<<20, 64)
+		var re *requestError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("agentId %q refused: %v", tc.id, err)
+		case !tc.ok && (!errors.As(err, &re) || re.Code != "invalid_agent_id" || re.Field != "agentId"):
+			t.Errorf("agentId %q: %v, want invalid_agent_id", tc.id, err)
+		}
+	}
+}

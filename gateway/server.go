@@ -133,7 +133,9 @@ var (
 )
 
 func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
-	r := mux.NewRouter()
+	// No path cleaning: mux would answer //exec/simulate with a bare 301 (which clients follow
+	// as a GET), where the API answers an unknown path with a problem.
+	r := mux.NewRouter().SkipClean(true)
 	r.Use(s.requestID, s.recoverer)
 	handle := func(path, method, name string, h http.HandlerFunc) {
 		r.Handle(path, s.metrics.instrument(name, h)).Methods(withHead(method)...)

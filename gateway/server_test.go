@@ -313,6 +313,33 @@ func TestUnpaidCallGetsTheSeed402WithEveryOffer(t *testing.T) {
 	}
 }
 
+// TestInternalKeyIsOneHeader: two X-Internal-Key fields are refused even when one is right:
+// proxies and servers disagree on which of two counts.
+func TestInternalKeyIsOneHeader(t *testing.T) {
+	h := newHarness(t)
+	req := httptest.NewRequest("POST", "/exec/tool", strings.NewReader(`{"tool":{"name":"echo","args":{"text":"x"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Add("X-Internal-Key", "internal-key-0123456789")
+	req.Header.Add("X-Internal-Key", "something-else-0123456789")
+	w := httptest.NewRecorder()
+	h.srv.Handler().ServeHTTP(w, req)
+	if w.Code != 402 || decode[map[string]any](t, w)["code"] != "invalid_internal_key" {
+		t.Fatalf("two internal keys: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestPathsAreNotCleaned: a path mux would clean is an unknown path, answered with a problem,
+// not a bare redirect.
+func TestPathsAreNotCleaned(t *testing.T) {
+	h := newHarness(t)
+	for _, path := range []string{"//exec/simulate", "/exec/./simulate", "/exec/jobs/../../health"} {
+		w := h.do("POST", path, `{"tool":{"name":"echo"}}`)
+		if w.Code != 404 || decode[problem](t, w).Code != "not_found" {
+			t.Fatalf("%s: %d %v %s", path, w.Code, w.Header(), w.Body)
+		}
+	}
+}
+
 func TestPaymentCredentials(t *testing.T) {
 	h := newHarness(t)
 	call := `{"tool":{"name":"echo","args":{"text":"x"}}}`
