@@ -30,7 +30,8 @@
 // payments.ErrUnavailable. The webhook handler (webhook.go) verifies Stripe's signature and
 // records refunds and disputes through interfaces the gateway implements.
 //
-// Not implemented on purpose: the `digest` and `opaque` params (never emitted; a credential
-// echoing them fails the id check), the `header` param (the draft and mppx disagree on its HMAC
-// slot), Connect parameters, and the `evm` and `tempo` methods.
+// `opaque` carries a random nonce, so that every challenge's id is unique (a challenge id pays
+// once) and is covered by the id's HMAC. Not implemented on purpose: the `digest` param (never
+// emitted; a credential echoing one fails the id check), the `header` param (the draft and mppx
+// disagree on its HMAC slot), Connect parameters, and the `evm` and `tempo` methods.
 package mpp

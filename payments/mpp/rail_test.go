@@ -508,6 +508,26 @@ func TestVoidWhenRefundFails(t *testing.T) {
 	}
 }
 
+// TestRefundOfARefundedChargeIsDone: Stripe answers charge_already_refunded to a refund retried
+// after it forgot the first one's idempotency key (24 h): the money is back, and the payment
+// is recorded as not charged instead of failing every reconcile from then on.
+func TestRefundOfARefundedChargeIsDone(t *testing.T) {
+	tr := newTestRail(t, nil)
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.fake.setRefund(func(w http.ResponseWriter, _ *http.Request, _ url.Values, _ int) {
+		writeStripeJSON(w, http.StatusBadRequest, stripeErr("invalid_request_error", "charge_already_refunded", "", "Charge ch_1 has already been refunded."))
+	})
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if p := paymentByID(t, tr.book, a); p.Status != ledger.StatusNotCharged || !strings.HasPrefix(p.ErrorReason, "refunded: abandoned") {
+		t.Fatalf("after reconcile %+v", p)
+	}
+}
+
 func TestReconcileSettlesSubmitted(t *testing.T) {
 	tr := newTestRail(t, nil)
 	a, err := tr.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)

@@ -215,6 +215,12 @@ func (s *Stripe) Refund(ctx context.Context, paymentIntent, reason string) (*str
 		r = got
 		return err
 	})
+	var se *StripeError
+	if errors.As(err, &se) && se.Code == string(stripe.ErrorCodeChargeAlreadyRefunded) {
+		// Our own refund, retried after Stripe forgot its idempotency key (24 h), or one made in
+		// the dashboard: either way the money is back, which is all a refund is for.
+		return &stripe.Refund{PaymentIntent: &stripe.PaymentIntent{ID: paymentIntent}, Status: stripe.RefundStatusSucceeded}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
