@@ -192,7 +192,12 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 	cutoff := time.Now().Add(-olderThan)
 	var out []Payment
 	all := m.sorted()
-	sort.SliceStable(all, func(i, j int) bool { return all[i].UpdatedAt.Before(all[j].UpdatedAt) })
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].UpdatedAt.Equal(all[j].UpdatedAt) {
+			return all[i].UpdatedAt.Before(all[j].UpdatedAt)
+		}
+		return all[i].ID.String() < all[j].ID.String()
+	})
 	for _, p := range all {
 		if len(out) == limit {
 			break
