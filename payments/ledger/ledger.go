@@ -477,6 +477,46 @@ func (l *Ledger) RecordAttempt(ctx context.Context, id uuid.UUID, status Status)
 	return p, nil
 }
 
+// RecordReference records ref as the reference (TxHash) of a payment that stays in status,
+// and resets its age for ListRecoverable: the PaymentIntent of an MPP charge, known once
+// Stripe answers, while its call runs. A non-nil payload replaces the rail's stored
+// authorization with what the rail learned along with ref. A payment no longer in status, or
+// with another reference recorded, is ErrConflict. It needs Postgres: unreachable is
+// ErrUnavailable.
+func (l *Ledger) RecordReference(ctx context.Context, id uuid.UUID, status Status, ref string, payload json.RawMessage) (Payment, error) {
+	if err := checkReference(status, ref, payload); err != nil {
+		return Payment{}, err
+	}
+	var raw any
+	if payload != nil {
+		raw = string(payload)
+	}
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	p, err := scanPayment(l.pool.QueryRow(qctx, `UPDATE payments SET tx_hash = $3, payload = COALESCE($4::jsonb, payload), updated_at = now()
+		WHERE id = $1::uuid AND status = $2 AND (tx_hash IS NULL OR tx_hash = $3) RETURNING `+paymentColumns(""),
+		id.String(), string(status), ref, raw))
+	if err != nil {
+		return Payment{}, l.moveError(ctx, id, []Status{status}, err)
+	}
+	return p, nil
+}
+
+func checkReference(status Status, ref string, payload json.RawMessage) error {
+	if !status.Valid() || status.Terminal() {
+		return invalid("a reference is recorded on a payment in progress, not %q", status)
+	}
+	if ref == "" {
+		return invalid("a reference is required")
+	}
+	if payload != nil {
+		if err := checkPayload(payload); err != nil {
+			return err
+		}
+	}
+	return Patch{TxHash: ref}.validate()
+}
+
 // ReplaceTx records raw (hash) as the settlement transaction of a submitted or pending payment
 // in place of deadHash, which must be its recorded transaction, and keeps deadHash in the
 // row's replaced_txs. Call it only for a transaction that can never be mined: the node refused

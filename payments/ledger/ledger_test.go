@@ -606,6 +606,73 @@ func TestRecordAttempt(t *testing.T) {
 	}
 }
 
+// referenceBook is what both ledgers offer for references.
+type referenceBook interface {
+	Create(ctx context.Context, p Payment) error
+	RecordReference(ctx context.Context, id uuid.UUID, status Status, ref string, payload json.RawMessage) (Payment, error)
+	GetByReference(ctx context.Context, rail, ref string) (Payment, error)
+}
+
+// TestRecordReference holds both ledgers to one contract: a reference is recorded once on a
+// payment that stays where it is, and found by GetByReference.
+func TestRecordReference(t *testing.T) {
+	for _, impl := range []struct {
+		name string
+		open func(t *testing.T) referenceBook
+	}{
+		{"memory", func(*testing.T) referenceBook {
+			return NewMemory()
+		}},
+		{"postgres", func(t *testing.T) referenceBook {
+			leakCheck(t)
+			return openLedger(t, openPool(t, newSchema(t), ""), "")
+		}},
+	} {
+		t.Run(impl.name, func(t *testing.T) {
+			l := impl.open(t)
+			ctx := context.Background()
+			p := newPayment(big.NewInt(50))
+			p.Rail = "mpp"
+			if err := l.Create(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			for i, payload := range []json.RawMessage{json.RawMessage(`{"customer": "cus_1"}`), nil} { // again: a no-op
+				got, err := l.RecordReference(ctx, p.ID, StatusVerified, "pi_ref1", payload)
+				if err != nil || got.TxHash != "pi_ref1" || got.Status != StatusVerified {
+					t.Fatalf("RecordReference %d = %+v, %v", i, got, err)
+				}
+				var stored map[string]string
+				if err := json.Unmarshal(got.Payload, &stored); err != nil || stored["customer"] != "cus_1" {
+					t.Fatalf("RecordReference %d stored %s, %v", i, got.Payload, err)
+				}
+			}
+			if got, err := l.GetByReference(ctx, "mpp", "pi_ref1"); err != nil || got.ID != p.ID {
+				t.Fatalf("GetByReference = %+v, %v", got, err)
+			}
+			for _, tc := range []struct {
+				name   string
+				id     uuid.UUID
+				status Status
+				ref    string
+				want   error
+			}{
+				{"another reference", p.ID, StatusVerified, "pi_ref2", ErrConflict},
+				{"another status", p.ID, StatusPending, "pi_ref1", ErrConflict},
+				{"a terminal status", p.ID, StatusSettled, "pi_ref1", ErrInvalid},
+				{"no reference", p.ID, StatusVerified, "", ErrInvalid},
+				{"an unknown payment", uuid.New(), StatusVerified, "pi_ref1", ErrNotFound},
+			} {
+				if _, err := l.RecordReference(ctx, tc.id, tc.status, tc.ref, nil); !errors.Is(err, tc.want) {
+					t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+				}
+			}
+			if _, err := l.RecordReference(ctx, p.ID, StatusVerified, "pi_ref1", json.RawMessage(`[1]`)); !errors.Is(err, ErrInvalid) {
+				t.Errorf("a payload that is not an object: %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
 // TestClaimQueuedSettling: queued payments handed to a remote facilitator move to settling,
 // once, only within the scope, without a batch; a settling payment then moves on like any.
 func TestClaimQueuedSettling(t *testing.T) {

@@ -96,8 +96,8 @@ func (f Flag) validate() error {
 	return nil
 }
 
-// GetByNonceKey returns the payment that holds nonce key key (for MPP, "mpp:" + the
-// PaymentIntent id): from this replica's spool when it has not reached Postgres yet, else from
+// GetByNonceKey returns the payment that holds nonce key key (for MPP, "mpp:challenge:" + the
+// challenge id, or "mpp:" + the PaymentIntent id): from this replica's spool when it has not reached Postgres yet, else from
 // Postgres. No such payment: ErrNotFound; Postgres unreachable: ErrUnavailable.
 func (l *Ledger) GetByNonceKey(ctx context.Context, key string) (Payment, error) {
 	if key == "" {
@@ -120,6 +120,41 @@ func (l *Ledger) GetByNonceKey(ctx context.Context, key string) (Payment, error)
 	}
 	if err != nil {
 		return Payment{}, dbError(ctx, "get payment by nonce key", err)
+	}
+	return p, nil
+}
+
+// GetByReference returns the payment of rail rail whose recorded reference (TxHash) is ref:
+// for MPP, the PaymentIntent a payment keyed by its challenge was charged with. When several
+// payments share a reference (the members of an x402 batch), the oldest is returned. From
+// this replica's spool when it has not reached Postgres yet, else from Postgres (indexed by
+// migrations/007). No such payment: ErrNotFound; Postgres unreachable: ErrUnavailable.
+func (l *Ledger) GetByReference(ctx context.Context, rail, ref string) (Payment, error) {
+	if rail == "" || ref == "" {
+		return Payment{}, invalid("a reference lookup needs a rail and a reference")
+	}
+	l.mu.Lock()
+	var held *Payment
+	for _, h := range l.held {
+		if p := h.payment; p != nil && p.Rail == rail && p.TxHash == ref && (held == nil || p.CreatedAt.Before(held.CreatedAt)) {
+			held = p
+		}
+	}
+	if held != nil {
+		p := held.clone()
+		l.mu.Unlock()
+		return p, nil
+	}
+	l.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	p, err := scanPayment(l.pool.QueryRow(qctx, `SELECT `+paymentColumns("")+` FROM payments
+		WHERE rail = $1 AND tx_hash = $2 ORDER BY created_at, id LIMIT 1`, rail, ref))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Payment{}, fmt.Errorf("ledger: %s payment of reference %q: %w", rail, ref, ErrNotFound)
+	}
+	if err != nil {
+		return Payment{}, dbError(ctx, "get payment by reference", err)
 	}
 	return p, nil
 }
@@ -236,6 +271,26 @@ func (m *Memory) GetByNonceKey(_ context.Context, key string) (Payment, error) {
 		}
 	}
 	return Payment{}, fmt.Errorf("ledger: payment of nonce key %q: %w", key, ErrNotFound)
+}
+
+// GetByReference is Ledger.GetByReference.
+func (m *Memory) GetByReference(_ context.Context, rail, ref string) (Payment, error) {
+	if rail == "" || ref == "" {
+		return Payment{}, invalid("a reference lookup needs a rail and a reference")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var found *Payment
+	for _, p := range m.payments {
+		if p.Rail == rail && p.TxHash == ref && (found == nil || p.CreatedAt.Before(found.CreatedAt) ||
+			(p.CreatedAt.Equal(found.CreatedAt) && p.ID.String() < found.ID.String())) {
+			found = &p
+		}
+	}
+	if found == nil {
+		return Payment{}, fmt.Errorf("ledger: %s payment of reference %q: %w", rail, ref, ErrNotFound)
+	}
+	return found.clone(), nil
 }
 
 // MarkPayment is Ledger.MarkPayment.

@@ -14,7 +14,9 @@ import (
 // markStore is what both ledgers offer for the Stripe webhook.
 type markStore interface {
 	Create(ctx context.Context, p Payment) error
+	Transition(ctx context.Context, id uuid.UUID, from []Status, to Status, patch Patch) (Payment, error)
 	GetByNonceKey(ctx context.Context, key string) (Payment, error)
+	GetByReference(ctx context.Context, rail, ref string) (Payment, error)
 	MarkPayment(ctx context.Context, m Mark) (bool, error)
 	Marks(ctx context.Context, paymentID uuid.UUID) ([]Mark, error)
 	FlagPayer(ctx context.Context, f Flag) (bool, error)
@@ -48,6 +50,32 @@ func TestMarksAndFlags(t *testing.T) {
 			}
 			if _, err := s.GetByNonceKey(ctx, "mpp:pi_unknown"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("unknown nonce key: %v, want ErrNotFound", err)
+			}
+
+			// A payment keyed by its challenge is found by the PaymentIntent it records.
+			byChallenge := newPayment(big.NewInt(50))
+			byChallenge.Rail, byChallenge.NonceKey = "mpp", "mpp:challenge:"+randomHex(8)
+			pi := "pi_" + randomHex(8)
+			if err := s.Create(ctx, byChallenge); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.GetByReference(ctx, "mpp", pi); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("reference before it is recorded: %v, want ErrNotFound", err)
+			}
+			if _, err := s.Transition(ctx, byChallenge.ID, []Status{StatusVerified}, StatusNotCharged,
+				Patch{TxHash: pi, ErrorReason: "refunded: test"}); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.GetByReference(ctx, "mpp", pi); err != nil || got.ID != byChallenge.ID {
+				t.Fatalf("GetByReference = %+v, %v", got, err)
+			}
+			for _, tc := range [][2]string{{"x402", pi}, {"mpp", "pi_unknown"}} {
+				if _, err := s.GetByReference(ctx, tc[0], tc[1]); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("GetByReference(%q, %q) = %v, want ErrNotFound", tc[0], tc[1], err)
+				}
+			}
+			if _, err := s.GetByReference(ctx, "mpp", ""); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("empty reference: %v, want ErrInvalid", err)
 			}
 
 			at := time.Date(2026, 3, 23, 12, 0, 0, 0, time.UTC)

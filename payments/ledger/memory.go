@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -230,6 +231,31 @@ func (m *Memory) RecordAttempt(_ context.Context, id uuid.UUID, status Status) (
 	p.UpdatedAt = time.Now().UTC()
 	m.payments[id] = p
 	return p, nil
+}
+
+// RecordReference is Ledger.RecordReference in memory.
+func (m *Memory) RecordReference(_ context.Context, id uuid.UUID, status Status, ref string, payload json.RawMessage) (Payment, error) {
+	if err := checkReference(status, ref, payload); err != nil {
+		return Payment{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	switch {
+	case !ok:
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	case p.Status != status:
+		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", id, p.Status, ErrConflict)
+	case p.TxHash != "" && p.TxHash != ref:
+		return Payment{}, txConflict(id)
+	}
+	p.TxHash = ref
+	if payload != nil {
+		p.Payload = slices.Clone(payload)
+	}
+	p.UpdatedAt = time.Now().UTC()
+	m.payments[id] = p
+	return p.clone(), nil
 }
 
 // MoveBatch is Ledger.MoveBatch in memory.
