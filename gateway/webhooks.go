@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 // *ledger.Memory provide it.
 type StripeMarkStore interface {
 	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
+	GetByReference(ctx context.Context, rail, ref string) (ledger.Payment, error)
 	MarkPayment(ctx context.Context, m ledger.Mark) (bool, error)
 	FlagPayer(ctx context.Context, f ledger.Flag) (bool, error)
 }
@@ -38,14 +40,25 @@ func NewStripeMarks(store StripeMarkStore, log *slog.Logger) *StripeMarks {
 	return &StripeMarks{store: store, log: log}
 }
 
-// mppNonceKey is the nonce key the MPP rail records a payment under: "mpp:" + PaymentIntent
-// id (payments/mpp doc).
+// mppNonceKey is the nonce key the MPP rail records a payment presented as `MPP pi_…` under:
+// "mpp:" + PaymentIntent id (payments/mpp doc).
 func mppNonceKey(paymentIntent string) string { return "mpp:" + paymentIntent }
+
+// paymentOf finds the MPP payment a PaymentIntent paid: by its nonce key (`MPP pi_…`), else by
+// its reference (a payment made with a Shared Payment Token is keyed by its challenge and
+// records its PaymentIntent when it is settled or refunded).
+func (s *StripeMarks) paymentOf(ctx context.Context, paymentIntent string) (ledger.Payment, error) {
+	p, err := s.store.GetByNonceKey(ctx, mppNonceKey(paymentIntent))
+	if errors.Is(err, ledger.ErrNotFound) {
+		return s.store.GetByReference(ctx, mpp.RailName, paymentIntent)
+	}
+	return p, err
+}
 
 // MarkPayment implements mpp.PaymentMarker. A PaymentIntent the gateway never recorded is not
 // found (another integration of the same Stripe account): nothing is marked.
 func (s *StripeMarks) MarkPayment(ctx context.Context, m mpp.Mark) (mpp.Marked, error) {
-	p, err := s.store.GetByNonceKey(ctx, mppNonceKey(m.PaymentIntent))
+	p, err := s.paymentOf(ctx, m.PaymentIntent)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return mpp.Marked{}, nil
 	}
@@ -63,7 +76,7 @@ func (s *StripeMarks) MarkPayment(ctx context.Context, m mpp.Mark) (mpp.Marked, 
 		Dispute: m.Dispute, Amount: max(m.Amount, 0), Currency: m.Currency, Reason: m.Reason, OccurredAt: m.At}); err != nil {
 		return mpp.Marked{}, fmt.Errorf("gateway: marking payment %s %s: %w", p.ID, kind, err)
 	}
-	out := mpp.Marked{Found: true, Payer: p.Payer,
+	out := mpp.Marked{Found: true, Payer: flaggablePayer(p),
 		// The gateway refunds a charge itself only while its payment is verified (Void, or
 		// Reconcile of an abandoned call) and then moves it to not_charged: Stripe's event
 		// for that refund may arrive between the two, so both statuses mean "our own refund".
@@ -74,6 +87,20 @@ func (s *StripeMarks) MarkPayment(ctx context.Context, m mpp.Mark) (mpp.Marked, 
 	return out, nil
 }
 
+// flaggablePayer is the payer a flag on payment p must name: the one the rail's
+// authorization names and DenyFlagged checks, the Stripe customer. A payment made with a
+// Shared Payment Token is recorded before Stripe names it, under the credential's source, and
+// keeps the customer in its record.
+func flaggablePayer(p ledger.Payment) string {
+	var stored struct {
+		Customer string `json:"customer"`
+	}
+	if json.Unmarshal(p.Payload, &stored) == nil && stored.Customer != "" {
+		return stored.Customer
+	}
+	return p.Payer
+}
+
 // FlagAgent implements mpp.AgentFlagger: the payer of the payment is flagged, so that
 // DenyFlagged refuses its next calls. A payment that names no payer flags nobody.
 func (s *StripeMarks) FlagAgent(ctx context.Context, f mpp.Flag) error {
@@ -82,7 +109,7 @@ func (s *StripeMarks) FlagAgent(ctx context.Context, f mpp.Flag) error {
 			"payment_intent", f.PaymentIntent, "reason", f.Reason)
 		return nil
 	}
-	p, err := s.store.GetByNonceKey(ctx, mppNonceKey(f.PaymentIntent))
+	p, err := s.paymentOf(ctx, f.PaymentIntent)
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}

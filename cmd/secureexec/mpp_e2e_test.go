@@ -61,7 +61,8 @@ type mppCharge struct {
 	amount            int64
 }
 
-// fakeStripeE2E is Stripe as the rail and mppx use it. down drops every connection.
+// fakeStripeE2E is Stripe as the rail and mppx use it. down drops every connection; lose
+// makes every charge, then drops its answer (and the answer to every retry of it).
 type fakeStripeE2E struct {
 	srv *httptest.Server
 
@@ -72,6 +73,7 @@ type fakeStripeE2E struct {
 	charges []mppCharge
 	refunds []string
 	down    bool
+	lose    bool
 }
 
 func newFakeStripeE2E(t *testing.T) *fakeStripeE2E {
@@ -83,6 +85,14 @@ func newFakeStripeE2E(t *testing.T) *fakeStripeE2E {
 }
 
 func (f *fakeStripeE2E) setDown(v bool) { f.mu.Lock(); f.down = v; f.mu.Unlock() }
+func (f *fakeStripeE2E) setLose(v bool) { f.mu.Lock(); f.lose = v; f.mu.Unlock() }
+
+// drop closes the connection of w without an answer.
+func drop(w http.ResponseWriter) {
+	if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		_ = c.Close()
+	}
+}
 
 func (f *fakeStripeE2E) snapshot() (charges []mppCharge, refunds []string) {
 	f.mu.Lock()
@@ -125,9 +135,7 @@ func (f *fakeStripeE2E) serve(w http.ResponseWriter, r *http.Request) {
 	down := f.down
 	f.mu.Unlock()
 	if down {
-		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
-			_ = c.Close()
-		}
+		drop(w)
 		return
 	}
 	if !testKey(r) {
@@ -158,6 +166,10 @@ func (f *fakeStripeE2E) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
 		key := r.Header.Get("Idempotency-Key")
 		if prev, ok := f.byKey[key]; ok && key != "" {
+			if f.lose {
+				drop(w)
+				return
+			}
 			w.Header().Set("Idempotent-Replayed", "true")
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(prev)
@@ -193,6 +205,10 @@ func (f *fakeStripeE2E) serve(w http.ResponseWriter, r *http.Request) {
 			raw, _ := json.Marshal(pi)
 			f.pis[id], f.byKey[key] = pi, raw
 			f.charges = append(f.charges, mppCharge{pi: id, spt: spt, currency: form.Get("currency"), amount: amount})
+			if f.lose {
+				drop(w)
+				return
+			}
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(raw)
 		}
@@ -397,7 +413,8 @@ func TestMPPEndToEnd(t *testing.T) {
 		t.Fatalf("a reused credential was charged: %+v", charges)
 	}
 
-	// Stripe unreachable: 503 with Retry-After, nothing charged, no payment recorded.
+	// Stripe unreachable: 503 with Retry-After, nothing charged; the charge written ahead
+	// stays open. The same credential, resent once Stripe is back, pays its call.
 	_, c2 := mppChallenges(t, base, seen)
 	spt2 := f.mintSPT(t, c2)
 	before := mppCount(t, db, "SELECT count(*) FROM payments")
@@ -407,8 +424,37 @@ func TestMPPEndToEnd(t *testing.T) {
 	if away.status != 503 || away.header.Get("Retry-After") == "" || away.body["code"] != "payment_backend_unavailable" {
 		t.Fatalf("Stripe away: %d %v %s", away.status, away.header, away.raw)
 	}
-	if charges, _ := f.snapshot(); len(charges) != 1 || mppCount(t, db, "SELECT count(*) FROM payments") != before {
-		t.Fatalf("a call with Stripe away charged or recorded something: %+v", charges)
+	if charges, _ := f.snapshot(); len(charges) != 1 || mppCount(t, db, "SELECT count(*) FROM payments WHERE status = 'verified' AND attempts = 1") != 1 ||
+		mppCount(t, db, "SELECT count(*) FROM payments") != before+1 {
+		t.Fatalf("a call with Stripe away charged something, or its charge was not written ahead: %+v", charges)
+	}
+	back := mppSend(t, http.MethodPost, base+"/exec/tool", []byte(mppE2ECall), map[string]string{"Authorization": mppAuthorization(t, c2, spt2)})
+	if charges, _ := f.snapshot(); back.status != 200 || len(charges) != 2 {
+		t.Fatalf("the resend once Stripe is back: %d %s, %d charges", back.status, back.raw, len(charges))
+	}
+
+	// Stripe charges but its answer is lost, every attempt: 503. The resent credential gets
+	// its call, paid by that charge, and nothing is charged twice or refunded.
+	_, c3 := mppChallenges(t, base, seen)
+	spt3 := f.mintSPT(t, c3)
+	f.setLose(true)
+	lost := mppSend(t, http.MethodPost, base+"/exec/tool", []byte(mppE2ECall), map[string]string{"Authorization": mppAuthorization(t, c3, spt3)})
+	f.setLose(false)
+	lostCharges, _ := f.snapshot()
+	if lost.status != 503 || len(lostCharges) != 3 {
+		t.Fatalf("a lost answer: %d %s, %d charges", lost.status, lost.raw, len(lostCharges))
+	}
+	resent := mppSend(t, http.MethodPost, base+"/exec/tool", []byte(mppE2ECall), map[string]string{"Authorization": mppAuthorization(t, c3, spt3)})
+	if resent.status != 200 {
+		t.Fatalf("the resend after a lost answer: %d %s", resent.status, resent.raw)
+	}
+	lostRcpt, err := mpp.DecodeReceipt(resent.header.Get("Payment-Receipt"))
+	if all, refunds := f.snapshot(); err != nil || lostRcpt.Reference != lostCharges[2].pi || len(all) != 3 || len(refunds) != 0 {
+		t.Fatalf("the resend's receipt %+v (%v) for charge %s; %d charges, refunds %v", lostRcpt, err, lostCharges[2].pi, len(all), refunds)
+	}
+	var lostStatus string
+	if err := db.QueryRow(context.Background(), "SELECT status FROM payments WHERE tx_hash = $1", lostCharges[2].pi).Scan(&lostStatus); err != nil || lostStatus != "settled" {
+		t.Fatalf("the lost answer's payment: %q, %v", lostStatus, err)
 	}
 
 	// A signed webhook for a refund marks the payment and flags its payer, once.

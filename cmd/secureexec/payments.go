@@ -353,11 +353,13 @@ type ledgerAll interface {
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
 	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
+	RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	RunExclusive(ctx context.Context, name string, fn func(context.Context) error) (bool, error)
 	Lock(ctx context.Context, name string) (unlock func(), err error)
 	// The Stripe webhook's records (refunds, disputes, flagged payers).
 	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
+	GetByReference(ctx context.Context, rail, ref string) (ledger.Payment, error)
 	MarkPayment(ctx context.Context, m ledger.Mark) (bool, error)
 	FlagPayer(ctx context.Context, f ledger.Flag) (bool, error)
 	Flagged(ctx context.Context, payer string) (ledger.Flag, bool, error)

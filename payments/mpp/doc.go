@@ -9,10 +9,12 @@
 // server keeps no state per challenge. The client answers with `Authorization: Payment
 // <base64url JSON>` echoing the challenge and carrying a Shared Payment Token
 // (credential.go). Verify recomputes the id in constant time, checks realm, method, intent,
-// expiry and price, claims the challenge id once across replicas, then creates and confirms a
-// PaymentIntent with the token (stripe.go). The money moves in Verify, because the token is
-// spent by the call that proves it: so Void refunds, and Settle records the payment and
-// returns `Payment-Receipt` (receipt.go). A `MPP pi_…` credential is a PaymentIntent the payer
+// expiry and price, claims the challenge id once across replicas, records the payment, then
+// creates and confirms a PaymentIntent with the token (stripe.go). The money moves in Verify,
+// because the token is spent by the call that proves it: so Void refunds, and Settle records
+// the payment and returns `Payment-Receipt` (receipt.go). The charge is written ahead
+// (charge.go): a charge whose answer was lost is completed by a resend of the same credential,
+// or refunded by Reconcile (reconcile.go). A `MPP pi_…` credential is a PaymentIntent the payer
 // already paid: Verify retrieves it and requires succeeded, this price, this currency, this
 // gateway's binding metadata, this Stripe mode, a bounded age, and no earlier use.
 //
@@ -21,9 +23,11 @@
 // 0.50 USDC is 50 cents, and prices below Stripe's minimum (50 cents) are not offered here.
 //
 // Every payment is recorded in the shared ledger (rail "mpp", network "stripe", asset the
-// currency, nonce key "mpp:" + PaymentIntent id), so GET /payments/{id} serves it: verified
-// once charged, not_charged once refunded by Void, submitted then settled by Settle.
-// Reconcile refunds charged payments whose call never completed.
+// currency, reference the PaymentIntent id; nonce key "mpp:challenge:" + challenge id for a
+// token, "mpp:" + PaymentIntent id for `MPP pi_…`), so GET /payments/{id} serves it: verified
+// while charged (or while its charge had no answer), not_charged once refused or refunded,
+// submitted then settled by Settle. Reconcile refunds charged payments whose call never
+// completed.
 //
 // Refusals are *payments.PaymentError whose Reason is a draft problem slug (errors.go;
 // Status gives the draft's HTTP status); Stripe, Redis or the database unreachable is

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,6 +42,7 @@ func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 type seen struct {
 	Method, Path string
 	Form         url.Values
+	Query        url.Values
 	Header       http.Header
 }
 
@@ -49,12 +51,16 @@ type seen struct {
 type fakeStripe struct {
 	srv *httptest.Server
 
-	mu      sync.Mutex
-	creates []seen
-	gets    []seen
-	refunds []seen
-	cancels []seen
-	pis     map[string]map[string]any // what GET /v1/payment_intents/{id} returns
+	mu       sync.Mutex
+	creates  []seen
+	gets     []seen
+	refunds  []seen
+	cancels  []seen
+	pis      map[string]map[string]any // what GET /v1/payment_intents/{id} returns
+	searches []seen
+	// indexed is what GET /v1/payment_intents/search finds: the PaymentIntents the default
+	// create made, and those a test adds (index). Later entries of one id replace earlier ones.
+	indexed []map[string]any
 	// onCreate answers a create instead of the default (n counts creates, from 1).
 	onCreate func(w http.ResponseWriter, r *http.Request, form url.Values, n int)
 	// onRefund answers a refund instead of the default.
@@ -118,7 +124,7 @@ func metadataOf(form url.Values) map[string]string {
 func (f *fakeStripe) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	form, _ := url.ParseQuery(string(body))
-	s := seen{Method: r.Method, Path: r.URL.Path, Form: form, Header: r.Header.Clone()}
+	s := seen{Method: r.Method, Path: r.URL.Path, Form: form, Query: r.URL.Query(), Header: r.Header.Clone()}
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer sk_test_") {
 		writeStripeJSON(w, http.StatusUnauthorized, stripeErr("invalid_request_error", "", "", "Invalid API Key provided"))
 		return
@@ -136,10 +142,18 @@ func (f *fakeStripe) serve(w http.ResponseWriter, r *http.Request) {
 		var amount int64
 		fmt.Sscan(form.Get("amount"), &amount)
 		id := fmt.Sprintf("pi_fake%d", n)
+		pi := paymentIntent(id, amount, form.Get("currency"), "succeeded", time.Now(), metadataOf(form))
 		f.mu.Lock()
 		f.createdPIs[id] = true
+		f.indexed = append(f.indexed, pi)
 		f.mu.Unlock()
-		writeStripeJSON(w, http.StatusOK, paymentIntent(id, amount, form.Get("currency"), "succeeded", time.Now(), metadataOf(form)))
+		writeStripeJSON(w, http.StatusOK, pi)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/payment_intents/search":
+		f.searches = append(f.searches, s)
+		found := f.search(r.URL.Query().Get("query"))
+		f.mu.Unlock()
+		writeStripeJSON(w, http.StatusOK, map[string]any{"object": "search_result", "url": "/v1/payment_intents/search",
+			"has_more": false, "next_page": nil, "data": found})
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/payment_intents/"):
 		f.gets = append(f.gets, s)
 		pi, ok := f.pis[strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/")]
@@ -170,10 +184,67 @@ func (f *fakeStripe) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// search answers the one query the rail makes, metadata['mpp_challenge_id']:'<id>', as Stripe
+// does; f.mu is held.
+func (f *fakeStripe) search(query string) []map[string]any {
+	const prefix, suffix = "metadata['mpp_challenge_id']:'", "'"
+	if !strings.HasPrefix(query, prefix) || !strings.HasSuffix(query, suffix) {
+		return nil
+	}
+	want := query[len(prefix) : len(query)-len(suffix)]
+	latest := map[string]map[string]any{}
+	var order []string
+	for _, pi := range f.indexed {
+		md, _ := pi["metadata"].(map[string]string)
+		if md["mpp_challenge_id"] != want {
+			continue
+		}
+		id := pi["id"].(string)
+		if latest[id] == nil {
+			order = append(order, id)
+		}
+		latest[id] = pi
+	}
+	out := []map[string]any{}
+	for _, id := range order {
+		out = append(out, latest[id])
+	}
+	return out
+}
+
+// index makes pi findable by search, replacing what search found of it before.
+func (f *fakeStripe) index(pi map[string]any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.indexed = append(f.indexed, pi)
+}
+
+func (f *fakeStripe) searchCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.searches)
+}
+
 func (f *fakeStripe) counts() (creates, refunds, cancels, gets int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.creates), len(f.refunds), len(f.cancels), len(f.gets)
+}
+
+func (f *fakeStripe) getRequests() []seen {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]seen(nil), f.gets...)
+}
+
+// expands reports whether a request's query asks to expand field.
+func expands(q url.Values, field string) bool {
+	for k, vs := range q {
+		if strings.HasPrefix(k, "expand") && slices.Contains(vs, field) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fakeStripe) lastCreate() seen {

@@ -140,7 +140,8 @@ func TestRailOnPostgresAndRedis(t *testing.T) {
 		}
 		rails = append(rails, &testRail{Rail: r, fake: f, clock: c})
 	}
-	auth := credential(t, rails[0].challenge(t, dryRun), testSPT)
+	c := rails[0].challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
 
 	type result struct {
 		rail int
@@ -181,7 +182,7 @@ func TestRailOnPostgresAndRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Status != ledger.StatusSettled || p.Rail != "mpp" || p.Network != "stripe" || p.Asset != "usd" || p.TxHash != "pi_fake1" || p.NonceKey != "mpp:pi_fake1" {
+	if p.Status != ledger.StatusSettled || p.Rail != "mpp" || p.Network != "stripe" || p.Asset != "usd" || p.TxHash != "pi_fake1" || p.NonceKey != "mpp:challenge:"+c.ID {
 		t.Fatalf("stored %+v", p)
 	}
 	f.setPI(boundPI("pi_fake1", 50, "usd", "succeeded", time.Now()))

@@ -28,16 +28,25 @@ type nonceClaims interface {
 	Claim(ctx context.Context, key string, expiresAt time.Time) error
 }
 
-// paymentBook is the durable state of each payment; only legal transitions succeed.
+// paymentBook is the durable state of each payment; only legal transitions succeed
+// (*ledger.Ledger, *ledger.Memory).
 type paymentBook interface {
 	Create(ctx context.Context, p ledger.Payment) error
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+	// GetByNonceKey finds the charge a challenge made, for a resend of its credential.
+	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
+	// RecordAttempt touches a payment that stays verified: a charge whose answer was lost.
+	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
+	// RecordReference records a charge's PaymentIntent, and the customer Stripe names, while
+	// its call runs.
+	RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error)
 }
 
 // stripeAPI is what the rail needs from Stripe; *Stripe provides it.
 type stripeAPI interface {
 	ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.PaymentIntent, error)
 	GetPaymentIntent(ctx context.Context, id string) (*stripe.PaymentIntent, error)
+	PaymentIntentsOfChallenge(ctx context.Context, challengeID string) ([]*stripe.PaymentIntent, error)
 	Refund(ctx context.Context, paymentIntent, reason string) (*stripe.Refund, error)
 	Cancel(ctx context.Context, paymentIntent string) error
 }
@@ -318,11 +327,16 @@ func (r *Rail) Offer(ctx context.Context, price payments.Price, _ *payments.Paym
 func (*Rail) Accepts(req *http.Request) bool { return hasCredential(req.Header) }
 
 // storedPayment is what the payment book keeps of an MPP payment: enough to refund or settle
-// it after a crash. The Shared Payment Token is not kept: it is spent, and it is a credential.
+// it after a crash. The Shared Payment Token is not kept, only its digest: it is a credential.
+// A payment made with a token is stored before its charge (charge.go), without its
+// PaymentIntent and customer: they are added, the PaymentIntent as the payment's reference
+// (TxHash) too, once Stripe names them.
 type storedPayment struct {
 	Form          string `json:"form"`
-	PaymentIntent string `json:"paymentIntent"`
+	PaymentIntent string `json:"paymentIntent,omitempty"`
 	ChallengeID   string `json:"challengeId,omitempty"`
+	Expires       string `json:"expires,omitempty"`     // the challenge's expiry: no resend completes the charge after it
+	TokenDigest   string `json:"tokenSha256,omitempty"` // hex SHA-256 of the Shared Payment Token
 	Amount        int64  `json:"amount"`
 	Currency      string `json:"currency"`
 	Livemode      bool   `json:"livemode"`
@@ -342,10 +356,11 @@ type pendingPayment struct {
 }
 
 // Verify implements payments.Rail. For `Payment` it checks the echoed challenge (id in
-// constant time, realm, method, intent, expiry, price), claims the challenge id, and charges
-// the Shared Payment Token: the money moves here. For `MPP pi_…` it retrieves the
-// PaymentIntent, checks it paid this price to this gateway, and claims it. Either way the
-// payment is recorded before Verify returns; a charge that cannot be recorded is refunded.
+// constant time, realm, method, intent, expiry, price), claims the challenge id, records the
+// payment, and charges the Shared Payment Token: the money moves here (charge.go). For
+// `MPP pi_…` it retrieves the PaymentIntent, checks it paid this price to this gateway, and
+// claims it. Either way the payment is recorded before Verify returns; a charge that cannot be
+// recorded is refunded.
 // Refusals are *payments.PaymentError with a draft reason; Stripe, Redis or the database
 // unreachable is payments.ErrUnavailable.
 func (r *Rail) Verify(ctx context.Context, req *http.Request, price payments.Price) (*payments.Authorization, error) {
@@ -396,96 +411,6 @@ func (r *Rail) checkChallenge(ch Challenge, amount uint64, now time.Time) (time.
 	return exp, nil
 }
 
-func (r *Rail) verifyCredential(ctx context.Context, token string, price payments.Price, amount uint64) (*payments.Authorization, error) {
-	cred, err := DecodeCredential(token)
-	if err != nil {
-		return nil, err
-	}
-	ch := cred.Challenge
-	exp, err := r.checkChallenge(ch, amount, r.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	sp, err := DecodeStripePayload(cred.Payload)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.claims.Claim(ctx, "mpp:challenge:"+ch.ID, exp); err != nil {
-		if errors.Is(err, ledger.ErrNonceUsed) {
-			return nil, refuse(ReasonInvalidChallenge, "the challenge was already used")
-		}
-		return nil, fmt.Errorf("mpp: claiming the challenge: %w", err)
-	}
-	pi, err := r.stripe.ChargeSPT(ctx, ChargeRequest{
-		ChallengeID: ch.ID, SPT: sp.SPT, Amount: int64(amount), Currency: r.cfg.Currency,
-		Metadata: map[string]string{
-			"machine_payment": "true", "mpp_sdk": "secureexec", "mpp_intent": IntentCharge,
-			"mpp_challenge_id": ch.ID, r.cfg.BindKey: r.cfg.BindValue,
-		},
-	})
-	if err != nil {
-		return nil, r.chargeRefusal(err)
-	}
-	log := r.cfg.Logger.With("payment_intent", pi.ID, "challenge_id", ch.ID)
-	switch pi.Status {
-	case stripe.PaymentIntentStatusSucceeded:
-	case stripe.PaymentIntentStatusRequiresAction:
-		r.cancel(ctx, log, pi.ID)
-		return nil, refuse(ReasonPaymentActionRequired, "the payment needs an action by the payer; the PaymentIntent was canceled")
-	default:
-		if pi.Status != stripe.PaymentIntentStatusProcessing && pi.Status != stripe.PaymentIntentStatusCanceled {
-			r.cancel(ctx, log, pi.ID)
-		} else if pi.Status == stripe.PaymentIntentStatusProcessing {
-			log.Error("mpp: a refused PaymentIntent is still processing; if it succeeds, refund it", "status", pi.Status)
-		}
-		return nil, refuse(ReasonVerificationFailed, fmt.Sprintf("the PaymentIntent is %s, not succeeded", pi.Status))
-	}
-	// A charge is recorded before it is judged: one of the wrong amount is still money moved,
-	// and gets a record and a refund, not silence.
-	auth, err := r.record(ctx, pi, storedPayment{Form: formPayment, ChallengeID: ch.ID, Source: cred.Source, ExternalID: sp.ExternalID},
-		price, r.cfg.Now(), true)
-	if err != nil {
-		return nil, err
-	}
-	if pi.Amount != int64(amount) || string(pi.Currency) != r.cfg.Currency {
-		log.Error("mpp: stripe charged another amount than asked; refunding", "amount", pi.Amount, "currency", pi.Currency, "want", amount)
-		if verr := r.Void(ctx, auth, "amount_mismatch"); verr != nil {
-			log.Error("mpp: refunding a mischarged PaymentIntent failed; reconciliation retries it", "err", verr)
-		}
-		return nil, refuse(ReasonVerificationFailed, "stripe charged another amount or currency than the challenge asked")
-	}
-	return auth, nil
-}
-
-// chargeRefusal turns a failed create+confirm into the rail's answer.
-func (r *Rail) chargeRefusal(err error) error {
-	var se *StripeError
-	switch {
-	case errors.Is(err, ErrReplayed):
-		return refuse(ReasonVerificationFailed, "this payment was already processed")
-	case errors.As(err, &se) && se.Type == string(stripe.ErrorTypeCard):
-		d := "the payment was declined"
-		if se.DeclineCode != "" {
-			d += " (" + se.DeclineCode + ")"
-		}
-		return refuse(ReasonVerificationFailed, d)
-	case errors.As(err, &se):
-		code := se.Code
-		if code == "" {
-			code = se.Type
-		}
-		return refuse(ReasonVerificationFailed, "stripe refused the shared payment token: "+code)
-	}
-	return err
-}
-
-// cancel best-effort cancels a PaymentIntent the rail refused, so it can never move money.
-func (r *Rail) cancel(ctx context.Context, log *slog.Logger, pi string) {
-	if err := r.stripe.Cancel(context.WithoutCancel(ctx), pi); err != nil {
-		log.Error("mpp: canceling a refused PaymentIntent failed", "err", err)
-	}
-}
-
 func (r *Rail) verifyPaymentIntent(ctx context.Context, value string, price payments.Price, amount uint64) (*payments.Authorization, error) {
 	id, err := parsePaymentIntentID(value)
 	if err != nil {
@@ -518,29 +443,33 @@ func (r *Rail) verifyPaymentIntent(ctx context.Context, value string, price paym
 		return nil, refuse(ReasonPaymentInsufficient, fmt.Sprintf("the PaymentIntent paid %d, the call costs %d", pi.AmountReceived, amount))
 	case pi.Amount != int64(amount):
 		return nil, refuse(ReasonVerificationFailed, fmt.Sprintf("the PaymentIntent is for %d, the call costs %d", pi.Amount, amount))
+	case refunded(pi):
+		return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was refunded")
 	case now.Sub(created) > r.cfg.PaymentIntentMaxAge:
 		return nil, refuse(ReasonPaymentExpired, "the PaymentIntent is too old to pay a call")
 	case created.Sub(now) > 5*time.Minute:
 		return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was created in the future")
 	}
-	return r.record(ctx, pi, storedPayment{Form: formMPP, ChallengeID: pi.Metadata["mpp_challenge_id"]}, price, created, false)
+	return r.record(ctx, pi, storedPayment{Form: formMPP, ChallengeID: pi.Metadata["mpp_challenge_id"]}, price, created)
 }
 
-// record claims the PaymentIntent (so it pays one call, in either form) and creates its
-// payment. charged says the rail moved the money itself in this request: then a PaymentIntent
-// already claimed is an anomaly, not a replay, and a failure to record refunds at once.
-func (r *Rail) record(ctx context.Context, pi *stripe.PaymentIntent, st storedPayment, price payments.Price, created time.Time, charged bool) (*payments.Authorization, error) {
+// refunded reports whether any of a PaymentIntent's charge was refunded: such a PaymentIntent
+// pays no call, whatever its status says (a refund leaves it succeeded).
+func refunded(pi *stripe.PaymentIntent) bool {
+	return pi.LatestCharge != nil && (pi.LatestCharge.Refunded || pi.LatestCharge.AmountRefunded > 0)
+}
+
+// record claims a PaymentIntent presented as `MPP pi_…` (so it pays one call, in either
+// form) and creates its payment, keyed by the PaymentIntent. A failure to record refunds it.
+func (r *Rail) record(ctx context.Context, pi *stripe.PaymentIntent, st storedPayment, price payments.Price, created time.Time) (*payments.Authorization, error) {
 	log := r.cfg.Logger.With("payment_intent", pi.ID)
-	key := "mpp:" + pi.ID
+	key := paymentIntentKey(pi.ID)
 	st.PaymentIntent, st.Amount, st.Currency, st.Livemode = pi.ID, pi.Amount, string(pi.Currency), pi.Livemode
 	if pi.Customer != nil {
 		st.Customer = pi.Customer.ID
 	}
 	if err := r.claims.Claim(ctx, key, created.Add(r.cfg.PaymentIntentMaxAge)); err != nil {
 		if errors.Is(err, ledger.ErrNonceUsed) {
-			if charged {
-				log.Error("mpp: a PaymentIntent created for this challenge was already used")
-			}
 			return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was already used")
 		}
 		return nil, r.unrecorded(ctx, log, pi.ID, fmt.Errorf("mpp: claiming the PaymentIntent: %w", err))
@@ -650,7 +579,7 @@ func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason strin
 	}
 	p.refund = true
 	_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged,
-		ledger.Patch{ErrorReason: "refunded: " + reason, JobID: jobIDOf(a)})
+		ledger.Patch{ErrorReason: "refunded: " + reason, JobID: jobIDOf(a), TxHash: p.Stored.PaymentIntent})
 	return err
 }
 
@@ -695,66 +624,4 @@ func (r *Rail) IdempotencyKey(req *http.Request) (key, fingerprint string, ok bo
 		return "", "", false, nil
 	}
 	return RailName + ":" + req.URL.Path + ":" + fp, fp, true, nil
-}
-
-// recoverable lists payments nobody moved for a while (*ledger.Ledger, *ledger.Memory).
-type recoverable interface {
-	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
-}
-
-// Reconcile finishes what a crash left of MPP payments untouched for staleAfter: a verified
-// one was charged but its call never completed (or its completion was never recorded), so it
-// is refunded and marked not charged — when in doubt the payer gets the money back; a
-// submitted or pending one was charged and delivered, so it is marked settled.
-func (r *Rail) Reconcile(ctx context.Context, src recoverable, staleAfter time.Duration) error {
-	ps, err := src.ListRecoverable(ctx, staleAfter, 200)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, p := range ps {
-		if p.Rail != RailName {
-			continue
-		}
-		switch p.Status {
-		case ledger.StatusVerified:
-			var st storedPayment
-			if err := json.Unmarshal(p.Payload, &st); err != nil || st.PaymentIntent == "" {
-				errs = append(errs, fmt.Errorf("mpp: payment %s has no PaymentIntent in its record", p.ID))
-				continue
-			}
-			if _, err := r.stripe.Refund(ctx, st.PaymentIntent, "abandoned"); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			_, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged,
-				ledger.Patch{ErrorReason: "refunded: abandoned: the call did not complete"})
-			if err != nil && !errors.Is(err, ledger.ErrConflict) {
-				errs = append(errs, err)
-			}
-		case ledger.StatusSubmitted, ledger.StatusPending:
-			_, err := r.book.Transition(ctx, p.ID, []ledger.Status{p.Status}, ledger.StatusSettled, ledger.Patch{})
-			if err != nil && !errors.Is(err, ledger.ErrConflict) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// RunReconciler runs Reconcile every interval until ctx is done; its caller owns the goroutine
-// and stops it by cancelling ctx. It returns ctx's error.
-func (r *Rail) RunReconciler(ctx context.Context, src recoverable, every, staleAfter time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			if err := r.Reconcile(ctx, src, staleAfter); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.Warn("mpp: reconciliation", "err", err)
-			}
-		}
-	}
 }

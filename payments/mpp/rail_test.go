@@ -67,14 +67,16 @@ func TestVerifyStripeOutcomes(t *testing.T) {
 		creates  int  // create requests Stripe received
 		refunded bool // the charge was refunded
 		cancels  int
-		recorded bool // a verified payment is in the ledger
+		recorded bool   // the charge is taken: an authorization, its payment verified with its PaymentIntent
+		inDoubt  bool   // no answer: the payment stays verified, resumable, with no PaymentIntent
+		ref      string // the PaymentIntent a closed payment records
 	}{
 		{name: "succeeded", want: outcome{}, creates: 1, recorded: true},
 		{name: "declined", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, n int) {
 			body := stripeErr("card_error", "card_declined", "insufficient_funds", "Your card has insufficient funds.")
 			body["error"].(map[string]any)["payment_intent"] = paymentIntent("pi_declined", 50, "usd", "requires_payment_method", time.Now(), nil)
 			writeStripeJSON(w, http.StatusPaymentRequired, body)
-		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1},
+		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, ref: "pi_declined"},
 		{name: "token refused", create: func(w http.ResponseWriter, _ *http.Request, _ url.Values, _ int) {
 			writeStripeJSON(w, http.StatusBadRequest, stripeErr("invalid_request_error", "shared_payment_granted_token_expired", "", "expired"))
 		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1},
@@ -83,16 +85,19 @@ func TestVerifyStripeOutcomes(t *testing.T) {
 		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1},
 		{name: "wrong amount is refunded", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
 			writeStripeJSON(w, http.StatusOK, paymentIntent("pi_wrongamount", 60, "usd", "succeeded", time.Now(), metadataOf(form)))
-		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, refunded: true},
+		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, refunded: true, ref: "pi_wrongamount"},
 		{name: "wrong currency is refunded", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
 			writeStripeJSON(w, http.StatusOK, paymentIntent("pi_wrongcurrency", 50, "eur", "succeeded", time.Now(), metadataOf(form)))
-		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, refunded: true},
+		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, refunded: true, ref: "pi_wrongcurrency"},
 		{name: "requires action is canceled", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
 			writeStripeJSON(w, http.StatusOK, paymentIntent("pi_action", 50, "usd", "requires_action", time.Now(), metadataOf(form)))
-		}, want: outcome{reason: ReasonPaymentActionRequired}, creates: 1, cancels: 1},
+		}, want: outcome{reason: ReasonPaymentActionRequired}, creates: 1, cancels: 1, ref: "pi_action"},
 		{name: "not succeeded is canceled", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
 			writeStripeJSON(w, http.StatusOK, paymentIntent("pi_rpm", 50, "usd", "requires_payment_method", time.Now(), metadataOf(form)))
-		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, cancels: 1},
+		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1, cancels: 1, ref: "pi_rpm"},
+		{name: "processing stays open for reconciliation", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
+			writeStripeJSON(w, http.StatusOK, paymentIntent("pi_processing", 50, "usd", "processing", time.Now(), metadataOf(form)))
+		}, want: outcome{reason: ReasonVerificationFailed}, creates: 1},
 		{name: "5xx then success is retried with the same key", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, n int) {
 			if n == 1 {
 				writeStripeJSON(w, http.StatusInternalServerError, stripeErr("api_error", "", "", "boom"))
@@ -109,23 +114,23 @@ func TestVerifyStripeOutcomes(t *testing.T) {
 		}, want: outcome{}, creates: 2, recorded: true},
 		{name: "5xx every time", create: func(w http.ResponseWriter, _ *http.Request, _ url.Values, _ int) {
 			writeStripeJSON(w, http.StatusBadGateway, stripeErr("api_error", "", "", "bad gateway"))
-		}, want: outcome{unavailable: true}, creates: 3},
+		}, want: outcome{unavailable: true}, creates: 3, inDoubt: true},
 		{name: "bad api key", create: func(w http.ResponseWriter, _ *http.Request, _ url.Values, _ int) {
 			writeStripeJSON(w, http.StatusUnauthorized, stripeErr("invalid_request_error", "", "", "Invalid API Key"))
-		}, want: outcome{unavailable: true}, creates: 1},
+		}, want: outcome{unavailable: true}, creates: 1, inDoubt: true},
 		{name: "response over the size cap", create: func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
 			pi := paymentIntent("pi_big", 50, "usd", "succeeded", time.Now(), metadataOf(form))
 			pi["description"] = strings.Repeat("x", 4096)
 			writeStripeJSON(w, http.StatusOK, pi)
-		}, stripe: func(c *StripeConfig) { c.MaxResponseBytes = 1024; c.MaxAttempts = 1 }, want: outcome{unavailable: true}, creates: 1},
-		{name: "network error", base: closedPort, want: outcome{unavailable: true}},
+		}, stripe: func(c *StripeConfig) { c.MaxResponseBytes = 1024; c.MaxAttempts = 1 }, want: outcome{unavailable: true}, creates: 1, inDoubt: true},
+		{name: "network error", base: closedPort, want: outcome{unavailable: true}, inDoubt: true},
 		{name: "timeout", create: func(w http.ResponseWriter, r *http.Request, _ url.Values, _ int) {
 			select {
 			case <-r.Context().Done():
 			case <-time.After(5 * time.Second):
 			}
 		}, stripe: func(c *StripeConfig) { c.Timeout, c.AttemptTimeout = 400*time.Millisecond, 150*time.Millisecond },
-			want: outcome{unavailable: true}},
+			want: outcome{unavailable: true}, inDoubt: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeStripe(t)
@@ -148,28 +153,38 @@ func TestVerifyStripeOutcomes(t *testing.T) {
 			if cancels != tc.cancels {
 				t.Errorf("Stripe got %d cancels, want %d", cancels, tc.cancels)
 			}
-			open := openPayments(t, tr.book)
-			if tc.recorded != (len(open) == 1) || len(open) > 1 {
-				t.Fatalf("ledger holds %d open payments, want recorded=%v", len(open), tc.recorded)
+			p, err := tr.book.GetByNonceKey(context.Background(), "mpp:challenge:"+c.ID)
+			if err != nil {
+				t.Fatalf("the charge was not written ahead: %v", err)
 			}
-			if !tc.recorded {
-				if a != nil {
-					t.Fatal("an authorization came with a refusal")
-				}
-				return
+			if strings.Contains(string(p.Payload), testSPT) {
+				t.Fatal("the token was stored")
 			}
-			p := open[0]
-			pi := p.TxHash
-			if pi != "" || p.Status != ledger.StatusVerified || p.Rail != "mpp" || p.Network != "stripe" || p.Asset != "usd" ||
-				p.Amount.Cmp(big.NewInt(50)) != 0 || !strings.HasPrefix(p.NonceKey, "mpp:pi_") || p.PayTo != "profile_test" ||
+			if p.Rail != "mpp" || p.Network != "stripe" || p.Asset != "usd" || p.Amount.Cmp(big.NewInt(50)) != 0 || p.PayTo != "profile_test" ||
 				p.Payer != "did:pkh:eip155:8453:0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC" {
 				t.Fatalf("recorded %+v", p)
 			}
-			if a.Rail != RailName || a.Amount != dryRun.Amount || a.Reference != p.ID.String() || a.Payer != "" {
-				t.Fatalf("authorization %+v", a)
+			processing := strings.HasPrefix(tc.name, "processing")
+			switch {
+			case tc.recorded:
+				if p.Status != ledger.StatusVerified || !strings.HasPrefix(p.TxHash, "pi_") {
+					t.Fatalf("a taken charge: %s, reference %q", p.Status, p.TxHash)
+				}
+				if a == nil || a.Rail != RailName || a.Amount != dryRun.Amount || a.Reference != p.ID.String() || a.Payer != "" {
+					t.Fatalf("authorization %+v", a)
+				}
+				return
+			case tc.inDoubt || processing:
+				if p.Status != ledger.StatusVerified || p.TxHash != "" || (p.Attempts == 1) != tc.inDoubt {
+					t.Fatalf("a charge without an answer: %s, reference %q, %d attempts", p.Status, p.TxHash, p.Attempts)
+				}
+			default:
+				if p.Status != ledger.StatusNotCharged || p.TxHash != tc.ref || p.ErrorReason == "" {
+					t.Fatalf("a refused charge: %s, reference %q (want %q), reason %q", p.Status, p.TxHash, tc.ref, p.ErrorReason)
+				}
 			}
-			if strings.Contains(string(p.Payload), testSPT) {
-				t.Fatal("the spent token was stored")
+			if a != nil {
+				t.Fatal("an authorization came with a refusal")
 			}
 		})
 	}
@@ -364,6 +379,12 @@ func TestPaymentIntentForm(t *testing.T) {
 			pi["livemode"] = true
 			return pi
 		}(), outcome{reason: ReasonVerificationFailed}},
+		{"refunded", func() map[string]any {
+			// A refund leaves the PaymentIntent succeeded; its latest charge says otherwise.
+			pi := boundPI("pi_refunded", 50, "usd", "succeeded", created)
+			pi["latest_charge"] = map[string]any{"id": "ch_refunded", "object": "charge", "amount_refunded": 50, "refunded": true}
+			return pi
+		}(), outcome{reason: ReasonVerificationFailed}},
 		{"unknown", map[string]any{"id": "pi_unknown"}, outcome{reason: ReasonVerificationFailed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,6 +394,9 @@ func TestPaymentIntentForm(t *testing.T) {
 				tr.fake.setPI(tc.pi)
 			}
 			a, err := tr.Verify(context.Background(), requestWith("MPP "+id), dryRun)
+			if gets := tr.fake.getRequests(); len(gets) == 0 || !expands(gets[0].Query, "latest_charge") {
+				t.Fatalf("the PaymentIntent was retrieved without its latest charge: %+v", gets)
+			}
 			checkOutcome(t, err, tc.want)
 			open := openPayments(t, tr.book)
 			if tc.want.reason != "" {
@@ -558,22 +582,54 @@ func (failingBook) Create(context.Context, ledger.Payment) error {
 	return fmt.Errorf("spool full: %w", payments.ErrUnavailable)
 }
 
-// TestChargeWithoutRecordIsRefunded: money is never kept without a record.
-func TestChargeWithoutRecordIsRefunded(t *testing.T) {
+// TestNoChargeWithoutARecord: a charge that cannot be written ahead is not made.
+func TestNoChargeWithoutARecord(t *testing.T) {
 	f := newFakeStripe(t)
-	st := newTestStripe(t, f.URL(), nil)
 	mem := ledger.NewMemory()
 	r, err := NewRail(Config{Realm: "api.example.com", Secret: []byte(testSecret), NetworkID: "profile_test",
-		Now: func() time.Time { return testNow }, Logger: testLogger(t)}, st, mem, failingBook{mem})
+		Now: func() time.Time { return testNow }, Logger: testLogger(t)}, newTestStripe(t, f.URL(), nil), mem, failingBook{mem})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tr := &testRail{Rail: r, fake: f, book: mem}
 	_, err = r.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
 	checkOutcome(t, err, outcome{unavailable: true})
+	if creates, refunds, _, _ := f.counts(); creates != 0 || refunds != 0 {
+		t.Fatalf("Stripe got %d creates and %d refunds, want none", creates, refunds)
+	}
+}
+
+// paymentIntentClaimsDown claims challenges, but cannot claim PaymentIntents: Redis lost
+// between the two claims of one call.
+type paymentIntentClaimsDown struct{ *ledger.Memory }
+
+func (c paymentIntentClaimsDown) Claim(ctx context.Context, key string, exp time.Time) error {
+	if strings.HasPrefix(key, "mpp:pi_") {
+		return fmt.Errorf("redis away: %w", payments.ErrUnavailable)
+	}
+	return c.Memory.Claim(ctx, key, exp)
+}
+
+// TestChargeThatCannotBeClaimedIsRefunded: money is never kept for a call that cannot run.
+func TestChargeThatCannotBeClaimedIsRefunded(t *testing.T) {
+	f := newFakeStripe(t)
+	mem := ledger.NewMemory()
+	r, err := NewRail(Config{Realm: "api.example.com", Secret: []byte(testSecret), NetworkID: "profile_test",
+		Now: func() time.Time { return testNow }, Logger: testLogger(t)}, newTestStripe(t, f.URL(), nil), paymentIntentClaimsDown{mem}, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &testRail{Rail: r, fake: f, book: mem}
+	c := tr.challenge(t, dryRun)
+	_, err = r.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
 	refunds := f.refundRequests()
 	if len(refunds) != 1 || refunds[0].Form.Get("payment_intent") != "pi_fake1" {
 		t.Fatalf("refunds %+v", refunds)
+	}
+	p, err := mem.GetByNonceKey(context.Background(), "mpp:challenge:"+c.ID)
+	if err != nil || p.Status != ledger.StatusNotCharged || p.TxHash != "pi_fake1" || p.ErrorReason != "refunded: not_recorded" {
+		t.Fatalf("payment %+v, %v", p, err)
 	}
 }
 

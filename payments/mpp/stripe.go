@@ -119,6 +119,10 @@ type ChargeRequest struct {
 	Amount      int64  // minor units
 	Currency    string // lowercase ISO 4217
 	Metadata    map[string]string
+	// Resumed says that an earlier create+confirm with this request's idempotency key may have
+	// reached Stripe, by this process or another replica: the payer resent a credential whose
+	// charge's answer was lost. A replayed answer is then that charge's outcome, not a refusal.
+	Resumed bool
 }
 
 // IdempotencyKey is the key of the create+confirm, as mppx derives it: mpp_<challengeId>_<spt>.
@@ -135,7 +139,8 @@ var ErrReplayed = errors.New("mpp: stripe answered with a replayed response")
 // stripe-go's own retries are off because of the replay rule: a response marked
 // Idempotent-Replayed is refused (ErrReplayed) when it answers the first attempt, but accepted
 // when it answers a retry after an attempt of ours whose outcome was unknown (a timeout, a
-// 5xx): the caller holds the challenge's claim, so that earlier request can only be ours. The
+// 5xx), or any attempt of a Resumed request: the caller holds the challenge's claim, so that
+// earlier request can only be ours. The
 // PaymentIntent is returned whatever its status; Stripe refusals (a declined card, a bad or
 // spent token) are *StripeError; not reaching Stripe is payments.ErrUnavailable.
 func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.PaymentIntent, error) {
@@ -144,7 +149,7 @@ func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.Paym
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	ownAttempt := false
+	ownAttempt := req.Resumed
 	var pi *stripe.PaymentIntent
 	err := s.retry(ctx, "create payment intent", func(actx context.Context) error {
 		p := &stripe.PaymentIntentParams{
@@ -181,7 +186,8 @@ func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.Paym
 	return pi, err
 }
 
-// GetPaymentIntent retrieves a PaymentIntent. An unknown id is a *StripeError (404).
+// GetPaymentIntent retrieves a PaymentIntent, its latest charge expanded (what of it was
+// refunded). An unknown id is a *StripeError (404).
 func (s *Stripe) GetPaymentIntent(ctx context.Context, id string) (*stripe.PaymentIntent, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -189,11 +195,53 @@ func (s *Stripe) GetPaymentIntent(ctx context.Context, id string) (*stripe.Payme
 	err := s.retry(ctx, "retrieve payment intent", func(actx context.Context) error {
 		p := &stripe.PaymentIntentParams{}
 		p.Context = actx
+		p.AddExpand("latest_charge")
 		got, err := s.pis.Get(id, p)
 		pi = got
 		return err
 	})
 	return pi, err
+}
+
+// PaymentIntentsOfChallenge finds the PaymentIntents created for a challenge, by the
+// mpp_challenge_id metadata every charge of the rail carries (Stripe's search, one page).
+// Search is eventually consistent: a PaymentIntent is usually found within a minute of its
+// creation, during Stripe incidents up to an hour later. Finding none is not proof of none.
+func (s *Stripe) PaymentIntentsOfChallenge(ctx context.Context, challengeID string) ([]*stripe.PaymentIntent, error) {
+	if !isChallengeID(challengeID) {
+		return nil, fmt.Errorf("mpp: %q is not a challenge id", challengeID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	var found []*stripe.PaymentIntent
+	err := s.retry(ctx, "search payment intents", func(actx context.Context) error {
+		p := &stripe.PaymentIntentSearchParams{}
+		p.Context = actx
+		p.Query = "metadata['mpp_challenge_id']:'" + challengeID + "'"
+		p.Limit = stripe.Int64(10)
+		p.Single = true
+		it := s.pis.Search(p)
+		found = found[:0]
+		for it.Next() {
+			found = append(found, it.PaymentIntent())
+		}
+		return it.Err()
+	})
+	return found, err
+}
+
+// isChallengeID reports whether id can be a challenge id (base64url, as challenge.go makes
+// them), so that it is safe inside a quoted search term.
+func isChallengeID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // RefundIdempotencyKey is the key of the one refund a PaymentIntent can get from the gateway.

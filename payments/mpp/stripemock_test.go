@@ -128,9 +128,13 @@ func TestStripeMockRequestShapes(t *testing.T) {
 		if err := st.Cancel(ctx, "pi_3MtwBwLkdIwHu7ix28a3tqPa"); err != nil {
 			t.Fatalf("cancel: %v", err)
 		}
+		// Reconcile's search: stripe-mock answers with its fixture, whatever the query.
+		if _, err := st.PaymentIntentsOfChallenge(ctx, vectorIDExpires); err != nil {
+			t.Fatalf("search: %v", err)
+		}
 	})
 
-	t.Run("the rail against stripe-mock refuses, records nothing", func(t *testing.T) {
+	t.Run("the rail against stripe-mock refuses, keeps no charge open", func(t *testing.T) {
 		tr := newTestRailOn(t, nil, newTestStripe(t, base, nil), nil)
 		_, err := tr.Verify(ctx, requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
 		if Reason(err) != ReasonVerificationFailed || errors.Is(err, payments.ErrUnavailable) {

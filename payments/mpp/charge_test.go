@@ -1,0 +1,289 @@
+package mpp
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// lossyStripe makes the fake Stripe keep its idempotency keys, as Stripe does (a request with
+// a key it has answered gets that answer again, marked Idempotent-Replayed), and lose its
+// answers while lose is set: the charge is made, every attempt of the client times out.
+type lossyStripe struct {
+	*fakeStripe
+	lose   atomic.Bool
+	status string // of the PaymentIntent a charge makes ["succeeded"]
+	search bool   // whether Stripe's search finds the PaymentIntents made
+
+	mu    sync.Mutex
+	saved map[string]map[string]any // idempotency key -> the PaymentIntent it made
+}
+
+func newLossyStripe(t *testing.T, status string, search bool) *lossyStripe {
+	l := &lossyStripe{fakeStripe: newFakeStripe(t), status: status, search: search, saved: map[string]map[string]any{}}
+	l.setCreate(func(w http.ResponseWriter, r *http.Request, form url.Values, _ int) {
+		key := r.Header.Get("Idempotency-Key")
+		l.mu.Lock()
+		pi, replay := l.saved[key]
+		if !replay {
+			var amount int64
+			fmt.Sscan(form.Get("amount"), &amount)
+			pi = paymentIntent(fmt.Sprintf("pi_lost%d", len(l.saved)+1), amount, form.Get("currency"), l.status, time.Now(), metadataOf(form))
+			l.saved[key] = pi
+			if l.search {
+				l.index(pi)
+			}
+		}
+		l.mu.Unlock()
+		if l.lose.Load() {
+			<-r.Context().Done() // charged; the answer never arrives
+			return
+		}
+		if replay {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		writeStripeJSON(w, http.StatusOK, pi)
+	})
+	return l
+}
+
+func (l *lossyStripe) charges() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.saved)
+}
+
+// newLossyRail is a rail over l whose Stripe calls give up quickly.
+func newLossyRail(t *testing.T, l *lossyStripe) *testRail {
+	st := newTestStripe(t, l.URL(), func(c *StripeConfig) { c.Timeout, c.AttemptTimeout = 400*time.Millisecond, 120*time.Millisecond })
+	return newTestRailOn(t, l.fakeStripe, st, nil)
+}
+
+func chargeOf(t *testing.T, tr *testRail, c Challenge) ledger.Payment {
+	t.Helper()
+	p, err := tr.book.GetByNonceKey(context.Background(), "mpp:challenge:"+c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestLostAnswerIsCompletedByAResend: Stripe charged, but every attempt of the client timed
+// out. The call is answered 503; the payer resends the same credential, and gets its call,
+// paid by that one charge.
+func TestLostAnswerIsCompletedByAResend(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
+
+	l.lose.Store(true)
+	_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified || p.TxHash != "" || p.Attempts != 1 || l.charges() != 1 {
+		t.Fatalf("after the lost answer: payment %s, reference %q, %d attempts; %d charges", p.Status, p.TxHash, p.Attempts, l.charges())
+	}
+	// The challenge is this credential's: another token cannot take it over.
+	_, err = tr.Verify(context.Background(), requestWith(credential(t, c, "spt_other_token")), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonInvalidChallenge})
+
+	l.lose.Store(false)
+	a, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	if err != nil {
+		t.Fatalf("the resend of a credential whose answer was lost: %v", err)
+	}
+	p := chargeOf(t, tr, c)
+	if a.Reference != p.ID.String() || p.Status != ledger.StatusVerified || p.TxHash != "pi_lost1" || l.charges() != 1 {
+		t.Fatalf("after the resend: authorization %+v, payment %s %q; %d charges", a, p.Status, p.TxHash, l.charges())
+	}
+	s, err := tr.Settle(context.Background(), a)
+	if err != nil || s.Reference != "pi_lost1" {
+		t.Fatalf("Settle = %+v, %v", s, err)
+	}
+	if _, refunds, _, _ := l.counts(); refunds != 0 {
+		t.Fatalf("%d refunds of the one charge that paid the call", refunds)
+	}
+	// Paid once: the credential pays no second call.
+	_, err = tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonInvalidChallenge})
+	if l.charges() != 1 || chargeOf(t, tr, c).Status != ledger.StatusSettled {
+		t.Fatalf("%d charges, payment %s", l.charges(), chargeOf(t, tr, c).Status)
+	}
+}
+
+// TestChargeInFlightIsNotResumed: a resend while the first request is still charging is
+// refused, not charged a second time alongside it.
+func TestChargeInFlightIsNotResumed(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the fake Stripe's Close, which waits for this handler
+	l.setCreate(func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
+		<-release
+		writeStripeJSON(w, http.StatusOK, paymentIntent("pi_slow", 50, "usd", "succeeded", time.Now(), metadataOf(form)))
+	})
+	tr := newTestRailOn(t, l.fakeStripe, newTestStripe(t, l.URL(), nil), nil)
+	c := tr.challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
+	first := make(chan error, 1)
+	go func() {
+		_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+		first <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for creates, _, _, _ := l.counts(); creates == 0; creates, _, _, _ = l.counts() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first charge never reached Stripe")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonInvalidChallenge})
+	unblock()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if creates, _, _, _ := l.counts(); creates != 1 {
+		t.Fatalf("Stripe got %d creates", creates)
+	}
+}
+
+// TestLostAnswerWithoutResendIsRefunded: nobody resends; once the challenge has expired,
+// reconciliation finds the charge by its challenge and refunds it, once.
+func TestLostAnswerWithoutResendIsRefunded(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	l.lose.Store(true)
+	_, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
+	l.lose.Store(false)
+
+	// Before the expiry the payer may still resend: reconciliation waits.
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, refunds, _, _ := l.counts(); refunds != 0 || l.searchCount() != 0 || chargeOf(t, tr, c).Status != ledger.StatusVerified {
+		t.Fatalf("reconciled before the challenge expired: %d refunds, %d searches", refunds, l.searchCount())
+	}
+	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Second))
+	for range 2 {
+		if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refunds := l.refundRequests()
+	if len(refunds) != 1 || refunds[0].Form.Get("payment_intent") != "pi_lost1" {
+		t.Fatalf("refunds %+v, want one of pi_lost1", refunds)
+	}
+	p := chargeOf(t, tr, c)
+	if p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || p.ErrorReason == "" {
+		t.Fatalf("payment %s, reference %q, reason %q", p.Status, p.TxHash, p.ErrorReason)
+	}
+	// The expired credential is refused, the money being back.
+	_, err = tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonPaymentExpired})
+}
+
+// TestReconcileWaitsForStripeSearch: Stripe's search lags; a charge it does not show yet is
+// looked for again, and a payment is closed as never charged only SearchLag after expiry.
+func TestReconcileWaitsForStripeSearch(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", false)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	l.lose.Store(true)
+	_, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
+
+	expired := testNow.Add(DefaultChallengeTTL)
+	tr.clock.Set(expired.Add(time.Minute))
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified || l.searchCount() != 1 {
+		t.Fatalf("closed on an empty search: %s, %d searches", p.Status, l.searchCount())
+	}
+	l.mu.Lock()
+	for _, pi := range l.saved {
+		l.index(pi)
+	}
+	l.mu.Unlock()
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
+		t.Fatalf("once found: %s %q, %d refunds", p.Status, p.TxHash, len(l.refundRequests()))
+	}
+
+	// A charge Stripe never made (the request never reached it) is closed after SearchLag.
+	nothing := newTestRailOn(t, l.fakeStripe, newTestStripe(t, closedPort(t), func(c *StripeConfig) { c.MaxAttempts = 1 }), nil)
+	c2 := nothing.challenge(t, dryRun)
+	_, err = nothing.Verify(context.Background(), requestWith(credential(t, c2, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
+	nothing.stripe = newTestStripe(t, l.URL(), nil)
+	for _, at := range []time.Duration{time.Minute, SearchLag - time.Minute, SearchLag + time.Minute} {
+		nothing.clock.Set(expired.Add(at))
+		if err := nothing.Reconcile(context.Background(), nothing.book, -time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		p := chargeOf(t, nothing, c2)
+		if closed := p.Status == ledger.StatusNotCharged; closed != (at > SearchLag) {
+			t.Fatalf("%v after expiry: %s", at, p.Status)
+		}
+	}
+	if p := chargeOf(t, nothing, c2); p.TxHash != "" || p.ErrorReason == "" {
+		t.Fatalf("closed as never charged: reference %q, reason %q", p.TxHash, p.ErrorReason)
+	}
+}
+
+// TestReconcileWaitsForProcessing: a PaymentIntent still processing when Verify refused it is
+// waited for, and refunded if it succeeds.
+func TestReconcileWaitsForProcessing(t *testing.T) {
+	l := newLossyStripe(t, "processing", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	_, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonVerificationFailed})
+	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Minute))
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, refunds, cancels, _ := l.counts(); refunds != 0 || cancels != 0 || chargeOf(t, tr, c).Status != ledger.StatusVerified {
+		t.Fatalf("a processing PaymentIntent was not waited for: %d refunds, %d cancels", refunds, cancels)
+	}
+	l.index(paymentIntent("pi_lost1", 50, "usd", "succeeded", time.Now(), map[string]string{
+		"mpp_challenge_id": c.ID, DefaultBindKey: "api.example.com"}))
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
+		t.Fatalf("after it succeeded: %s %q, %d refunds", p.Status, p.TxHash, len(l.refundRequests()))
+	}
+}
+
+// TestCrashAfterChargeIsRefundedByItsReference: a process that dies while its call runs has
+// recorded the PaymentIntent, which reconciliation refunds without waiting for the expiry.
+func TestCrashAfterChargeIsRefundedByItsReference(t *testing.T) {
+	tr := newTestRail(t, nil)
+	c := tr.challenge(t, dryRun)
+	if _, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun); err != nil {
+		t.Fatal(err)
+	}
+	// The process is gone: nothing settles or voids the authorization.
+	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	p := chargeOf(t, tr, c)
+	if refunds := tr.fake.refundRequests(); len(refunds) != 1 || refunds[0].Form.Get("payment_intent") != "pi_fake1" ||
+		p.Status != ledger.StatusNotCharged || tr.fake.searchCount() != 0 {
+		t.Fatalf("refunds %+v, payment %s, %d searches", refunds, p.Status, tr.fake.searchCount())
+	}
+}
