@@ -95,8 +95,15 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 		return nil, refuse(ReasonPaymentActionRequired, "the payment needs an action by the payer; the PaymentIntent was canceled")
 	case stripe.PaymentIntentStatusProcessing:
 		// It may still succeed, and then the money must go back: the payment stays verified
-		// for Reconcile.
+		// for Reconcile, with the PaymentIntent as its reference, and the PaymentIntent is
+		// claimed so that it cannot pay a call in the seed form meanwhile.
 		log.Warn("mpp: a refused PaymentIntent is still processing; reconciliation refunds it if it succeeds")
+		if err := r.claims.Claim(ctx, paymentIntentKey(pi.ID), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge)); err != nil && !errors.Is(err, ledger.ErrNonceUsed) {
+			log.Warn("mpp: claiming a processing PaymentIntent", "err", err)
+		}
+		if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, nil); err != nil {
+			log.Warn("mpp: recording a processing PaymentIntent; reconciliation finds it through the challenge", "err", err)
+		}
 	case stripe.PaymentIntentStatusCanceled:
 		r.close(ctx, log, c.id, pi.ID, "payment intent canceled")
 	default:
@@ -143,8 +150,9 @@ func (r *Rail) beginCharge(ctx context.Context, cred *Credential, sp StripePaylo
 }
 
 // resumeCharge finds the payment of a used challenge and resumes its charge when it is this
-// credential's (same token) and its last charge ended without an answer (verified, with an
-// attempt counted; a charge still running has none). Anything else is the challenge used.
+// credential's (same token) and no request is charging it any more: it is verified, with an
+// attempt counted (its answer was lost, or Reconcile found it untouched for a whole call),
+// where a charge still running has none. Anything else is the challenge used.
 func (r *Rail) resumeCharge(ctx context.Context, key, digest string) (charge, error) {
 	prev, err := r.book.GetByNonceKey(ctx, key)
 	switch {
@@ -168,12 +176,17 @@ func (r *Rail) resumeCharge(ctx context.Context, key, digest string) (charge, er
 	return charge{id: prev.ID, stored: st, resumed: true}, nil
 }
 
-// chargeFailed answers a create+confirm that returned no PaymentIntent. A refusal closes the
-// payment: no money moved. No answer leaves it verified, with an attempt counted so that a
-// resend of the credential resumes it, and is an outage (503).
+// chargeFailed answers a create+confirm that returned no PaymentIntent. A refusal of a first
+// charge closes the payment: no money moved. A refusal of a resumed charge proves nothing of
+// the first one (Stripe refuses a key reused with other parameters, as a replica of another
+// configuration sends), so its payment stays for Reconcile. No answer leaves the payment
+// verified, with an attempt counted so that a resend of the credential resumes it, and is an
+// outage (503).
 func (r *Rail) chargeFailed(ctx context.Context, log *slog.Logger, c charge, err error) error {
 	var se *StripeError
 	switch {
+	case c.resumed && errors.As(err, &se):
+		log.Warn("mpp: stripe refused a resumed charge; reconciliation settles the first one", "err", err)
 	case errors.Is(err, ErrReplayed):
 		// An earlier request with this key that is not this payment's: what it charged paid
 		// for what it was sent for.
@@ -211,7 +224,12 @@ func (r *Rail) charged(ctx context.Context, log *slog.Logger, c charge, pi *stri
 		st.Customer = pi.Customer.ID
 	}
 	raw, _ := json.Marshal(st) // strings and numbers: it always encodes
-	if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, raw); err != nil {
+	if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, raw); errors.Is(err, ledger.ErrConflict) {
+		// The payment moved while Stripe charged: Reconcile closed it, and refunded this
+		// PaymentIntent. The call is not served.
+		log.Error("mpp: a charge's payment was closed while it was charged", "err", err)
+		return nil, challengeUsed()
+	} else if err != nil {
 		// Settle or Void records the PaymentIntent too; until then Reconcile finds it through
 		// the challenge, and the webhook does not find the payment.
 		log.Warn("mpp: recording the PaymentIntent of a charge", "err", err)

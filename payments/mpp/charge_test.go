@@ -37,6 +37,7 @@ func newLossyStripe(t *testing.T, status string, search bool) *lossyStripe {
 			fmt.Sscan(form.Get("amount"), &amount)
 			pi = paymentIntent(fmt.Sprintf("pi_lost%d", len(l.saved)+1), amount, form.Get("currency"), l.status, time.Now(), metadataOf(form))
 			l.saved[key] = pi
+			l.setPI(pi)
 			if l.search {
 				l.index(pi)
 			}
@@ -167,16 +168,22 @@ func TestLostAnswerWithoutResendIsRefunded(t *testing.T) {
 	checkOutcome(t, err, outcome{unavailable: true})
 	l.lose.Store(false)
 
-	// Before the expiry the payer may still resend: reconciliation waits.
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
-		t.Fatal(err)
+	// Until staleAfter past the expiry a resend accepted just before it may still be running:
+	// reconciliation waits.
+	const staleAfter = time.Minute
+	exp := testNow.Add(DefaultChallengeTTL)
+	for _, at := range []time.Time{testNow, exp.Add(time.Second), exp.Add(staleAfter - time.Second)} {
+		tr.clock.Set(at)
+		if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, staleAfter); err != nil {
+			t.Fatal(err)
+		}
+		if _, refunds, _, _ := l.counts(); refunds != 0 || l.searchCount() != 0 || chargeOf(t, tr, c).Status != ledger.StatusVerified {
+			t.Fatalf("reconciled at %v: %d refunds, %d searches", at, refunds, l.searchCount())
+		}
 	}
-	if _, refunds, _, _ := l.counts(); refunds != 0 || l.searchCount() != 0 || chargeOf(t, tr, c).Status != ledger.StatusVerified {
-		t.Fatalf("reconciled before the challenge expired: %d refunds, %d searches", refunds, l.searchCount())
-	}
-	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Second))
+	tr.clock.Set(exp.Add(staleAfter + time.Second))
 	for range 2 {
-		if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+		if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, staleAfter); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,7 +212,7 @@ func TestReconcileWaitsForStripeSearch(t *testing.T) {
 
 	expired := testNow.Add(DefaultChallengeTTL)
 	tr.clock.Set(expired.Add(time.Minute))
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+	if err := tr.Reconcile(context.Background(), tr.book, 0); err != nil {
 		t.Fatal(err)
 	}
 	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified || l.searchCount() != 1 {
@@ -216,7 +223,7 @@ func TestReconcileWaitsForStripeSearch(t *testing.T) {
 		l.index(pi)
 	}
 	l.mu.Unlock()
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+	if err := tr.Reconcile(context.Background(), tr.book, 0); err != nil {
 		t.Fatal(err)
 	}
 	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
@@ -231,7 +238,7 @@ func TestReconcileWaitsForStripeSearch(t *testing.T) {
 	nothing.stripe = newTestStripe(t, l.URL(), nil)
 	for _, at := range []time.Duration{time.Minute, SearchLag - time.Minute, SearchLag + time.Minute} {
 		nothing.clock.Set(expired.Add(at))
-		if err := nothing.Reconcile(context.Background(), nothing.book, -time.Hour); err != nil {
+		if err := nothing.Reconcile(context.Background(), nothing.book, 0); err != nil {
 			t.Fatal(err)
 		}
 		p := chargeOf(t, nothing, c2)
@@ -253,15 +260,18 @@ func TestReconcileWaitsForProcessing(t *testing.T) {
 	_, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
 	checkOutcome(t, err, outcome{reason: ReasonVerificationFailed})
 	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Minute))
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+	if err := tr.Reconcile(context.Background(), tr.book, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, refunds, cancels, _ := l.counts(); refunds != 0 || cancels != 0 || chargeOf(t, tr, c).Status != ledger.StatusVerified {
 		t.Fatalf("a processing PaymentIntent was not waited for: %d refunds, %d cancels", refunds, cancels)
 	}
-	l.index(paymentIntent("pi_lost1", 50, "usd", "succeeded", time.Now(), map[string]string{
+	if p := chargeOf(t, tr, c); p.TxHash != "pi_lost1" {
+		t.Fatalf("the processing PaymentIntent is not the payment's reference: %q", p.TxHash)
+	}
+	l.setPI(paymentIntent("pi_lost1", 50, "usd", "succeeded", time.Now(), map[string]string{
 		"mpp_challenge_id": c.ID, DefaultBindKey: "api.example.com"}))
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+	if err := tr.Reconcile(context.Background(), tr.book, 0); err != nil {
 		t.Fatal(err)
 	}
 	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
@@ -278,12 +288,165 @@ func TestCrashAfterChargeIsRefundedByItsReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The process is gone: nothing settles or voids the authorization.
-	if err := tr.Reconcile(context.Background(), tr.book, -time.Hour); err != nil {
+	if err := tr.Reconcile(context.Background(), tr.book, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := chargeOf(t, tr, c)
 	if refunds := tr.fake.refundRequests(); len(refunds) != 1 || refunds[0].Form.Get("payment_intent") != "pi_fake1" ||
 		p.Status != ledger.StatusNotCharged || tr.fake.searchCount() != 0 {
 		t.Fatalf("refunds %+v, payment %s, %d searches", refunds, p.Status, tr.fake.searchCount())
+	}
+}
+
+// listAll lists a memory ledger's open payments whatever their age (the rail's clock, not the
+// ledger's, is the one these tests move), or a fixed snapshot of them.
+type listAll struct {
+	book     *ledger.Memory
+	snapshot []ledger.Payment
+}
+
+func (l listAll) ListRecoverable(ctx context.Context, _ time.Duration, limit int) ([]ledger.Payment, error) {
+	if l.snapshot != nil {
+		return l.snapshot, nil
+	}
+	return l.book.ListRecoverable(ctx, -time.Hour, limit)
+}
+
+// loseFirstAnswer charges c's credential with Stripe's answer lost: 503, the charge made.
+func loseFirstAnswer(t *testing.T, l *lossyStripe, tr *testRail, auth string) {
+	t.Helper()
+	l.lose.Store(true)
+	defer l.lose.Store(false)
+	_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{unavailable: true})
+}
+
+// TestReconcileWaitsAWholeCallAfterExpiry: a resend accepted just before the expiry still
+// runs its call after it; reconciliation waits staleAfter past the expiry, and skips a payment
+// that moved since it was listed. The call the resend paid is settled, never refunded.
+func TestReconcileWaitsAWholeCallAfterExpiry(t *testing.T) {
+	const staleAfter = 3 * time.Minute
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
+	loseFirstAnswer(t, l, tr, auth)
+	exp := testNow.Add(DefaultChallengeTTL)
+
+	listed := listAll{snapshot: openPayments(t, tr.book)}
+	tr.clock.Set(exp.Add(-time.Second))
+	a, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The call runs past the expiry; a reconciliation working through the list it made before
+	// the resend reaches the payment meanwhile, and must see that it moved.
+	for _, at := range []time.Duration{time.Second, staleAfter + time.Second} {
+		tr.clock.Set(exp.Add(at))
+		if err := tr.Reconcile(context.Background(), listed, staleAfter); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err := tr.Settle(context.Background(), a); err != nil || s.Reference != "pi_lost1" {
+		t.Fatalf("Settle of the resend's call = %+v, %v", s, err)
+	}
+	if refunds := l.refundRequests(); len(refunds) != 0 {
+		t.Fatalf("the call the resend paid was refunded: %+v", refunds)
+	}
+}
+
+// TestChargeClosedWhileChargingIsNotServed: if reconciliation closes and refunds a payment
+// while a resend of its credential is charging, the resend is refused: no call is served on a
+// refunded charge.
+func TestChargeClosedWhileChargingIsNotServed(t *testing.T) {
+	const staleAfter = time.Minute
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
+	loseFirstAnswer(t, l, tr, auth)
+	resend := l.onCreate
+	l.setCreate(func(w http.ResponseWriter, r *http.Request, form url.Values, n int) {
+		// A reconciler whose clock runs far ahead acts while Stripe charges.
+		tr.clock.Set(testNow.Add(DefaultChallengeTTL + staleAfter + time.Second))
+		if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, staleAfter); err != nil {
+			t.Errorf("reconcile: %v", err)
+		}
+		resend(w, r, form, n)
+	})
+	_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonInvalidChallenge})
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || len(l.refundRequests()) != 1 || l.charges() != 1 {
+		t.Fatalf("payment %s, %d refunds, %d charges", p.Status, len(l.refundRequests()), l.charges())
+	}
+}
+
+// TestResumedRefusalKeepsThePayment: Stripe refuses a resumed charge (here: the key reused
+// with other parameters, as a replica of another configuration sends it). That proves nothing
+// of the first charge, which reconciliation finds and refunds.
+func TestResumedRefusalKeepsThePayment(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	auth := credential(t, c, testSPT)
+	loseFirstAnswer(t, l, tr, auth)
+	first := l.onCreate
+	l.setCreate(func(w http.ResponseWriter, _ *http.Request, _ url.Values, _ int) {
+		writeStripeJSON(w, http.StatusBadRequest, stripeErr("idempotency_error", "", "", "Keys for idempotent requests can only be used with the same parameters"))
+	})
+	_, err := tr.Verify(context.Background(), requestWith(auth), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonVerificationFailed})
+	l.setCreate(first)
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified {
+		t.Fatalf("a refused resend closed the payment of a charge that was made: %s", p.Status)
+	}
+	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Second))
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
+		t.Fatalf("payment %s %q, %d refunds", p.Status, p.TxHash, len(l.refundRequests()))
+	}
+}
+
+// TestReconcileFindsAChargeMadeUnderAnotherBinding: the gateway's binding metadata changed
+// (a new realm) between the charge and its reconciliation; the charge is still its own.
+func TestReconcileFindsAChargeMadeUnderAnotherBinding(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	loseFirstAnswer(t, l, tr, credential(t, c, testSPT))
+	tr.cfg.BindValue = "new.example.com"
+	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Second))
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 1 {
+		t.Fatalf("payment %s %q, %d refunds", p.Status, p.TxHash, len(l.refundRequests()))
+	}
+}
+
+// TestLostChargeThatPaidInTheSeedFormIsNotRefunded: the payer presented the PaymentIntent of a
+// lost answer as `MPP pi_…` and had a call for it; reconciliation does not refund it.
+func TestLostChargeThatPaidInTheSeedFormIsNotRefunded(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	loseFirstAnswer(t, l, tr, credential(t, c, testSPT))
+	l.setPI(paymentIntent("pi_lost1", 50, "usd", "succeeded", testNow, map[string]string{"mpp_challenge_id": c.ID, DefaultBindKey: "api.example.com"}))
+	a, err := tr.Verify(context.Background(), requestWith("MPP pi_lost1"), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Settle(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	tr.clock.Set(testNow.Add(DefaultChallengeTTL + time.Second))
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := chargeOf(t, tr, c)
+	if p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 0 {
+		t.Fatalf("payment %s %q (%s), %d refunds", p.Status, p.TxHash, p.ErrorReason, len(l.refundRequests()))
 	}
 }

@@ -145,6 +145,7 @@ func (f *fakeStripe) serve(w http.ResponseWriter, r *http.Request) {
 		pi := paymentIntent(id, amount, form.Get("currency"), "succeeded", time.Now(), metadataOf(form))
 		f.mu.Lock()
 		f.createdPIs[id] = true
+		f.pis[id] = pi
 		f.indexed = append(f.indexed, pi)
 		f.mu.Unlock()
 		writeStripeJSON(w, http.StatusOK, pi)

@@ -33,6 +33,7 @@ type nonceClaims interface {
 type paymentBook interface {
 	Create(ctx context.Context, p ledger.Payment) error
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
 	// GetByNonceKey finds the charge a challenge made, for a resend of its credential.
 	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
 	// RecordAttempt touches a payment that stays verified: a charge whose answer was lost.

@@ -17,23 +17,22 @@ type recoverable interface {
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
 }
 
-// SearchLag is how long after a challenge's expiry Reconcile keeps looking for the charge of
-// a payment whose charge had no answer, before it concludes that Stripe charged nothing.
-// Stripe's search finds a PaymentIntent within a minute of its creation, and within an hour
-// during its incidents, which are when answers are lost.
+// SearchLag is how long Reconcile keeps looking for the charge of a payment whose charge had
+// no answer, before it concludes that Stripe charged nothing. Stripe's search finds a
+// PaymentIntent within a minute of its creation, and within an hour during its incidents,
+// which are when answers are lost.
 const SearchLag = 2 * time.Hour
 
 // Reconcile finishes what a crash or a lost answer left of MPP payments untouched for
-// staleAfter:
+// staleAfter, which must exceed the longest call:
 //
-//   - verified, with its PaymentIntent (`MPP pi_…`, or a token's charge that recorded it):
-//     charged, but the call never completed (or its completion was never recorded), so it is
-//     refunded and marked not charged — when in doubt the payer gets the money back;
-//   - verified, paid with a token whose charge named no PaymentIntent (charge.go: no answer, a
-//     crash, a PaymentIntent still processing): once its challenge has expired, so that no
-//     resend can complete it, the PaymentIntents Stripe made for the challenge are looked up: a
-//     succeeded one is refunded, one still processing is waited for, any other is canceled, and
-//     the payment is marked not charged, with the PaymentIntent as its reference;
+//   - verified: charged, or perhaps charged, but the call never completed (or its completion
+//     was never recorded), so the charge is refunded and the payment marked not charged —
+//     when in doubt the payer gets the money back. Its PaymentIntent is the one it records; a
+//     token charge that never learned its PaymentIntent (no answer, a crash) is looked up by
+//     its challenge, once no resend can complete it any more: staleAfter after the challenge's
+//     expiry. A PaymentIntent still processing is waited for; one that did not succeed is
+//     canceled;
 //   - submitted or pending: charged and delivered, so it is marked settled.
 //
 // A payment it must wait for is touched (RecordAttempt), so that it goes to the back of the
@@ -50,21 +49,7 @@ func (r *Rail) Reconcile(ctx context.Context, src recoverable, staleAfter time.D
 		}
 		switch p.Status {
 		case ledger.StatusVerified:
-			var st storedPayment
-			if err := json.Unmarshal(p.Payload, &st); err != nil {
-				errs = append(errs, fmt.Errorf("mpp: payment %s has an unreadable record: %w", p.ID, err))
-				continue
-			}
-			switch {
-			case st.PaymentIntent != "":
-				errs = append(errs, r.refundAbandoned(ctx, p, st.PaymentIntent))
-			case p.TxHash != "":
-				errs = append(errs, r.refundAbandoned(ctx, p, p.TxHash))
-			case st.Form == formPayment && st.ChallengeID != "":
-				errs = append(errs, r.reconcileCharge(ctx, p, st))
-			default:
-				errs = append(errs, fmt.Errorf("mpp: payment %s has no PaymentIntent or challenge in its record", p.ID))
-			}
+			errs = append(errs, r.reconcileVerified(ctx, p, staleAfter))
 		case ledger.StatusSubmitted, ledger.StatusPending:
 			_, err := r.book.Transition(ctx, p.ID, []ledger.Status{p.Status}, ledger.StatusSettled, ledger.Patch{})
 			if err != nil && !errors.Is(err, ledger.ErrConflict) {
@@ -75,40 +60,91 @@ func (r *Rail) Reconcile(ctx context.Context, src recoverable, staleAfter time.D
 	return errors.Join(errs...)
 }
 
-// refundAbandoned refunds a charged payment whose call never completed.
-func (r *Rail) refundAbandoned(ctx context.Context, p ledger.Payment, pi string) error {
-	if _, err := r.stripe.Refund(ctx, pi, "abandoned"); err != nil {
+// reconcileVerified refunds, cancels or waits for the charge of a verified payment (see
+// Reconcile).
+func (r *Rail) reconcileVerified(ctx context.Context, listed ledger.Payment, staleAfter time.Duration) error {
+	// The list is a snapshot, and Stripe calls take time: a resend or a Settle may have moved
+	// the payment since it was listed.
+	p, err := r.book.Get(ctx, listed.ID)
+	if err != nil {
 		return err
 	}
-	return r.closeReconciled(ctx, p, pi, "refunded: abandoned: the call did not complete")
-}
-
-// reconcileCharge settles a token charge left verified (see Reconcile).
-func (r *Rail) reconcileCharge(ctx context.Context, p ledger.Payment, st storedPayment) error {
+	if p.Status != ledger.StatusVerified || !p.UpdatedAt.Equal(listed.UpdatedAt) {
+		return nil
+	}
+	var st storedPayment
+	if err := json.Unmarshal(p.Payload, &st); err != nil {
+		return fmt.Errorf("mpp: payment %s has an unreadable record: %w", p.ID, err)
+	}
+	ref := p.TxHash
+	if ref == "" {
+		ref = st.PaymentIntent
+	}
+	if ref != "" {
+		pi, err := r.stripe.GetPaymentIntent(ctx, ref)
+		if err != nil {
+			return err
+		}
+		return r.closeCharges(ctx, p, []*stripe.PaymentIntent{pi}, true)
+	}
+	if st.Form != formPayment || st.ChallengeID == "" {
+		return fmt.Errorf("mpp: payment %s has no PaymentIntent or challenge in its record", p.ID)
+	}
 	exp, err := time.Parse(time.RFC3339, st.Expires)
 	if err != nil {
 		return fmt.Errorf("mpp: payment %s has no challenge expiry in its record", p.ID)
 	}
 	now := r.cfg.Now()
-	if now.Before(exp) {
-		return r.touch(ctx, p) // the payer may still resend the credential
+	if now.Before(exp.Add(staleAfter)) {
+		return r.touch(ctx, p) // a resend accepted before the expiry may still be charging or running
 	}
-	pis, err := r.stripe.PaymentIntentsOfChallenge(ctx, st.ChallengeID)
+	found, err := r.stripe.PaymentIntentsOfChallenge(ctx, st.ChallengeID)
 	if err != nil {
 		return err
 	}
-	var ref string
-	reason := "not charged: stripe made no PaymentIntent for the challenge"
-	for _, pi := range pis {
-		if pi.Metadata["mpp_challenge_id"] != st.ChallengeID || pi.Metadata[r.cfg.BindKey] != r.cfg.BindValue || pi.Livemode != r.cfg.Livemode {
-			continue
+	// The challenge id is an HMAC of ours over a random nonce: whatever carries it was made
+	// for this payment, under whichever binding metadata the gateway had then.
+	var pis []*stripe.PaymentIntent
+	for _, pi := range found {
+		if pi.Metadata["mpp_challenge_id"] == st.ChallengeID && pi.Livemode == r.cfg.Livemode {
+			pis = append(pis, pi)
 		}
+	}
+	if len(pis) == 0 {
+		if now.Before(exp.Add(staleAfter + SearchLag)) {
+			return r.touch(ctx, p) // Stripe's search may not show it yet
+		}
+		return r.closeReconciled(ctx, p, "", "not charged: stripe has no PaymentIntent for the challenge")
+	}
+	return r.closeCharges(ctx, p, pis, false)
+}
+
+// closeCharges refunds the succeeded PaymentIntents of payment p, cancels those that can still
+// move money, waits for processing ones, and marks p not charged. recorded says p recorded
+// them itself; found by search, one may have paid another call in the seed form, and is then
+// not refunded.
+func (r *Rail) closeCharges(ctx context.Context, p ledger.Payment, pis []*stripe.PaymentIntent, recorded bool) error {
+	var ref, reason string
+	for _, pi := range pis {
 		switch pi.Status {
 		case stripe.PaymentIntentStatusSucceeded:
+			if !recorded {
+				other, err := r.paidAnotherCall(ctx, p, pi.ID)
+				if err != nil {
+					return err
+				}
+				if other != "" {
+					ref, reason = pi.ID, "not charged: its PaymentIntent paid payment "+other
+					continue
+				}
+			}
 			if _, err := r.stripe.Refund(ctx, pi.ID, "abandoned"); err != nil {
 				return err
 			}
-			ref, reason = pi.ID, "refunded: abandoned: the charge's answer was lost and no resend completed the call"
+			ref, reason = pi.ID, "refunded: abandoned: the call did not complete"
+			if !recorded {
+				reason = "refunded: abandoned: the charge's answer was lost and no resend completed the call"
+			}
 			continue
 		case stripe.PaymentIntentStatusProcessing:
 			return r.touch(ctx, p) // it may still succeed
@@ -122,10 +158,27 @@ func (r *Rail) reconcileCharge(ctx context.Context, p ledger.Payment, st storedP
 			ref, reason = pi.ID, fmt.Sprintf("not charged: the PaymentIntent is %s", pi.Status)
 		}
 	}
-	if ref == "" && now.Before(exp.Add(SearchLag)) {
-		return r.touch(ctx, p) // Stripe's search may not show it yet
-	}
 	return r.closeReconciled(ctx, p, ref, reason)
+}
+
+// paidAnotherCall claims a PaymentIntent found for payment p. When it was claimed already by a
+// payment of its own (presented as `MPP pi_…`), it paid that call, whose id is returned;
+// claimed by p's own charge before a crash, it is p's.
+func (r *Rail) paidAnotherCall(ctx context.Context, p ledger.Payment, pi string) (string, error) {
+	err := r.claims.Claim(ctx, paymentIntentKey(pi), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge))
+	if err == nil || !errors.Is(err, ledger.ErrNonceUsed) {
+		return "", err
+	}
+	other, err := r.book.GetByNonceKey(ctx, paymentIntentKey(pi))
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	case other.ID == p.ID:
+		return "", nil
+	}
+	return other.ID.String(), nil
 }
 
 // closeReconciled marks a reconciled payment not charged; a payment that moved meanwhile is
