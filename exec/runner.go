@@ -17,7 +17,11 @@ type Limits struct {
 	MaxTimeout     time.Duration // tool.timeout_s is clamped to this
 	MaxOutputBytes int           // encoded output larger than this is replaced by an error
 	MaxConcurrent  int           // tools running at once
-	QueueWait      time.Duration // how long a call waits for a free slot before ErrSandboxBusy
+	// MaxFreeConcurrent is how many of them may be free calls (Call.Free) [half of
+	// MaxConcurrent]: the rest of the sandbox is kept for paid calls, which free ones, each
+	// holding a slot for up to MaxTimeout, could otherwise push into ErrSandboxBusy.
+	MaxFreeConcurrent int
+	QueueWait         time.Duration // how long a call waits for a free slot before ErrSandboxBusy
 }
 
 // DefaultLimits are the limits used when configuration names none.
@@ -57,6 +61,7 @@ type Call struct {
 	Args    json.RawMessage // as returned by Registry.Validate
 	DryRun  bool
 	Timeout time.Duration // 0 means Limits.DefaultTimeout
+	Free    bool          // nobody paid for it: it runs within Limits.MaxFreeConcurrent
 }
 
 // Runner executes tools from a Registry under Limits.
@@ -64,7 +69,8 @@ type Runner struct {
 	reg     *Registry
 	lim     Limits
 	slots   chan struct{}
-	handoff chan func() // to a tool goroutine waiting for its next call; see startTool
+	free    chan struct{} // the share of slots free calls may hold, taken before a slot
+	handoff chan func()   // to a tool goroutine waiting for its next call; see startTool
 	log     *slog.Logger
 }
 
@@ -85,13 +91,17 @@ func NewRunner(reg *Registry, lim Limits, log *slog.Logger) *Runner {
 	if lim.MaxConcurrent <= 0 {
 		lim.MaxConcurrent = DefaultLimits.MaxConcurrent
 	}
+	if lim.MaxFreeConcurrent <= 0 || lim.MaxFreeConcurrent > lim.MaxConcurrent {
+		lim.MaxFreeConcurrent = max(lim.MaxConcurrent/2, 1)
+	}
 	if lim.QueueWait <= 0 {
 		lim.QueueWait = DefaultLimits.QueueWait
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{reg: reg, lim: lim, slots: make(chan struct{}, lim.MaxConcurrent), handoff: make(chan func()), log: log}
+	return &Runner{reg: reg, lim: lim, slots: make(chan struct{}, lim.MaxConcurrent), free: make(chan struct{}, lim.MaxFreeConcurrent),
+		handoff: make(chan func()), log: log}
 }
 
 // Registry returns the registry the runner executes from.
@@ -128,7 +138,7 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	if !c.DryRun && isDryRunOnly(tool) {
 		return Result{}, "", fmt.Errorf("%w: %s can only be simulated", ErrDryRunOnly, c.Tool)
 	}
-	if err := r.acquire(ctx); err != nil {
+	if err := r.acquire(ctx, c.Free); err != nil {
 		return Result{}, "", err
 	}
 
@@ -148,7 +158,7 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 		// The slot is held until the tool returns, not until Run does: a tool that is slow to
 		// notice its deadline still occupies the sandbox, so MaxConcurrent bounds the tools
 		// actually running.
-		defer func() { <-r.slots }()
+		defer r.release(c.Free)
 		defer func() {
 			if p := recover(); p != nil {
 				r.log.Error("tool panicked", "tool", c.Tool, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -230,19 +240,52 @@ func runInterrupted(ctx, runCtx context.Context, res Result, timeout time.Durati
 	return timedOut(res, timeout), StatusTimeout, nil
 }
 
-func (r *Runner) acquire(ctx context.Context) error {
+// acquire takes a slot, and for a free call first a place in the free share, waiting up to
+// QueueWait for both together. release gives back what it took.
+func (r *Runner) acquire(ctx context.Context, free bool) error {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	if free {
+		if err := r.take(ctx, r.free, &t, "free calls"); err != nil {
+			return err
+		}
+	}
+	if err := r.take(ctx, r.slots, &t, "tools"); err != nil {
+		if free {
+			<-r.free
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *Runner) release(free bool) {
+	<-r.slots
+	if free {
+		<-r.free
+	}
+}
+
+// take puts a token in sem, at once or within the QueueWait that *t (started on first need)
+// measures.
+func (r *Runner) take(ctx context.Context, sem chan struct{}, t **time.Timer, what string) error {
 	select {
-	case r.slots <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	default:
 	}
-	t := time.NewTimer(r.lim.QueueWait)
-	defer t.Stop()
+	if *t == nil {
+		*t = time.NewTimer(r.lim.QueueWait)
+	}
 	select {
-	case r.slots <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
-	case <-t.C:
-		return fmt.Errorf("%w: %d tools already running", ErrSandboxBusy, r.lim.MaxConcurrent)
+	case <-(*t).C:
+		return fmt.Errorf("%w: %d %s already running", ErrSandboxBusy, cap(sem), what)
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %v", ErrSandboxBusy, ctx.Err())
 	}

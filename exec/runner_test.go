@@ -247,6 +247,52 @@ func TestRunnerConcurrencyBound(t *testing.T) {
 	}
 }
 
+// TestRunnerFreeShare: free calls hold at most their share of the sandbox; a paid call finds
+// room while they are all busy.
+func TestRunnerFreeShare(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	hold := &runnerTestTool{name: "hold", fn: func(ctx context.Context) (any, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+			return "done", nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}}
+	quick := &runnerTestTool{name: "quick", fn: func(context.Context) (any, error) { return "ok", nil }}
+	r := toolsARunner(t, Limits{MaxConcurrent: 2, MaxFreeConcurrent: 1, QueueWait: 50 * time.Millisecond, DefaultTimeout: 10 * time.Second}, hold, quick)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, status, err := r.Run(context.Background(), Call{Tool: "hold", Free: true}); err != nil || status != StatusCompleted {
+			t.Errorf("the free call holding the share: %q, %v", status, err)
+		}
+	}()
+	<-started
+	if _, _, err := r.Run(context.Background(), Call{Tool: "quick", Free: true}); !errors.Is(err, ErrSandboxBusy) {
+		t.Fatalf("a second free call while the free share is held: err %v, want ErrSandboxBusy", err)
+	}
+	if _, status, err := r.Run(context.Background(), Call{Tool: "quick"}); err != nil || status != StatusCompleted {
+		t.Fatalf("a paid call while the free share is held: %q, %v", status, err)
+	}
+	close(release)
+	wg.Wait()
+	if _, status, err := r.Run(context.Background(), Call{Tool: "quick", Free: true}); err != nil || status != StatusCompleted {
+		t.Fatalf("a free call once the share is back: %q, %v", status, err)
+	}
+	for _, tc := range []struct{ max, free, want int }{{256, 0, 128}, {1, 0, 1}, {10, 3, 3}, {10, 11, 5}} {
+		got := NewRunner(nil, Limits{MaxConcurrent: tc.max, MaxFreeConcurrent: tc.free}, nil).Limits().MaxFreeConcurrent
+		if got != tc.want {
+			t.Errorf("MaxConcurrent %d, MaxFreeConcurrent %d: effective %d, want %d", tc.max, tc.free, got, tc.want)
+		}
+	}
+}
+
 // TestRunnerSlotHeldUntilToolReturns checks that a tool still running after its deadline
 // keeps its slot: the concurrency bound counts tools, not pending Run calls.
 func TestRunnerSlotHeldUntilToolReturns(t *testing.T) {

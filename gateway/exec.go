@@ -135,7 +135,8 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		return
 	}
 
-	res, status, err := s.runner.Run(r.Context(), exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout})
+	res, status, err := s.runner.Run(r.Context(), exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout,
+		Free: pay.auth == nil && pay.protocol != protocolInternal})
 	if err != nil {
 		s.void(r.Context(), pay, "not_run")
 		s.writeError(w, r, err)

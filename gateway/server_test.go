@@ -69,6 +69,23 @@ func (hangTool) Simulate(ctx context.Context, _ json.RawMessage) (any, error) {
 }
 func (h hangTool) Run(ctx context.Context, a json.RawMessage) (any, error) { return h.Simulate(ctx, a) }
 
+// gateTool signals each call's start on started and returns when open is closed.
+type gateTool struct{ started, open chan struct{} }
+
+func (gateTool) Name() string            { return "gate" }
+func (gateTool) Description() string     { return "waits for its gate to open" }
+func (gateTool) Schema() json.RawMessage { return json.RawMessage(`{"type":"object"}`) }
+func (g gateTool) Simulate(ctx context.Context, _ json.RawMessage) (any, error) {
+	g.started <- struct{}{}
+	select {
+	case <-g.open:
+		return "opened", nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+func (g gateTool) Run(ctx context.Context, a json.RawMessage) (any, error) { return g.Simulate(ctx, a) }
+
 // --- fakes ------------------------------------------------------------------------------
 
 type fakeIAM struct {
@@ -165,7 +182,15 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	reg, err := exec.NewRegistry(echoTool{}, panicTool{}, hangTool{})
+	lim := exec.DefaultLimits
+	lim.MaxTimeout = 200 * time.Millisecond
+	return newHarnessWith(t, lim)
+}
+
+// newHarnessWith is newHarness with other sandbox limits and more tools.
+func newHarnessWith(t *testing.T, lim exec.Limits, more ...exec.Tool) *harness {
+	t.Helper()
+	reg, err := exec.NewRegistry(append([]exec.Tool{echoTool{}, panicTool{}, hangTool{}}, more...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +200,6 @@ func newHarness(t *testing.T) *harness {
 	cfg.MaxJSONDepth = 8
 	cfg.Payment.InternalAPIKey = "internal-key-0123456789"
 	cfg.Payment.PayTo = "0x000000000000000000000000000000000000dEaD"
-	lim := exec.DefaultLimits
-	lim.MaxTimeout = 200 * time.Millisecond
 	h.srv, err = New(cfg, Deps{
 		Runner: exec.NewRunner(reg, lim, slog.New(slog.NewTextHandler(io.Discard, nil))),
 		IAM:    h.iam, Audit: h.audit, Rails: []payments.Rail{h.rail},
@@ -209,6 +232,32 @@ func decode[T any](t *testing.T, w *httptest.ResponseRecorder) T {
 }
 
 // --- tests ------------------------------------------------------------------------------
+
+// TestFreeCallsLeaveRoomForPaidOnes: free calls filling their share of the sandbox get 503;
+// a paid call and an internal one still run.
+func TestFreeCallsLeaveRoomForPaidOnes(t *testing.T) {
+	gate := gateTool{started: make(chan struct{}, 1), open: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate.open) }) }
+	t.Cleanup(release)
+	h := newHarnessWith(t, exec.Limits{MaxConcurrent: 2, MaxFreeConcurrent: 1, QueueWait: 20 * time.Millisecond, MaxTimeout: 5 * time.Second}, gate)
+	held := make(chan *httptest.ResponseRecorder, 1)
+	go func() { held <- h.do("POST", "/exec/simulate", `{"tool":{"name":"gate","args":{}}}`) }()
+	<-gate.started
+	if w := h.do("POST", "/exec/simulate", `{"tool":{"name":"echo","args":{"text":"x"}}}`); w.Code != 503 || decode[problem](t, w).Code != "sandbox_busy" {
+		t.Fatalf("a free call beyond the free share: %d %s", w.Code, w.Body)
+	}
+	if w := h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, "Authorization", "Fake good"); w.Code != 200 {
+		t.Fatalf("a paid call while the free share is full: %d %s", w.Code, w.Body)
+	}
+	if w := h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, "X-Internal-Key", "internal-key-0123456789"); w.Code != 200 {
+		t.Fatalf("an internal call while the free share is full: %d %s", w.Code, w.Body)
+	}
+	release()
+	if w := <-held; w.Code != 200 {
+		t.Fatalf("the free call holding the share: %d %s", w.Code, w.Body)
+	}
+}
 
 func TestSimulateSealsAVerifiableRecord(t *testing.T) {
 	h := newHarness(t)

@@ -140,7 +140,8 @@ func serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 	runner := exec.NewRunner(reg, exec.Limits{
-		MaxTimeout: cfg.ToolMaxTimeout, MaxConcurrent: cfg.ToolMaxConcurrent, MaxOutputBytes: cfg.ToolMaxOutput,
+		MaxTimeout: cfg.ToolMaxTimeout, MaxConcurrent: cfg.ToolMaxConcurrent, MaxFreeConcurrent: cfg.ToolMaxFree,
+		MaxOutputBytes: cfg.ToolMaxOutput,
 	}, log)
 
 	failMode := identity.FailOpen
