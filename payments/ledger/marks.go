@@ -127,8 +127,9 @@ func (l *Ledger) GetByNonceKey(ctx context.Context, key string) (Payment, error)
 // GetByReference returns the payment of rail rail whose recorded reference (TxHash) is ref:
 // for MPP, the PaymentIntent a payment keyed by its challenge was charged with. When several
 // payments share a reference (the members of an x402 batch), the oldest is returned. From
-// this replica's spool when it has not reached Postgres yet, else from Postgres (indexed by
-// migrations/007). No such payment: ErrNotFound; Postgres unreachable: ErrUnavailable.
+// this replica's spool when it has not reached Postgres yet, else from Postgres, where only
+// MPP references are indexed (migrations/007): other rails' lookups scan. No such payment:
+// ErrNotFound; Postgres unreachable: ErrUnavailable.
 func (l *Ledger) GetByReference(ctx context.Context, rail, ref string) (Payment, error) {
 	if rail == "" || ref == "" {
 		return Payment{}, invalid("a reference lookup needs a rail and a reference")
