@@ -607,15 +607,18 @@ func (w *Writer) replaySegment(seg *segspool.Segment) error {
 		if err != nil {
 			return err
 		}
+		e, reason := decodeReplayLine(line, torn)
 		chunkLines++
-		if torn {
-			w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.Path)
-			w.deadLetterLine(line, "torn_spool_line")
-			continue
-		}
-		e, err := decodeSpoolLine(line)
-		if err != nil {
-			w.deadLetterLine(line, "corrupt_spool_line")
+		if reason != "" {
+			// The lines before it are written first, so the offset passes this one as it is set
+			// aside: a replay that fails later resumes after it, not setting it aside again.
+			if err := writeChunk(); err != nil {
+				return err
+			}
+			if torn {
+				w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.Path)
+			}
+			w.deadLetterLine(line, reason)
 			continue
 		}
 		chunk = append(chunk, e)
@@ -626,6 +629,19 @@ func (w *Writer) replaySegment(seg *segspool.Segment) error {
 		}
 	}
 	return writeChunk()
+}
+
+// decodeReplayLine decodes a spool line, or says why it must be set aside. A torn line is
+// never replayed, even when it parses: its append never returned, and its end may be missing.
+func decodeReplayLine(line []byte, torn bool) (Entry, string) {
+	if torn {
+		return Entry{}, "torn_spool_line"
+	}
+	e, err := decodeSpoolLine(line)
+	if err != nil {
+		return Entry{}, "corrupt_spool_line"
+	}
+	return e, ""
 }
 
 // deadLetter records an entry that can never be stored.

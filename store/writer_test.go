@@ -292,6 +292,47 @@ func TestWriterTornSpool(t *testing.T) {
 	// TestSegments.
 }
 
+// TestWriterDeadLettersOnceAcrossFailedReplays: a replay that fails after setting a bad line
+// aside resumes past that line, so the line is in the dead-letter file once however often the
+// backend fails; the good lines around it are still all written.
+func TestWriterDeadLettersOnceAcrossFailedReplays(t *testing.T) {
+	leakCheck(t)
+	pool, _ := migratedPool(t)
+	spool := t.TempDir()
+	var buf strings.Builder
+	for i, line := range []string{"", "not json at all", ""} {
+		if line == "" {
+			b, _ := json.Marshal(testEntry(i))
+			line = string(b)
+		}
+		buf.WriteString(line + "\n")
+	}
+	torn, _ := json.Marshal(testEntry(99))
+	buf.Write(torn) // a complete record whose newline a crash lost
+	if err := os.WriteFile(filepath.Join(spool, segmentPrefix+"00000000000000000007"+segmentSuffix), []byte(buf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	backend := &flakyBackend{Backend: NewPostgres(pool)}
+	backend.failing.Store(true)
+	w := newTestWriter(t, backend, fastRetry(t, spool))
+	waitFor(t, 20*time.Second, "several failed replays", func() bool { return backend.calls.Load() >= 5 }, statsString(w))
+	backend.failing.Store(false)
+	waitFor(t, 20*time.Second, "replay", func() bool { return w.Stats().SpoolDepth == 0 }, statsString(w))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := rowCounts(t, pool); rows != 2 {
+		t.Fatalf("rows = %d, want 2", rows)
+	}
+	if reasons := deadLetterReasons(t, spool); strings.Join(reasons, ",") != "corrupt_spool_line,torn_spool_line" {
+		t.Fatalf("dead letters = %v, want each bad line once", reasons)
+	}
+	if s := w.Stats(); s.Rejected != 2 {
+		t.Fatalf("stats = %+v, want 2 rejected", s)
+	}
+}
+
 func deadLetterReasons(t *testing.T, spool string) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join(spool, deadLetterFile))

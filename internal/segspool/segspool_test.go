@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -112,6 +113,64 @@ func TestSegments(t *testing.T) {
 		t.Fatalf("%q %v", line, err)
 	}
 	r.Close()
+}
+
+// TestAppendAfterTornLeftover: a crash between a record and its newline leaves a last line
+// that parses; the next process reports it torn and appends to a new segment, so its first
+// record is neither glued onto the torn line nor lost with it.
+func TestAppendAfterTornLeftover(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "segment-00000000000000000003.jsonl"), []byte("{\"n\":1}\n{\"n\":2}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Append([]byte("{\"n\":3}\n"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if s.Lines() != 3 {
+		t.Fatalf("lines = %d, want 3", s.Lines())
+	}
+	type read struct {
+		line string
+		torn bool
+	}
+	var got []read
+	for {
+		seg, err := s.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seg == nil {
+			break
+		}
+		r, err := s.OpenSegment(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			line, torn, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, read{string(line), torn})
+		}
+		r.Close()
+		s.Consumed(seg.Lines)
+		if err := s.Remove(seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []read{{`{"n":1}`, false}, {`{"n":2}`, true}, {`{"n":3}`, false}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
+	}
 }
 
 func mustNext(t *testing.T, s *Spool) *Segment {

@@ -119,7 +119,10 @@ func (l *Ledger) replaySegment(seg *segspool.Segment) error {
 		}
 		seg.Offset = sr.Offset()
 		l.spool.Consumed(1)
-		if decodeErr == nil {
+		// A torn line was never counted as pending (rebuildHeld skips it, and this process's
+		// appends are never torn), even when it parses: releasing it would free its payment
+		// while a retried operation on it is still spooled.
+		if !torn && decodeErr == nil {
 			l.release(op.paymentID())
 		}
 	}

@@ -432,6 +432,99 @@ func TestSpoolUnreadableLines(t *testing.T) {
 	}
 }
 
+// A torn last line is never replayed, so it is never counted against its payment either: a
+// crash mid-append of a payment's create, then the client's retry spooled by the next process,
+// must leave the payment held until the retried create is in Postgres, even when the torn
+// line parses (only its newline was lost).
+func TestSpoolTornLineDoesNotReleaseItsPayment(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	px := newProxy(t, pgTarget(t))
+	direct := openPool(t, schema, "")
+	dir := t.TempDir()
+	ctx := context.Background()
+	p, err := prepareNew(newPayment(big.NewInt(7)), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, err := json.Marshal(spoolOp{V: spoolVersion, OpID: uuid.New(), Kind: opNonce, At: time.Now().UTC(),
+		Nonce: &nonceRow{Key: p.NonceKey, ClaimID: uuid.New(), ClaimedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	create, err := json.Marshal(spoolOp{V: spoolVersion, OpID: uuid.New(), Kind: opCreate, At: time.Now().UTC(), Payment: newPaymentLine(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The earlier process spooled the nonce, then died writing the create: all but its newline.
+	content := string(nonce) + "\n" + string(create)
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s%020d%s", segPrefix, 7, segSuffix)), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	px.cut()
+	l := openLedger(t, openPool(t, schema, px.addr), dir, func(o *Options) { o.DBTimeout = 3 * time.Second })
+	if err := l.Create(ctx, p); err != nil { // the client's retry, spooled
+		t.Fatalf("Create while Postgres is away = %v, want spooled", err)
+	}
+	if s := l.Stats(); s.Held != 1 {
+		t.Fatalf("stats after the retried create = %+v, want the payment held", s)
+	}
+
+	// Postgres is back for the nonce, but the payments table stays locked: the replay gets past
+	// the torn line and then waits on the retried create.
+	lock, err := direct.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx) //nolint:errcheck // released below; this is for a failed test
+	if _, err := lock.Exec(ctx, `LOCK TABLE payments IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	px.restore(t)
+	waitFor(t, 10*time.Second, "the replay to wait on the retried create", func() bool {
+		return l.Stats().Unreadable == 1 && countRows(t, direct, `SELECT count(*) FROM pg_locks WHERE relation = 'payments'::regclass AND NOT granted`) > 0
+	})
+	if s := l.Stats(); s.Held != 1 || s.SpoolDepth != 1 {
+		t.Fatalf("stats with the create still spooled = %+v; the payment must stay held", s)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool { s := l.Stats(); return s.SpoolDepth == 0 && s.Held == 0 })
+	if got := getDirect(t, direct, p.ID); got.Status != StatusVerified {
+		t.Fatalf("replayed payment is %s", got.Status)
+	}
+}
+
+// A line set aside stays set aside once, however often the replay of its segment then fails:
+// the replay resumes after it.
+func TestSpoolSetsAsideOnceAcrossFailedReplays(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	px := newProxy(t, pgTarget(t))
+	dir := t.TempDir()
+	nonce, err := json.Marshal(spoolOp{V: spoolVersion, OpID: uuid.New(), Kind: opNonce, At: time.Now().UTC(),
+		Nonce: &nonceRow{Key: "x402:once:" + randomHex(8), ClaimID: uuid.New(), ClaimedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour).UTC()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := "this is not json\n" + string(nonce) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s%020d%s", segPrefix, 7, segSuffix)), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	px.cut()
+	l := openLedger(t, openPool(t, schema, px.addr), dir)
+	waitFor(t, 10*time.Second, "the bad line set aside", func() bool { return l.Stats().Unreadable == 1 })
+	time.Sleep(300 * time.Millisecond) // several failed replays, at RetryMax 50 ms
+	px.restore(t)
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool { return l.Stats().SpoolDepth == 0 })
+	dead, err := os.ReadFile(filepath.Join(dir, deadLetterName))
+	if s := l.Stats(); err != nil || s.Unreadable != 1 || s.Replayed != 1 || strings.Count(string(dead), "\n") != 1 {
+		t.Fatalf("stats %+v, dead-letter file (%v):\n%s\nwant the bad line once", s, err, dead)
+	}
+}
+
 // A spool that reached MaxSpoolBytes refuses more: the caller fails closed rather than the
 // disk filling up.
 func TestSpoolFullFailsClosed(t *testing.T) {
