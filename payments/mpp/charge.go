@@ -90,8 +90,7 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 	case stripe.PaymentIntentStatusSucceeded:
 		return r.charged(ctx, log, c, pi, price, amount)
 	case stripe.PaymentIntentStatusRequiresAction:
-		r.cancel(ctx, log, pi.ID)
-		r.close(ctx, log, c.id, pi.ID, "payment intent requires_action: canceled")
+		r.cancelAndClose(ctx, log, c.id, pi)
 		return nil, refuse(ReasonPaymentActionRequired, "the payment needs an action by the payer; the PaymentIntent was canceled")
 	case stripe.PaymentIntentStatusProcessing:
 		// It may still succeed, and then the money must go back: the payment stays verified
@@ -107,8 +106,7 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 	case stripe.PaymentIntentStatusCanceled:
 		r.close(ctx, log, c.id, pi.ID, "payment intent canceled")
 	default:
-		r.cancel(ctx, log, pi.ID)
-		r.close(ctx, log, c.id, pi.ID, fmt.Sprintf("payment intent %s: canceled", pi.Status))
+		r.cancelAndClose(ctx, log, c.id, pi)
 	}
 	return nil, refuse(ReasonVerificationFailed, fmt.Sprintf("the PaymentIntent is %s, not succeeded", pi.Status))
 }
@@ -223,6 +221,7 @@ func (r *Rail) charged(ctx context.Context, log *slog.Logger, c charge, pi *stri
 	if pi.Customer != nil {
 		st.Customer = pi.Customer.ID
 	}
+	pending := &pendingPayment{ID: c.id, Stored: st}
 	raw, _ := json.Marshal(st) // strings and numbers: it always encodes
 	if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, raw); errors.Is(err, ledger.ErrConflict) {
 		// The payment moved while Stripe charged: Reconcile closed it, and refunded this
@@ -230,14 +229,15 @@ func (r *Rail) charged(ctx context.Context, log *slog.Logger, c charge, pi *stri
 		log.Error("mpp: a charge's payment was closed while it was charged", "err", err)
 		return nil, challengeUsed()
 	} else if err != nil {
-		// Settle or Void records the PaymentIntent too; until then Reconcile finds it through
-		// the challenge, and the webhook does not find the payment.
+		// Settle tries again; until then Reconcile finds the charge through the challenge,
+		// and the webhook does not find the payment.
 		log.Warn("mpp: recording the PaymentIntent of a charge", "err", err)
+		pending.unstored = true
 	}
 	// The authorization names only a payer Stripe vouches for (its customer): the source DID
 	// is self-asserted, and the identity and policy stages must not resolve an agent from it.
 	auth := &payments.Authorization{Rail: RailName, Payer: st.Customer, Amount: price.Amount, Reference: c.id.String(),
-		State: &pendingPayment{ID: c.id, Stored: st}}
+		State: pending}
 	if pi.Amount != int64(amount) || string(pi.Currency) != r.cfg.Currency {
 		log.Error("mpp: stripe charged another amount than asked; refunding", "amount", pi.Amount, "currency", pi.Currency, "want", amount)
 		if verr := r.Void(ctx, auth, "amount_mismatch"); verr != nil {
@@ -293,9 +293,17 @@ func chargeRefusal(err error) error {
 	return err
 }
 
-// cancel best-effort cancels a PaymentIntent the rail refused, so it can never move money.
-func (r *Rail) cancel(ctx context.Context, log *slog.Logger, pi string) {
-	if err := r.stripe.Cancel(context.WithoutCancel(ctx), pi); err != nil {
-		log.Error("mpp: canceling a refused PaymentIntent failed", "err", err)
+// cancelAndClose cancels a PaymentIntent the rail refused, so that it can never move money
+// (a payer completing its action later), and closes its payment. A cancel that fails leaves
+// the payment verified with the PaymentIntent as its reference: Reconcile cancels it, or
+// refunds it if it succeeded meanwhile.
+func (r *Rail) cancelAndClose(ctx context.Context, log *slog.Logger, id uuid.UUID, pi *stripe.PaymentIntent) {
+	if err := r.stripe.Cancel(context.WithoutCancel(ctx), pi.ID); err != nil {
+		log.Error("mpp: canceling a refused PaymentIntent failed; reconciliation retries it", "err", err)
+		if _, err := r.book.RecordReference(context.WithoutCancel(ctx), id, ledger.StatusVerified, pi.ID, nil); err != nil {
+			log.Warn("mpp: recording a refused PaymentIntent; reconciliation finds it through the challenge", "err", err)
+		}
+		return
 	}
+	r.close(ctx, log, id, pi.ID, fmt.Sprintf("payment intent %s: canceled", pi.Status))
 }

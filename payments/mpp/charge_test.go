@@ -2,14 +2,20 @@ package mpp
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
 )
 
@@ -448,5 +454,179 @@ func TestLostChargeThatPaidInTheSeedFormIsNotRefunded(t *testing.T) {
 	p := chargeOf(t, tr, c)
 	if p.Status != ledger.StatusNotCharged || p.TxHash != "pi_lost1" || len(l.refundRequests()) != 0 {
 		t.Fatalf("payment %s %q (%s), %d refunds", p.Status, p.TxHash, p.ErrorReason, len(l.refundRequests()))
+	}
+}
+
+// flakyBook is the memory ledger with writes that fail: the move to submitted (applied first
+// when applied is set, as a commit whose answer was lost), and RecordReference.
+type flakyBook struct {
+	*ledger.Memory
+	mu            sync.Mutex
+	failSubmitted int
+	applied       bool
+	failReference int
+}
+
+var errDBAway = fmt.Errorf("postgres away: %w", payments.ErrUnavailable)
+
+func (b *flakyBook) Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error) {
+	b.mu.Lock()
+	fail := to == ledger.StatusSubmitted && b.failSubmitted > 0
+	if fail {
+		b.failSubmitted--
+	}
+	b.mu.Unlock()
+	if !fail {
+		return b.Memory.Transition(ctx, id, from, to, patch)
+	}
+	if b.applied {
+		_, _ = b.Memory.Transition(ctx, id, from, to, patch)
+	}
+	return ledger.Payment{}, errDBAway
+}
+
+func (b *flakyBook) RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error) {
+	b.mu.Lock()
+	fail := b.failReference > 0
+	if fail {
+		b.failReference--
+	}
+	b.mu.Unlock()
+	if fail {
+		return ledger.Payment{}, errDBAway
+	}
+	return b.Memory.RecordReference(ctx, id, status, ref, payload)
+}
+
+// TestSettleThatCannotRecordWithholdsTheCall: a charge whose settlement cannot be recorded
+// stays verified and is refunded, so its call's result must not be delivered: Settle says
+// ErrNotRecorded. A move that committed although its answer was lost is read back and counts.
+func TestSettleThatCannotRecordWithholdsTheCall(t *testing.T) {
+	tr := newTestRail(t, nil)
+	book := &flakyBook{Memory: tr.book, failSubmitted: 1}
+	tr.Rail.book = book
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Settle(context.Background(), a); !errors.Is(err, payments.ErrNotRecorded) || !errors.Is(err, payments.ErrUnavailable) {
+		t.Fatalf("Settle with Postgres away = %v, want ErrNotRecorded", err)
+	}
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p := paymentByID(t, tr.book, a); p.Status != ledger.StatusNotCharged || len(tr.fake.refundRequests()) != 1 {
+		t.Fatalf("payment %s, %d refunds", p.Status, len(tr.fake.refundRequests()))
+	}
+
+	committed := newTestRail(t, nil)
+	committed.Rail.book = &flakyBook{Memory: committed.book, failSubmitted: 1, applied: true}
+	a, err = committed.Verify(context.Background(), requestWith(credential(t, committed.challenge(t, dryRun), testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := committed.Settle(context.Background(), a); err != nil || s.Status != payments.SettlementSettled {
+		t.Fatalf("Settle whose move committed = %+v, %v", s, err)
+	}
+	if p := paymentByID(t, committed.book, a); p.Status != ledger.StatusSettled {
+		t.Fatalf("payment %s", p.Status)
+	}
+}
+
+// TestChargeRecordWrittenBySettle: when Verify could not write a charge's record (its
+// PaymentIntent and customer, which a dispute flags), Settle writes it.
+func TestChargeRecordWrittenBySettle(t *testing.T) {
+	tr := newTestRail(t, nil)
+	tr.fake.setCreate(func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
+		pi := paymentIntent("pi_cus", 50, "usd", "succeeded", time.Now(), metadataOf(form))
+		pi["customer"] = "cus_disputer"
+		writeStripeJSON(w, http.StatusOK, pi)
+	})
+	tr.Rail.book = &flakyBook{Memory: tr.book, failReference: 1}
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := paymentByID(t, tr.book, a); p.TxHash != "" || strings.Contains(string(p.Payload), "cus_disputer") {
+		t.Fatalf("the record was written: %q %s", p.TxHash, p.Payload)
+	}
+	if _, err := tr.Settle(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if p := paymentByID(t, tr.book, a); p.TxHash != "pi_cus" || !strings.Contains(string(p.Payload), `"customer":"cus_disputer"`) {
+		t.Fatalf("after Settle: %q %s", p.TxHash, p.Payload)
+	}
+}
+
+// TestUnattributedClaimIsWaitedFor: the seed form claims a PaymentIntent before it records
+// its payment; a lost charge's PaymentIntent found claimed by nobody known is waited for, and
+// refunded as the charge's own only once SearchLag has passed.
+func TestUnattributedClaimIsWaitedFor(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	c := tr.challenge(t, dryRun)
+	loseFirstAnswer(t, l, tr, credential(t, c, testSPT))
+	if err := tr.book.Claim(context.Background(), "mpp:pi_lost1", testNow.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	exp := testNow.Add(DefaultChallengeTTL)
+	for _, tc := range []struct {
+		at       time.Time
+		refunded bool
+	}{{exp.Add(time.Second), false}, {exp.Add(SearchLag - time.Second), false}, {exp.Add(SearchLag + time.Second), true}} {
+		tr.clock.Set(tc.at)
+		if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(l.refundRequests()) == 1; got != tc.refunded {
+			t.Fatalf("at %v: refunded %v, want %v", tc.at, got, tc.refunded)
+		}
+	}
+}
+
+// TestReconcileTouchesWhatItCannotFinish: a payment whose reconciliation fails is touched
+// all the same, so that it cannot hold the head of the list.
+func TestReconcileTouchesWhatItCannotFinish(t *testing.T) {
+	tr := newTestRail(t, nil)
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, tr.challenge(t, dryRun), testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.fake.mu.Lock()
+	delete(tr.fake.pis, "pi_fake1") // Stripe answers 404 for it
+	tr.fake.mu.Unlock()
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err == nil {
+		t.Fatal("reconciling a PaymentIntent Stripe does not know succeeded")
+	}
+	if p := paymentByID(t, tr.book, a); p.Status != ledger.StatusVerified || p.Attempts != 1 {
+		t.Fatalf("payment %s, %d attempts, want verified and touched", p.Status, p.Attempts)
+	}
+}
+
+// TestRefusedPaymentIntentThatCannotBeCanceled stays for reconciliation, which cancels it.
+func TestRefusedPaymentIntentThatCannotBeCanceled(t *testing.T) {
+	tr := newTestRail(t, nil)
+	tr.fake.setCreate(func(w http.ResponseWriter, _ *http.Request, form url.Values, _ int) {
+		pi := paymentIntent("pi_action", 50, "usd", "requires_action", time.Now(), metadataOf(form))
+		tr.fake.setPI(pi)
+		writeStripeJSON(w, http.StatusOK, pi)
+	})
+	tr.fake.mu.Lock()
+	tr.fake.cancelFails = true
+	tr.fake.mu.Unlock()
+	c := tr.challenge(t, dryRun)
+	_, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	checkOutcome(t, err, outcome{reason: ReasonPaymentActionRequired})
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified || p.TxHash != "pi_action" {
+		t.Fatalf("a PaymentIntent that could not be canceled: %s %q", p.Status, p.TxHash)
+	}
+	tr.fake.mu.Lock()
+	tr.fake.cancelFails = false
+	tr.fake.mu.Unlock()
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged || p.TxHash != "pi_action" {
+		t.Fatalf("after reconciliation: %s %q", p.Status, p.TxHash)
 	}
 }

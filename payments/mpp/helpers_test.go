@@ -65,6 +65,8 @@ type fakeStripe struct {
 	onCreate func(w http.ResponseWriter, r *http.Request, form url.Values, n int)
 	// onRefund answers a refund instead of the default.
 	onRefund func(w http.ResponseWriter, r *http.Request, form url.Values, n int)
+	// cancelFails makes every cancel answer 500.
+	cancelFails bool
 	// createdPIs are the PaymentIntents the default create made, by id.
 	createdPIs map[string]bool
 }
@@ -166,7 +168,12 @@ func (f *fakeStripe) serve(w http.ResponseWriter, r *http.Request) {
 		writeStripeJSON(w, http.StatusOK, pi)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/cancel"):
 		f.cancels = append(f.cancels, s)
+		fails := f.cancelFails
 		f.mu.Unlock()
+		if fails {
+			writeStripeJSON(w, http.StatusInternalServerError, stripeErr("api_error", "", "", "cancel failed"))
+			return
+		}
 		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/payment_intents/"), "/cancel")
 		writeStripeJSON(w, http.StatusOK, paymentIntent(id, 50, "usd", "canceled", time.Now(), nil))
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/refunds":

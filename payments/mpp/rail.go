@@ -351,9 +351,10 @@ type pendingPayment struct {
 	ID     uuid.UUID
 	Stored storedPayment
 
-	mu      sync.Mutex
-	settled bool
-	refund  bool // refunded by Void
+	mu       sync.Mutex
+	settled  bool
+	refund   bool // refunded by Void
+	unstored bool // the record of a token charge (its PaymentIntent and customer) is not written yet
 }
 
 // Verify implements payments.Rail. For `Payment` it checks the echoed challenge (id in
@@ -522,7 +523,8 @@ var ErrVoided = errors.New("mpp: payment was refunded")
 // Settle implements payments.Rail. The money moved in Verify: Settle records the payment as
 // settled (verified -> submitted, with the PaymentIntent as its transaction and the receipt
 // as its record, -> settled) and returns the Payment-Receipt. If the first move cannot be
-// recorded Settle fails, and the payment stays verified for Reconcile, which refunds it.
+// recorded, the payment stays verified, Reconcile refunds it, and so the call's result must
+// not be delivered: Settle fails with payments.ErrNotRecorded.
 func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments.Settlement, error) {
 	p, err := pendingOf(a)
 	if err != nil {
@@ -546,9 +548,17 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	if err != nil {
 		return nil, err
 	}
+	if p.unstored {
+		// Verify could not write the charge's record: the customer a dispute must flag is in it.
+		if raw, err := json.Marshal(p.Stored); err == nil {
+			if _, err := r.book.RecordReference(ctx, p.ID, ledger.StatusVerified, p.Stored.PaymentIntent, raw); err == nil {
+				p.unstored = false
+			}
+		}
+	}
 	if _, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusSubmitted,
-		ledger.Patch{JobID: jobIDOf(a), TxHash: p.Stored.PaymentIntent, RawTx: record}); err != nil {
-		return nil, fmt.Errorf("mpp: recording payment %s as charged: %w", p.ID, err)
+		ledger.Patch{JobID: jobIDOf(a), TxHash: p.Stored.PaymentIntent, RawTx: record}); err != nil && !r.movedToSubmitted(ctx, p) {
+		return nil, fmt.Errorf("mpp: recording payment %s as charged: %w", p.ID, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
 	}
 	p.settled = true
 	if _, err := r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusSettled, ledger.Patch{}); err != nil {
@@ -556,6 +566,14 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 		r.cfg.Logger.Warn("mpp: recording a settlement", "payment", p.ID, "payment_intent", p.Stored.PaymentIntent, "err", err)
 	}
 	return s, nil
+}
+
+// movedToSubmitted reads back a payment whose move to submitted failed: the statement may
+// have committed although its answer was lost. Unreadable is not moved.
+func (r *Rail) movedToSubmitted(ctx context.Context, p *pendingPayment) bool {
+	got, err := r.book.Get(ctx, p.ID)
+	return err == nil && got.TxHash == p.Stored.PaymentIntent &&
+		(got.Status == ledger.StatusSubmitted || got.Status == ledger.StatusSettled)
 }
 
 // Void implements payments.Voider: the call did not complete, so the charge is refunded (in

@@ -49,7 +49,11 @@ func (r *Rail) Reconcile(ctx context.Context, src recoverable, staleAfter time.D
 		}
 		switch p.Status {
 		case ledger.StatusVerified:
-			errs = append(errs, r.reconcileVerified(ctx, p, staleAfter))
+			if err := r.reconcileVerified(ctx, p, staleAfter); err != nil {
+				// Touched all the same: a payment that keeps failing must not hold the head
+				// of the list.
+				errs = append(errs, err, r.touch(ctx, p))
+			}
 		case ledger.StatusSubmitted, ledger.StatusPending:
 			_, err := r.book.Transition(ctx, p.ID, []ledger.Status{p.Status}, ledger.StatusSettled, ledger.Patch{})
 			if err != nil && !errors.Is(err, ledger.ErrConflict) {
@@ -85,7 +89,7 @@ func (r *Rail) reconcileVerified(ctx context.Context, listed ledger.Payment, sta
 		if err != nil {
 			return err
 		}
-		return r.closeCharges(ctx, p, []*stripe.PaymentIntent{pi}, true)
+		return r.closeCharges(ctx, p, []*stripe.PaymentIntent{pi}, true, false)
 	}
 	if st.Form != formPayment || st.ChallengeID == "" {
 		return fmt.Errorf("mpp: payment %s has no PaymentIntent or challenge in its record", p.ID)
@@ -116,25 +120,27 @@ func (r *Rail) reconcileVerified(ctx context.Context, listed ledger.Payment, sta
 		}
 		return r.closeReconciled(ctx, p, "", "not charged: stripe has no PaymentIntent for the challenge")
 	}
-	return r.closeCharges(ctx, p, pis, false)
+	return r.closeCharges(ctx, p, pis, false, now.Before(exp.Add(staleAfter+SearchLag)))
 }
 
 // closeCharges refunds the succeeded PaymentIntents of payment p, cancels those that can still
 // move money, waits for processing ones, and marks p not charged. recorded says p recorded
 // them itself; found by search, one may have paid another call in the seed form, and is then
-// not refunded.
-func (r *Rail) closeCharges(ctx context.Context, p ledger.Payment, pis []*stripe.PaymentIntent, recorded bool) error {
+// not refunded. patient says an unattributed claim on one may still be waited for.
+func (r *Rail) closeCharges(ctx context.Context, p ledger.Payment, pis []*stripe.PaymentIntent, recorded, patient bool) error {
 	var ref, reason string
 	for _, pi := range pis {
 		switch pi.Status {
 		case stripe.PaymentIntentStatusSucceeded:
 			if !recorded {
-				other, err := r.paidAnotherCall(ctx, p, pi.ID)
-				if err != nil {
+				owner, err := r.claimFor(ctx, p, pi.ID)
+				switch {
+				case err != nil:
 					return err
-				}
-				if other != "" {
-					ref, reason = pi.ID, "not charged: its PaymentIntent paid payment "+other
+				case owner == ownerUnknown && patient:
+					return r.touch(ctx, p) // the seed form claims before it records its payment
+				case owner == ownerOther:
+					ref, reason = pi.ID, "not charged: its PaymentIntent paid another call in the seed form"
 					continue
 				}
 			}
@@ -161,24 +167,34 @@ func (r *Rail) closeCharges(ctx context.Context, p ledger.Payment, pis []*stripe
 	return r.closeReconciled(ctx, p, ref, reason)
 }
 
-// paidAnotherCall claims a PaymentIntent found for payment p. When it was claimed already by a
-// payment of its own (presented as `MPP pi_…`), it paid that call, whose id is returned;
-// claimed by p's own charge before a crash, it is p's.
-func (r *Rail) paidAnotherCall(ctx context.Context, p ledger.Payment, pi string) (string, error) {
+// The owners claimFor tells apart.
+const (
+	ownerThis    = iota // the claim is p's (made now, or by p's charge before a crash)
+	ownerOther          // a payment of its own, presented as `MPP pi_…`, holds it: it paid that call
+	ownerUnknown        // claimed, and no payment records it (yet)
+)
+
+// claimFor claims a PaymentIntent found for payment p, or tells who holds its claim. The
+// seed form claims before it creates its payment, and p's own charge claims before it records
+// its reference: an unattributed claim is either, and only time tells them apart.
+func (r *Rail) claimFor(ctx context.Context, p ledger.Payment, pi string) (int, error) {
 	err := r.claims.Claim(ctx, paymentIntentKey(pi), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge))
-	if err == nil || !errors.Is(err, ledger.ErrNonceUsed) {
-		return "", err
+	if err == nil {
+		return ownerThis, nil
+	}
+	if !errors.Is(err, ledger.ErrNonceUsed) {
+		return 0, err
 	}
 	other, err := r.book.GetByNonceKey(ctx, paymentIntentKey(pi))
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
-		return "", nil
+		return ownerUnknown, nil
 	case err != nil:
-		return "", err
+		return 0, err
 	case other.ID == p.ID:
-		return "", nil
+		return ownerThis, nil
 	}
-	return other.ID.String(), nil
+	return ownerOther, nil
 }
 
 // closeReconciled marks a reconciled payment not charged; a payment that moved meanwhile is
