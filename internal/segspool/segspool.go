@@ -6,8 +6,10 @@
 // A crash at any point loses nothing that an Append returned nil for: a segment's name is
 // fsynced into the directory when it is created, every append is fsynced, and a segment is
 // removed only after its consumer says it is done. A crash mid-append leaves at most one torn
-// last line, which the Reader reports as such. Consumers make replay idempotent themselves (a
-// segment replayed twice, after a crash between consuming it and removing it).
+// last line, which the Reader reports as such. An append that returns an error is never read
+// back by the Spool it failed in, and is not counted in Lines. Consumers make replay
+// idempotent themselves (a segment replayed twice, after a crash between consuming it and
+// removing it).
 package segspool
 
 import (
@@ -71,7 +73,7 @@ type Spool struct {
 	lock *os.File // held from Open to Close: one Spool per directory
 
 	mu      sync.Mutex
-	active  *os.File
+	active  segmentFile
 	current *Segment   // the segment appends go to; nil until the first append
 	sealed  []*Segment // oldest first; immutable files
 	nextSeq uint64
@@ -81,6 +83,17 @@ type Spool struct {
 	bytes atomic.Int64 // in segments not yet removed
 
 	deadMu sync.Mutex
+
+	// wrap, when set (by tests), wraps each new segment file, to inject its failures.
+	wrap func(*os.File) segmentFile
+}
+
+// segmentFile is what appends need from the active segment; *os.File in production.
+type segmentFile interface {
+	Write(b []byte) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Close() error
 }
 
 // Open opens dir, creating it if needed, and locks it until Close: a directory another Spool
@@ -165,9 +178,10 @@ func (s *Spool) Bytes() int64 { return s.bytes.Load() }
 func (s *Spool) Consumed(n int64) { s.lines.Add(-n) }
 
 // Append writes data, which must be lines complete lines each ending in '\n', and fsyncs it
-// before returning: a nil error means they survive a crash. After Close it still works, each
-// append sealing its segment at once, so a line written during shutdown is kept for the next
-// process rather than lost.
+// before returning: a nil error means they survive a crash; an error means no Reader of this
+// Spool returns any of them (see abandonLocked). After Close it still works, each append
+// sealing its segment at once, so a line written during shutdown is kept for the next process
+// rather than lost.
 func (s *Spool) Append(data []byte, lines int) error {
 	if len(data) == 0 {
 		return nil
@@ -185,24 +199,38 @@ func (s *Spool) Append(data []byte, lines int) error {
 			return err
 		}
 	}
-	if _, err := s.active.Write(data); err != nil {
-		// Cut a partial write off, so the next append does not glue onto a torn line.
-		_ = s.active.Truncate(s.current.Size)
-		return fmt.Errorf("spool: write: %w", err)
+	if n, err := s.active.Write(data); err != nil {
+		return s.abandonLocked(n, fmt.Errorf("spool: write: %w", err))
 	}
-	// The bytes are in the file even if fsync fails, so they stay accounted for either way:
-	// a later truncation must not cut them, and replaying them is harmless.
+	if err := s.active.Sync(); err != nil {
+		return s.abandonLocked(len(data), fmt.Errorf("spool: fsync: %w", err))
+	}
 	s.current.Size += int64(len(data))
 	s.current.Lines += int64(lines)
 	s.lines.Add(int64(lines))
 	s.bytes.Add(int64(len(data)))
-	if err := s.active.Sync(); err != nil {
-		return fmt.Errorf("spool: fsync: %w", err)
-	}
 	if s.closed || s.current.Size >= s.opts.SegmentBytes {
 		return s.sealLocked()
 	}
 	return nil
+}
+
+// abandonLocked handles an append that failed after written of its bytes reached the active
+// segment. Its caller is told it failed, so it must never be replayed; and a later append must
+// not be glued onto its torn bytes. It cuts them off, durably if the disk lets it, and seals
+// the segment at its last good size: a Reader stops there, so bytes that could not be cut are
+// never read by this process either, and the failed append is not counted in Lines or Bytes.
+// A new process counts and reads the segment as the disk kept it (a torn tail reads as torn).
+func (s *Spool) abandonLocked(written int, cause error) error {
+	if written == 0 {
+		return cause
+	}
+	if err := s.active.Truncate(s.current.Size); err != nil {
+		cause = errors.Join(cause, fmt.Errorf("spool: cut failed append: %w", err))
+	} else if err := s.active.Sync(); err != nil {
+		cause = errors.Join(cause, fmt.Errorf("spool: sync cut: %w", err))
+	}
+	return errors.Join(cause, s.sealLocked())
 }
 
 func (s *Spool) startSegment() error {
@@ -220,6 +248,9 @@ func (s *Spool) startSegment() error {
 	}
 	s.nextSeq++
 	s.active, s.current = f, seg
+	if s.wrap != nil {
+		s.active = s.wrap(f)
+	}
 	return nil
 }
 
@@ -329,17 +360,15 @@ type Reader struct {
 	maxLine int
 }
 
-// OpenSegment opens seg for reading at seg.Offset; maxLine is Options.MaxLineBytes.
+// OpenSegment opens seg for reading from seg.Offset to seg.Size.
 func (s *Spool) OpenSegment(seg *Segment) (*Reader, error) {
 	f, err := os.Open(seg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("spool: open segment: %w", err)
 	}
-	if _, err := f.Seek(seg.Offset, io.SeekStart); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("spool: seek: %w", err)
-	}
-	return &Reader{f: f, r: bufio.NewReaderSize(f, 256<<10), off: seg.Offset, maxLine: s.opts.MaxLineBytes}, nil
+	// Only up to seg.Size: past it lie the bytes of an append that failed (see abandonLocked).
+	lines := io.NewSectionReader(f, seg.Offset, seg.Size-seg.Offset)
+	return &Reader{f: f, r: bufio.NewReaderSize(lines, 256<<10), off: seg.Offset, maxLine: s.opts.MaxLineBytes}, nil
 }
 
 // Offset is the position after the last line returned.

@@ -134,10 +134,6 @@ func TestAppendAfterTornLeftover(t *testing.T) {
 	if s.Lines() != 3 {
 		t.Fatalf("lines = %d, want 3", s.Lines())
 	}
-	type read struct {
-		line string
-		torn bool
-	}
 	var got []read
 	for {
 		seg, err := s.Next()
@@ -306,4 +302,124 @@ func TestOneSpoolPerDirectory(t *testing.T) {
 	if again.Lines() != 1 {
 		t.Fatalf("reopened spool has %d lines, want 1", again.Lines())
 	}
+}
+
+// TestFailedAppendIsNeverRead: an append that returned an error is never read back by this
+// process, whether its bytes could be cut off or not, and the next append is read back whole:
+// a record its caller was told failed is not replayed, and one it was told succeeded is never
+// glued onto torn bytes. Lines counts exactly the lines a Reader returns, before and after a
+// restart; what a new process reads is what the disk kept (a torn tail is reported torn).
+func TestFailedAppendIsNeverRead(t *testing.T) {
+	first, failed, next := read{`{"n":1}`, false}, `{"n":2}`, read{`{"n":3}`, false}
+	for _, tc := range []struct {
+		name   string
+		faults faults
+		// afterRestart is what a new process reads of the failed append.
+		afterRestart []read
+	}{
+		{"torn write, cut off", faults{tearWrite: true}, nil},
+		{"torn write, cut fails", faults{tearWrite: true, failTruncate: true}, []read{{failed[:4], true}}},
+		{"fsync fails, cut off", faults{failSync: true}, nil},
+		// The one case the spool cannot close: the disk kept a whole line it failed to cut.
+		{"fsync fails, cut fails", faults{failSync: true, failTruncate: true}, []read{{failed, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(dir, testOptions(1024))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var f faults
+			s.wrap = func(file *os.File) segmentFile { return faultyFile{file, &f} }
+			if err := s.Append([]byte(first.line+"\n"), 1); err != nil {
+				t.Fatal(err)
+			}
+			f = tc.faults
+			if err := s.Append([]byte(failed+"\n"), 1); err == nil {
+				t.Fatal("the append with injected faults returned nil")
+			}
+			if err := s.Append([]byte(next.line+"\n"), 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil { // seals the active segment, for reading
+				t.Fatal(err)
+			}
+			if got, want := readSegments(t, s), []read{first, next}; !slices.Equal(got, want) || s.Lines() != 2 {
+				t.Fatalf("read %v (spool counts %d lines), want %v", got, s.Lines(), want)
+			}
+			again, err := Open(dir, testOptions(1024))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Close()
+			want := slices.Concat([]read{first}, tc.afterRestart, []read{next})
+			if got := readSegments(t, again); !slices.Equal(got, want) || again.Lines() != int64(len(want)) {
+				t.Fatalf("after a restart read %v (spool counts %d lines), want %v", got, again.Lines(), want)
+			}
+		})
+	}
+}
+
+type read struct {
+	line string
+	torn bool
+}
+
+// readSegments reads every sealed segment of s from its start, without consuming anything.
+func readSegments(t *testing.T, s *Spool) []read {
+	t.Helper()
+	var got []read
+	for _, seg := range s.Segments() {
+		r, err := s.OpenSegment(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			line, torn, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, read{string(line), torn})
+		}
+		r.Close()
+	}
+	return got
+}
+
+// faults are the failures injected into segment files: a write that stops half way and an
+// fsync that fails (each once), a truncate that keeps failing.
+type faults struct {
+	tearWrite, failSync, failTruncate bool
+}
+
+type faultyFile struct {
+	*os.File
+	faults *faults
+}
+
+func (f faultyFile) Write(b []byte) (int, error) {
+	if f.faults.tearWrite {
+		f.faults.tearWrite = false
+		n, _ := f.File.Write(b[:len(b)/2])
+		return n, errors.New("injected: no space left half way")
+	}
+	return f.File.Write(b)
+}
+
+func (f faultyFile) Sync() error {
+	if f.faults.failSync {
+		f.faults.failSync = false
+		return errors.New("injected: fsync failed")
+	}
+	return f.File.Sync()
+}
+
+func (f faultyFile) Truncate(size int64) error {
+	if f.faults.failTruncate {
+		return errors.New("injected: truncate failed")
+	}
+	return f.File.Truncate(size)
 }
