@@ -39,6 +39,12 @@ func challengeKey(id string) string { return "mpp:challenge:" + id }
 // the key of a payment presented as `MPP pi_…`.
 func paymentIntentKey(id string) string { return "mpp:" + id }
 
+// claimPaymentIntent claims a PaymentIntent the rail made, so that it pays one call only: the
+// claim lasts as long as the seed form would accept the PaymentIntent.
+func (r *Rail) claimPaymentIntent(ctx context.Context, id string) error {
+	return r.claims.Claim(ctx, paymentIntentKey(id), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge))
+}
+
 // tokenDigest is what the ledger keeps of a Shared Payment Token: enough to recognise a resend
 // of the same credential, nothing to spend.
 func tokenDigest(spt string) string {
@@ -97,7 +103,7 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 		// for Reconcile, with the PaymentIntent as its reference, and the PaymentIntent is
 		// claimed so that it cannot pay a call in the seed form meanwhile.
 		log.Warn("mpp: a refused PaymentIntent is still processing; reconciliation refunds it if it succeeds")
-		if err := r.claims.Claim(ctx, paymentIntentKey(pi.ID), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge)); err != nil && !errors.Is(err, ledger.ErrNonceUsed) {
+		if err := r.claimPaymentIntent(ctx, pi.ID); err != nil && !errors.Is(err, ledger.ErrNonceUsed) {
 			log.Warn("mpp: claiming a processing PaymentIntent", "err", err)
 		}
 		if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, nil); err != nil {
@@ -204,7 +210,7 @@ func (r *Rail) chargeFailed(ctx context.Context, log *slog.Logger, c charge, err
 // charged takes a succeeded charge: its PaymentIntent is claimed, so that it pays this call
 // only, recorded as the payment's reference, and checked to be what the challenge asked.
 func (r *Rail) charged(ctx context.Context, log *slog.Logger, c charge, pi *stripe.PaymentIntent, price payments.Price, amount uint64) (*payments.Authorization, error) {
-	if err := r.claims.Claim(ctx, paymentIntentKey(pi.ID), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge)); err != nil {
+	if err := r.claimPaymentIntent(ctx, pi.ID); err != nil {
 		if !errors.Is(err, ledger.ErrNonceUsed) {
 			return nil, r.refundUnrecorded(ctx, log, c.id, pi.ID, fmt.Errorf("mpp: claiming the PaymentIntent: %w", err))
 		}

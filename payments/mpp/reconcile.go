@@ -178,7 +178,7 @@ const (
 // seed form claims before it creates its payment, and p's own charge claims before it records
 // its reference: an unattributed claim is either, and only time tells them apart.
 func (r *Rail) claimFor(ctx context.Context, p ledger.Payment, pi string) (int, error) {
-	err := r.claims.Claim(ctx, paymentIntentKey(pi), r.cfg.Now().Add(r.cfg.PaymentIntentMaxAge))
+	err := r.claimPaymentIntent(ctx, pi)
 	if err == nil {
 		return ownerThis, nil
 	}
