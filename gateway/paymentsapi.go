@@ -60,7 +60,7 @@ func (s *Server) handlePayment(w http.ResponseWriter, r *http.Request) {
 	}
 	v := paymentView{
 		ID: p.ID.String(), Rail: p.Rail, Status: string(p.Status), Network: p.Network, Asset: p.Asset,
-		Payer: p.Payer, PayTo: p.PayTo, Amount: p.Amount.String(), Transaction: p.TxHash, ErrorReason: p.ErrorReason,
+		Payer: payerOf(p), PayTo: p.PayTo, Amount: p.Amount.String(), Transaction: p.TxHash, ErrorReason: p.ErrorReason,
 		CreatedAt: formatTimestamp(p.CreatedAt), UpdatedAt: formatTimestamp(p.UpdatedAt),
 	}
 	if p.JobID != uuid.Nil {

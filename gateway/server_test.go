@@ -1219,8 +1219,11 @@ func TestStripeWebhookMarksAndFlags(t *testing.T) {
 	// The payment is keyed by its challenge, recorded before Stripe named the PaymentIntent
 	// and the customer, and found by the PaymentIntent the webhook names.
 	p, err := h.book.GetByReference(context.Background(), "mpp", "pi_gw1")
-	if err != nil || !strings.HasPrefix(p.NonceKey, "mpp:challenge:") || flaggablePayer(p) != "cus_agent1" {
+	if err != nil || !strings.HasPrefix(p.NonceKey, "mpp:challenge:") || payerOf(p) != "cus_agent1" {
 		t.Fatalf("payment %+v, %v", p, err)
+	}
+	if got := h.do("GET", "/payments/"+p.ID.String(), ""); got.Code != 200 || decode[map[string]any](t, got)["payer"] != "cus_agent1" {
+		t.Fatalf("GET /payments/{id} of a token payment: %d %s", got.Code, got.Body)
 	}
 	body, sig := signedEvent(t, "charge.dispute.created", map[string]any{"id": "dp_1", "object": "dispute", "charge": "ch_1",
 		"payment_intent": "pi_gw1", "amount": 50, "currency": "usd", "reason": "fraudulent", "status": "needs_response"})

@@ -76,7 +76,7 @@ func (s *StripeMarks) MarkPayment(ctx context.Context, m mpp.Mark) (mpp.Marked, 
 		Dispute: m.Dispute, Amount: max(m.Amount, 0), Currency: m.Currency, Reason: m.Reason, OccurredAt: m.At}); err != nil {
 		return mpp.Marked{}, fmt.Errorf("gateway: marking payment %s %s: %w", p.ID, kind, err)
 	}
-	out := mpp.Marked{Found: true, Payer: flaggablePayer(p),
+	out := mpp.Marked{Found: true, Payer: payerOf(p),
 		// The gateway refunds a charge itself only while its payment is verified (Void, or
 		// Reconcile of an abandoned call) and then moves it to not_charged: Stripe's event
 		// for that refund may arrive between the two, so both statuses mean "our own refund".
@@ -87,11 +87,11 @@ func (s *StripeMarks) MarkPayment(ctx context.Context, m mpp.Mark) (mpp.Marked, 
 	return out, nil
 }
 
-// flaggablePayer is the payer a flag on payment p must name: the one the rail's
-// authorization names and DenyFlagged checks, the Stripe customer. A payment made with a
-// Shared Payment Token is recorded before Stripe names it, under the credential's source, and
-// keeps the customer in its record.
-func flaggablePayer(p ledger.Payment) string {
+// payerOf is the payer of payment p as its rail vouches for it, which a flag must name and
+// GET /payments/{id} shows: for MPP, the Stripe customer. A payment made with a Shared Payment
+// Token is recorded before Stripe names the customer, under the credential's self-asserted
+// source, and keeps the customer in its record.
+func payerOf(p ledger.Payment) string {
 	var stored struct {
 		Customer string `json:"customer"`
 	}
