@@ -17,9 +17,10 @@ type Limits struct {
 	MaxTimeout     time.Duration // tool.timeout_s is clamped to this
 	MaxOutputBytes int           // encoded output larger than this is replaced by an error
 	MaxConcurrent  int           // tools running at once
-	// MaxFreeConcurrent is how many of them may be free calls (Call.Free) [half of
-	// MaxConcurrent]: the rest of the sandbox is kept for paid calls, which free ones, each
-	// holding a slot for up to MaxTimeout, could otherwise push into ErrSandboxBusy.
+	// MaxFreeConcurrent is how many of them may be free calls (Call.Free), fewer than
+	// MaxConcurrent [half of it]: the rest of the sandbox is kept for paid calls, which free
+	// ones, each holding a slot for up to MaxTimeout, could otherwise push into ErrSandboxBusy.
+	// With MaxConcurrent 1 there is no rest to keep.
 	MaxFreeConcurrent int
 	QueueWait         time.Duration // how long a call waits for a free slot before ErrSandboxBusy
 }
@@ -91,7 +92,7 @@ func NewRunner(reg *Registry, lim Limits, log *slog.Logger) *Runner {
 	if lim.MaxConcurrent <= 0 {
 		lim.MaxConcurrent = DefaultLimits.MaxConcurrent
 	}
-	if lim.MaxFreeConcurrent <= 0 || lim.MaxFreeConcurrent > lim.MaxConcurrent {
+	if lim.MaxFreeConcurrent <= 0 || lim.MaxFreeConcurrent >= lim.MaxConcurrent {
 		lim.MaxFreeConcurrent = max(lim.MaxConcurrent/2, 1)
 	}
 	if lim.QueueWait <= 0 {

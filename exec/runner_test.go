@@ -285,12 +285,80 @@ func TestRunnerFreeShare(t *testing.T) {
 	if _, status, err := r.Run(context.Background(), Call{Tool: "quick", Free: true}); err != nil || status != StatusCompleted {
 		t.Fatalf("a free call once the share is back: %q, %v", status, err)
 	}
-	for _, tc := range []struct{ max, free, want int }{{256, 0, 128}, {1, 0, 1}, {10, 3, 3}, {10, 11, 5}} {
+	for _, tc := range []struct{ max, free, want int }{{256, 0, 128}, {1, 0, 1}, {10, 3, 3}, {10, 10, 5}, {10, 11, 5}} {
 		got := NewRunner(nil, Limits{MaxConcurrent: tc.max, MaxFreeConcurrent: tc.free}, nil).Limits().MaxFreeConcurrent
 		if got != tc.want {
 			t.Errorf("MaxConcurrent %d, MaxFreeConcurrent %d: effective %d, want %d", tc.max, tc.free, got, tc.want)
 		}
 	}
+}
+
+// holdTool signals each call's start on started and returns when release is closed.
+func holdTool(started, release chan struct{}) *runnerTestTool {
+	return &runnerTestTool{name: "hold", fn: func(ctx context.Context) (any, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+			return "done", nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}}
+}
+
+// TestRunnerFreeShareGivenBackWhenBusy: a free call refused because paid calls hold every
+// slot gives its place in the free share back.
+func TestRunnerFreeShareGivenBackWhenBusy(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	quick := &runnerTestTool{name: "quick", fn: func(context.Context) (any, error) { return "ok", nil }}
+	r := toolsARunner(t, Limits{MaxConcurrent: 2, MaxFreeConcurrent: 1, QueueWait: 30 * time.Millisecond, DefaultTimeout: 10 * time.Second},
+		holdTool(started, release), quick)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _, _ = r.Run(context.Background(), Call{Tool: "hold"}) }()
+	}
+	<-started
+	<-started
+	if _, _, err := r.Run(context.Background(), Call{Tool: "quick", Free: true}); !errors.Is(err, ErrSandboxBusy) {
+		t.Fatalf("a free call with every slot held: %v, want ErrSandboxBusy", err)
+	}
+	close(release)
+	wg.Wait()
+	if _, status, err := r.Run(context.Background(), Call{Tool: "quick", Free: true}); err != nil || status != StatusCompleted {
+		t.Fatalf("a free call on an idle sandbox: %q, %v (the free share leaked)", status, err)
+	}
+}
+
+// TestRunnerWaitingFreeCallHoldsNoSlot: a free call waiting for the free share does not sit
+// on a slot meanwhile, so a paid call finds one at once.
+func TestRunnerWaitingFreeCallHoldsNoSlot(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	quick := &runnerTestTool{name: "quick", fn: func(context.Context) (any, error) { return "ok", nil }}
+	r := toolsARunner(t, Limits{MaxConcurrent: 2, MaxFreeConcurrent: 1, QueueWait: time.Minute, DefaultTimeout: 10 * time.Second},
+		holdTool(started, release), quick)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _, _ = r.Run(context.Background(), Call{Tool: "hold", Free: true}) }()
+	<-started
+	waiting := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		close(waiting)
+		_, _, _ = r.Run(context.Background(), Call{Tool: "quick", Free: true}) // waits for the free share
+	}()
+	<-waiting
+	time.Sleep(50 * time.Millisecond) // for it to block on the share; sooner, the check is only weaker
+	// A slot held by the waiting call would keep this one waiting past its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, status, err := r.Run(ctx, Call{Tool: "quick"}); err != nil || status != StatusCompleted {
+		t.Fatalf("a paid call while a free call waits for the share: %q, %v", status, err)
+	}
+	close(release)
+	wg.Wait()
 }
 
 // TestRunnerSlotHeldUntilToolReturns checks that a tool still running after its deadline

@@ -103,7 +103,7 @@ var settings = []struct{ name, def, help string }{
 	{"MAX_BODY_BYTES", "1048576", "request bodies larger than this answer 413"},
 	{"TOOL_MAX_TIMEOUT_S", "30", "upper bound for tool.timeout_s"},
 	{"TOOL_MAX_CONCURRENT", "256", "tools running at once; more wait briefly, then answer 503"},
-	{"TOOL_MAX_FREE_CONCURRENT", "0", "how many of them may be free (unpaid) calls; the rest is kept for paid ones (0: half)"},
+	{"TOOL_MAX_FREE_CONCURRENT", "0", "how many of them may be free (unpaid) calls, fewer than TOOL_MAX_CONCURRENT; the rest is kept for paid ones (0: half)"},
 	{"TOOL_MAX_OUTPUT_BYTES", "1048576", "a tool output larger than this is replaced by an error"},
 	{"HTTP_GET_ALLOW_CIDRS", "", "comma-separated private CIDRs that http_get may reach (default: none)"},
 	{"PUBLIC_URL", "", "the gateway's base URL as callers reach it, for x402's resource.url (default http://HOST:PORT)"},
@@ -243,7 +243,8 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	c.MaxBodyBytes = num("MAX_BODY_BYTES", 1024, 64<<20)
 	c.ToolMaxTimeout = time.Duration(num("TOOL_MAX_TIMEOUT_S", 1, 600)) * time.Second
 	c.ToolMaxConcurrent = int(num("TOOL_MAX_CONCURRENT", 1, 100_000))
-	c.ToolMaxFree = int(num("TOOL_MAX_FREE_CONCURRENT", 0, int64(c.ToolMaxConcurrent)))
+	// Below TOOL_MAX_CONCURRENT, or no slot would be kept for paid calls.
+	c.ToolMaxFree = int(num("TOOL_MAX_FREE_CONCURRENT", 0, int64(max(c.ToolMaxConcurrent-1, 0))))
 	c.ToolMaxOutput = int(num("TOOL_MAX_OUTPUT_BYTES", 1024, 64<<20))
 	for _, s := range splitList(get("HTTP_GET_ALLOW_CIDRS")) {
 		p, err := netip.ParsePrefix(s)

@@ -79,6 +79,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{env: map[string]string{"INTERNAL_API_KEY": "short"}, want: "INTERNAL_API_KEY"},
 		{env: map[string]string{"HTTP_GET_ALLOW_CIDRS": "10.0.0.1"}, want: "HTTP_GET_ALLOW_CIDRS"},
 		{env: map[string]string{"LOG_LEVEL": "loud"}, want: "LOG_LEVEL"},
+		{env: map[string]string{"TOOL_MAX_FREE_CONCURRENT": "256"}, want: "TOOL_MAX_FREE_CONCURRENT: want an integer from 0 to 255"},
+		{env: map[string]string{"TOOL_MAX_CONCURRENT": "1", "TOOL_MAX_FREE_CONCURRENT": "1"}, want: "TOOL_MAX_FREE_CONCURRENT: want an integer from 0 to 0"},
 		{env: map[string]string{"POLICY_ALLOW_REAL": "perhaps"}, want: "POLICY_ALLOW_REAL"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "pk_test_publishable"}), want: "STRIPE_SECRET_KEY"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_test_has space"}), want: "STRIPE_SECRET_KEY"},
