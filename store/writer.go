@@ -616,7 +616,7 @@ func (w *Writer) replaySegment(seg *segspool.Segment) error {
 				return err
 			}
 			if torn {
-				w.log.Warn("audit spool segment ends in a torn line (crash mid-append); setting it aside", "segment", seg.Path)
+				w.log.Warn("audit spool line torn (cut off mid-append, or over the line limit); setting it aside", "segment", seg.Path)
 			}
 			w.deadLetterLine(line, reason)
 			continue
@@ -631,8 +631,9 @@ func (w *Writer) replaySegment(seg *segspool.Segment) error {
 	return writeChunk()
 }
 
-// decodeReplayLine decodes a spool line, or says why it must be set aside. A torn line is
-// never replayed, even when it parses: its append never returned, and its end may be missing.
+// decodeReplayLine decodes a spool line, or says why it must be set aside. A torn line (cut off
+// by a crash mid-append, or longer than the spool's line limit) is never replayed, even when it
+// parses: its end may be missing.
 func decodeReplayLine(line []byte, torn bool) (Entry, string) {
 	if torn {
 		return Entry{}, "torn_spool_line"

@@ -210,7 +210,9 @@ func (s *Spool) Append(data []byte, lines int) error {
 	s.lines.Add(int64(lines))
 	s.bytes.Add(int64(len(data)))
 	if s.closed || s.current.Size >= s.opts.SegmentBytes {
-		return s.sealLocked()
+		// The lines are written and fsynced: they are appended, and will be read back, so a
+		// failure to close the file now must not tell the caller otherwise.
+		_ = s.sealLocked()
 	}
 	return nil
 }

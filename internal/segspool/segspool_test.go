@@ -392,7 +392,7 @@ func readSegments(t *testing.T, s *Spool) []read {
 // faults are the failures injected into segment files: a write that stops half way and an
 // fsync that fails (each once), a truncate that keeps failing.
 type faults struct {
-	tearWrite, failSync, failTruncate bool
+	tearWrite, failSync, failTruncate, failClose bool
 }
 
 type faultyFile struct {
@@ -422,4 +422,30 @@ func (f faultyFile) Truncate(size int64) error {
 		return errors.New("injected: truncate failed")
 	}
 	return f.File.Truncate(size)
+}
+
+func (f faultyFile) Close() error {
+	err := f.File.Close()
+	if f.faults.failClose {
+		return errors.New("injected: close failed")
+	}
+	return err
+}
+
+// TestAppendThatSealsReportsWhatItWrote: an append written and fsynced is appended, and
+// says so, even when closing its full segment then fails: it will be read back.
+func TestAppendThatSealsReportsWhatItWrote(t *testing.T) {
+	s, err := Open(t.TempDir(), testOptions(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f := faults{failClose: true}
+	s.wrap = func(file *os.File) segmentFile { return faultyFile{file, &f} }
+	if err := s.Append([]byte(`{"n":1}`+"\n"), 1); err != nil {
+		t.Fatalf("an append written and fsynced returned %v", err)
+	}
+	if got, want := readSegments(t, s), []read{{`{"n":1}`, false}}; !slices.Equal(got, want) || s.Lines() != 1 {
+		t.Fatalf("read %v (spool counts %d lines), want %v", got, s.Lines(), want)
+	}
 }

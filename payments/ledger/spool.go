@@ -187,7 +187,8 @@ func openSpool(dir string, segmentBytes, maxBytes int64) (*segspool.Spool, error
 
 // appendLine writes one operation line (without its newline) and fsyncs it: a nil error means
 // the operation survives a crash; an error (a failed fsync included) means this process never
-// replays it, so the caller may report the operation as not done.
+// replays it, so the caller may report the operation as not done. (Only if the disk refused
+// both the fsync and cutting the line off can a later process find it and replay it.)
 func appendLine(sp *segspool.Spool, line []byte) error {
 	return sp.Append(append(line[:len(line):len(line)], '\n'), 1)
 }
