@@ -609,6 +609,7 @@ func TestRecordAttempt(t *testing.T) {
 // referenceBook is what both ledgers offer for references.
 type referenceBook interface {
 	Create(ctx context.Context, p Payment) error
+	Get(ctx context.Context, id uuid.UUID) (Payment, error)
 	RecordReference(ctx context.Context, id uuid.UUID, status Status, ref string, payload json.RawMessage) (Payment, error)
 	GetByReference(ctx context.Context, rail, ref string) (Payment, error)
 }
@@ -636,10 +637,18 @@ func TestRecordReference(t *testing.T) {
 			if err := l.Create(ctx, p); err != nil {
 				t.Fatal(err)
 			}
+			created, err := l.Get(ctx, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i, payload := range []json.RawMessage{json.RawMessage(`{"customer": "cus_1"}`), nil} { // again: a no-op
 				got, err := l.RecordReference(ctx, p.ID, StatusVerified, "pi_ref1", payload)
 				if err != nil || got.TxHash != "pi_ref1" || got.Status != StatusVerified {
 					t.Fatalf("RecordReference %d = %+v, %v", i, got, err)
+				}
+				// It touches the payment: reconciliation leaves a payment alone while it moves.
+				if !got.UpdatedAt.After(created.UpdatedAt) {
+					t.Fatalf("RecordReference %d left updated_at at %v", i, got.UpdatedAt)
 				}
 				var stored map[string]string
 				if err := json.Unmarshal(got.Payload, &stored); err != nil || stored["customer"] != "cus_1" {

@@ -137,7 +137,7 @@ func (l *Ledger) GetByReference(ctx context.Context, rail, ref string) (Payment,
 	l.mu.Lock()
 	var held *Payment
 	for _, h := range l.held {
-		if p := h.payment; p != nil && p.Rail == rail && p.TxHash == ref && (held == nil || p.CreatedAt.Before(held.CreatedAt)) {
+		if p := h.payment; p != nil && p.Rail == rail && p.TxHash == ref && (held == nil || olderPayment(*p, *held)) {
 			held = p
 		}
 	}
@@ -274,6 +274,14 @@ func (m *Memory) GetByNonceKey(_ context.Context, key string) (Payment, error) {
 	return Payment{}, fmt.Errorf("ledger: payment of nonce key %q: %w", key, ErrNotFound)
 }
 
+// olderPayment orders payments as Postgres's ORDER BY created_at, id does.
+func olderPayment(a, b Payment) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	return a.ID.String() < b.ID.String()
+}
+
 // GetByReference is Ledger.GetByReference.
 func (m *Memory) GetByReference(_ context.Context, rail, ref string) (Payment, error) {
 	if rail == "" || ref == "" {
@@ -283,8 +291,7 @@ func (m *Memory) GetByReference(_ context.Context, rail, ref string) (Payment, e
 	defer m.mu.Unlock()
 	var found *Payment
 	for _, p := range m.payments {
-		if p.Rail == rail && p.TxHash == ref && (found == nil || p.CreatedAt.Before(found.CreatedAt) ||
-			(p.CreatedAt.Equal(found.CreatedAt) && p.ID.String() < found.ID.String())) {
+		if p.Rail == rail && p.TxHash == ref && (found == nil || olderPayment(p, *found)) {
 			found = &p
 		}
 	}

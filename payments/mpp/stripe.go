@@ -140,9 +140,9 @@ var ErrReplayed = errors.New("mpp: stripe answered with a replayed response")
 // Idempotent-Replayed is refused (ErrReplayed) when it answers the first attempt, but accepted
 // when it answers a retry after an attempt of ours whose outcome was unknown (a timeout, a
 // 5xx), or any attempt of a Resumed request: the caller holds the challenge's claim, so that
-// earlier request can only be ours. The
-// PaymentIntent is returned whatever its status; Stripe refusals (a declined card, a bad or
-// spent token) are *StripeError; not reaching Stripe is payments.ErrUnavailable.
+// earlier request can only be ours. The PaymentIntent is returned whatever its status; Stripe
+// refusals (a declined card, a bad or spent token) are *StripeError; not reaching Stripe is
+// payments.ErrUnavailable.
 func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.PaymentIntent, error) {
 	if key := req.IdempotencyKey(); len(key) > 255 {
 		return nil, fmt.Errorf("mpp: idempotency key of %d bytes exceeds Stripe's 255", len(key))
