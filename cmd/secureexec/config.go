@@ -511,6 +511,13 @@ func loadMPP(c *Config, get func(string) string, num func(string, int64, int64) 
 }
 
 // anyParChargeable reports whether any of the default prices, converted at par, reaches
+// longestCall bounds how long one call can take, with room to spare: the longest tool run, EP,
+// and the longer of a Stripe charge and a settlement's receipt wait. Work that waits for a
+// call to finish (a refund of its charge, taking over its payment identifier) waits this long.
+func (c Config) longestCall() time.Duration {
+	return c.ToolMaxTimeout + c.EPTimeout + max(c.StripeTimeout, c.ReceiptTimeout) + 2*time.Minute
+}
+
 // Stripe's minimum: the rail's own rule (mpp.Rail.AmountFor) without a fixed amount.
 func anyParChargeable(currency string) bool {
 	if currency != mpp.DefaultCurrency {

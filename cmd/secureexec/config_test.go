@@ -41,6 +41,27 @@ func TestConfigDefaultsAreTheSeeds(t *testing.T) {
 	}
 }
 
+// TestLongestCall: what waits for a call to end (a refund of its charge, a takeover of its
+// payment identifier) waits at least as long as the slowest call the settings allow.
+func TestLongestCall(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, 30*time.Second + 3*time.Second + 30*time.Second + 2*time.Minute},
+		{map[string]string{"TOOL_MAX_TIMEOUT_S": "600", "SETTLEMENT_RECEIPT_TIMEOUT_S": "600", "EP_TIMEOUT_MS": "60000"},
+			600*time.Second + 60*time.Second + 600*time.Second + 2*time.Minute},
+	} {
+		c, err := loadConfig(envOf(tc.env), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.longestCall(); got != tc.want {
+			t.Errorf("%v: longest call %v, want %v", tc.env, got, tc.want)
+		}
+	}
+}
+
 func TestConfigFileAndEnvironment(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "c.json")
 	if err := os.WriteFile(f, []byte(`{"PORT": 6000, "EP_FAIL_MODE": "closed", "PAYMENT_WALLET": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"}`), 0o600); err != nil {

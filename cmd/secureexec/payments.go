@@ -74,7 +74,8 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 	if _, inMemory := book.(*ledger.Memory); inMemory {
 		st.idem = ledger.NewMemoryIdempotency()
 	} else {
-		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{})
+		// An entry in flight is taken over only once its call cannot be running any more.
+		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{InFlightTTL: max(10*time.Minute, cfg.longestCall())})
 	}
 	if cfg.X402Network != "off" {
 		if err := buildX402(ctx, cfg, book, claims, st, log); err != nil {
@@ -286,9 +287,8 @@ func buildMPP(cfg Config, book ledgerAll, claims claimer, st *paymentStack, log 
 	st.rails = append(st.rails, rail)
 	st.flags = book
 
-	// A charge is refunded only when its call has had every chance to finish: the longest tool
-	// run, EP and Stripe, with room to spare.
-	staleAfter := cfg.ToolMaxTimeout + cfg.EPTimeout + cfg.StripeTimeout + 2*time.Minute
+	// A charge is refunded only when its call has had every chance to finish.
+	staleAfter := cfg.longestCall()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
