@@ -15,8 +15,9 @@
 // the payment and returns `Payment-Receipt` (receipt.go). The charge is written ahead
 // (charge.go): a charge whose answer was lost is completed by a resend of the same credential,
 // or refunded by Reconcile (reconcile.go). A `MPP pi_…` credential is a PaymentIntent the payer
-// already paid: Verify retrieves it and requires succeeded, this price, this currency, this
-// gateway's binding metadata, this Stripe mode, a bounded age, and no earlier use.
+// already paid (seedform.go): Verify retrieves it and requires succeeded and not refunded,
+// this price, this currency, this gateway's binding metadata, this Stripe mode, a bounded
+// age, and no earlier use.
 //
 // Prices are integer USDC atomic units; Stripe amounts are integer minor units (cents).
 // Config.Amounts fixes the charge per mode; without it a USDC price converts at par, so
