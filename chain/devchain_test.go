@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -209,7 +210,10 @@ func TestTokenMetadata(t *testing.T) {
 
 // TestVector1337OnChain deploys from anvil's key #0 so the token lands at the vector's
 // verifyingContract, then relays the vector's signature unchanged: the digest the shared
-// vector was signed over is the one the contract checks.
+// vector was signed over is the one the contract checks. The vector expires (validBefore
+// 2030-01-01), after which the chain refuses it whatever its signature: the same
+// authorization, with a later validBefore and another nonce, signed with the vector's own key
+// by our digest (which TestEIP712Vectors holds to the vector's), is relayed too, always.
 func TestVector1337OnChain(t *testing.T) {
 	v := loadVectors(t)["local-1337-mock"]
 	anvil0 := mustKey(t, "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
@@ -223,15 +227,29 @@ func TestVector1337OnChain(t *testing.T) {
 	if common.Hash(ds) != common.HexToHash(v.DomainSeparator) {
 		t.Fatalf("on-chain DOMAIN_SEPARATOR %x, vector %s", ds, v.DomainSeparator)
 	}
-	a := vectorAuth(t, v)
 	op := newSender(t, c, anvil0, d.ChainID())
-	mined(t, d, op, token, PackMint(a.From, a.Value))
-	data, err := PackTransferWithAuthorization(a)
-	if err != nil {
-		t.Fatal(err)
+	relay := func(t *testing.T, a Authorization) {
+		mined(t, d, op, token, PackMint(a.From, a.Value))
+		data, err := PackTransferWithAuthorization(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := mined(t, d, op, token, data)
+		if !HasTransfer(r, token, a.From, a.To, a.Value) {
+			t.Fatalf("no Transfer(%s, %s, %v) in receipt", a.From.Hex(), a.To.Hex(), a.Value)
+		}
 	}
-	r := mined(t, d, op, token, data)
-	if !HasTransfer(r, token, a.From, a.To, a.Value) {
-		t.Fatalf("no Transfer(%s, %s, %v) in receipt", a.From.Hex(), a.To.Hex(), a.Value)
-	}
+	a := vectorAuth(t, v)
+	t.Run("the vector's signature", func(t *testing.T) {
+		if !time.Now().Add(time.Minute).Before(time.Unix(a.ValidBefore.Int64(), 0)) {
+			t.Skipf("the vector's authorization expired at %s", time.Unix(a.ValidBefore.Int64(), 0).UTC())
+		}
+		relay(t, a)
+	})
+	t.Run("re-signed with the vector's key", func(t *testing.T) {
+		again := a
+		again.ValidBefore = big.NewInt(time.Now().Add(time.Hour).Unix())
+		again.Nonce = crypto.Keccak256Hash([]byte("resigned:" + v.PaymentPayload.Payload.Authorization.Nonce))
+		relay(t, signTransfer(t, again, mustKey(t, v.SignerPrivateKey), d.ChainID().Uint64(), token))
+	})
 }
