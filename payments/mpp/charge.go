@@ -91,7 +91,12 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 	if err != nil {
 		return nil, r.chargeFailed(ctx, log, c, err)
 	}
-	log = log.With("payment_intent", pi.ID)
+	return r.answered(ctx, log.With("payment_intent", pi.ID), c, pi, price, amount)
+}
+
+// answered takes Stripe's answer to a charge: a succeeded PaymentIntent pays the call; any
+// other is refused, and canceled when it could still move money.
+func (r *Rail) answered(ctx context.Context, log *slog.Logger, c charge, pi *stripe.PaymentIntent, price payments.Price, amount uint64) (*payments.Authorization, error) {
 	switch pi.Status {
 	case stripe.PaymentIntentStatusSucceeded:
 		return r.charged(ctx, log, c, pi, price, amount)
@@ -99,22 +104,27 @@ func (r *Rail) verifyCredential(ctx context.Context, token string, price payment
 		r.cancelAndClose(ctx, log, c.id, pi)
 		return nil, refuse(ReasonPaymentActionRequired, "the payment needs an action by the payer; the PaymentIntent was canceled")
 	case stripe.PaymentIntentStatusProcessing:
-		// It may still succeed, and then the money must go back: the payment stays verified
-		// for Reconcile, with the PaymentIntent as its reference, and the PaymentIntent is
-		// claimed so that it cannot pay a call in the seed form meanwhile.
-		log.Warn("mpp: a refused PaymentIntent is still processing; reconciliation refunds it if it succeeds")
-		if err := r.claimPaymentIntent(ctx, pi.ID); err != nil && !errors.Is(err, ledger.ErrNonceUsed) {
-			log.Warn("mpp: claiming a processing PaymentIntent", "err", err)
-		}
-		if _, err := r.book.RecordReference(ctx, c.id, ledger.StatusVerified, pi.ID, nil); err != nil {
-			log.Warn("mpp: recording a processing PaymentIntent; reconciliation finds it through the challenge", "err", err)
-		}
+		r.awaitProcessing(ctx, log, c.id, pi.ID)
 	case stripe.PaymentIntentStatusCanceled:
 		r.close(ctx, log, c.id, pi.ID, "payment intent canceled")
 	default:
 		r.cancelAndClose(ctx, log, c.id, pi)
 	}
 	return nil, refuse(ReasonVerificationFailed, fmt.Sprintf("the PaymentIntent is %s, not succeeded", pi.Status))
+}
+
+// awaitProcessing keeps a refused PaymentIntent that is still processing for Reconcile: it
+// may yet succeed, and then the money must go back. The payment stays verified with the
+// PaymentIntent as its reference, and the PaymentIntent is claimed so that it cannot pay a
+// call in the seed form meanwhile.
+func (r *Rail) awaitProcessing(ctx context.Context, log *slog.Logger, id uuid.UUID, pi string) {
+	log.Warn("mpp: a refused PaymentIntent is still processing; reconciliation refunds it if it succeeds")
+	if err := r.claimPaymentIntent(ctx, pi); err != nil && !errors.Is(err, ledger.ErrNonceUsed) {
+		log.Warn("mpp: claiming a processing PaymentIntent", "err", err)
+	}
+	if _, err := r.book.RecordReference(ctx, id, ledger.StatusVerified, pi, nil); err != nil {
+		log.Warn("mpp: recording a processing PaymentIntent; reconciliation finds it through the challenge", "err", err)
+	}
 }
 
 // beginCharge writes the charge ahead: it claims the challenge and records its payment. A
