@@ -62,6 +62,8 @@ type charge struct {
 // challengeUsed is the refusal of a credential whose challenge paid, or is paying, a call.
 func challengeUsed() error { return refuse(ReasonInvalidChallenge, "the challenge was already used") }
 
+// verifyCredential is Verify of a `Payment` credential: it checks the echoed challenge, writes
+// the charge ahead, charges the token, and takes Stripe's answer.
 func (r *Rail) verifyCredential(ctx context.Context, token string, price payments.Price, amount uint64) (*payments.Authorization, error) {
 	cred, err := DecodeCredential(token)
 	if err != nil {
