@@ -124,7 +124,7 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		return nil, badRequest("invalid_agent_id", "agentId", "agentId is longer than %d bytes", maxAgentIDLen)
 	}
 	if !displayable(req.AgentID) {
-		return nil, badRequest("invalid_agent_id", "agentId", "agentId contains a control or bidirectional formatting character")
+		return nil, badRequest("invalid_agent_id", "agentId", "agentId contains a control, formatting or invisible character")
 	}
 	if t := req.Tool.TimeoutS; t != nil && (*t <= 0 || math.IsInf(*t, 0) || math.IsNaN(*t)) {
 		return nil, badRequest("invalid_timeout", "tool.timeout_s", "tool.timeout_s must be a positive number of seconds")
@@ -344,12 +344,13 @@ func jsonSkipSpace(b []byte, i int) int {
 	return i
 }
 
-// displayable reports whether s has neither control characters nor bidirectional formatting
-// characters: an agent id is shown in logs, records and policies, where either could make one
-// id read as another.
+// displayable reports whether s has no control characters and no formatting or invisible ones
+// (bidirectional controls, zero-width spaces, soft hyphens, variation selectors): an agent id
+// is shown in logs, records and policies, where any of them could make one id read as another.
 func displayable(s string) bool {
 	for _, r := range s {
-		if r < 0x20 || (r >= 0x7f && (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r))) {
+		if r < 0x20 || (r >= 0x7f && (unicode.IsControl(r) ||
+			unicode.In(r, unicode.Cf, unicode.Bidi_Control, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point))) {
 			return false
 		}
 	}

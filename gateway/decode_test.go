@@ -291,8 +291,8 @@ func TestSlowBodyIsATimeout(t *testing.T) {
 	}
 }
 
-// TestAgentIDIsDisplayable: an agent id with a control or bidirectional formatting character
-// is refused, naming the field; other text, any script, is taken.
+// TestAgentIDIsDisplayable: an agent id with a control, formatting or invisible character is
+// refused, naming the field; other text, any script, is taken.
 func TestAgentIDIsDisplayable(t *testing.T) {
 	for _, tc := range []struct {
 		id string
@@ -300,6 +300,8 @@ func TestAgentIDIsDisplayable(t *testing.T) {
 	}{
 		{"agent-7", true}, {"Ağent ünïcode 代理", true}, {"", true},
 		{`a\u0007b`, false}, {`a\nb`, false}, {`a\u007fb`, false}, {`admin\u202egnp.exe`, false}, {`\u2066x\u2069`, false}, {`a\u200fb`, false},
+		// invisible: zero-width space, soft hyphen, byte order mark, word joiner, variation selector
+		{`evil\u200b`, false}, {`ev\u00adil`, false}, {`\ufeffevil`, false}, {`evil\u2060`, false}, {`evil\ufe0f`, false},
 	} {
 		body := `{"agentId":"` + tc.id + `","tool":{"name":"x"}}`
 		w := httptest.NewRecorder()

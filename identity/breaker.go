@@ -76,11 +76,17 @@ func (b *breaker) success() {
 }
 
 // failure records that EP did not answer usefully and reports whether this opened the breaker.
-func (b *breaker) failure(now time.Time) (tripped bool) {
+// probe says the call was the half-open probe: in half-open only the probe decides, and a call
+// that started before the trip and failed late changes nothing (reopening then would shut out
+// the probe in flight and let a second one through beside it).
+func (b *breaker) failure(now time.Time, probe bool) (tripped bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case breakerHalfOpen:
+		if !probe {
+			return false
+		}
 		b.state = breakerOpen
 		b.openUntil = now.Add(b.cooldown)
 		b.probing = false

@@ -10,7 +10,7 @@ func TestBreaker(t *testing.T) {
 	type step struct {
 		op        string // allow | success | failure | release
 		at        time.Duration
-		probe     bool // for release
+		probe     bool // for release and failure
 		wantOK    bool // allow result, or tripped for failure
 		wantProbe bool
 	}
@@ -47,7 +47,7 @@ func TestBreaker(t *testing.T) {
 		{"failed probe reopens for a full cool-down", []step{
 			{op: "failure"}, {op: "failure"}, {op: "failure", wantOK: true},
 			{op: "allow", at: 10 * time.Second, wantOK: true, wantProbe: true},
-			{op: "failure", at: 15 * time.Second, wantOK: true},
+			{op: "failure", at: 15 * time.Second, probe: true, wantOK: true},
 			{op: "allow", at: 24 * time.Second, wantOK: false},
 			{op: "allow", at: 25 * time.Second, wantOK: true, wantProbe: true},
 		}, breakerHalfOpen},
@@ -55,6 +55,12 @@ func TestBreaker(t *testing.T) {
 			{op: "failure"}, {op: "failure"}, {op: "failure", wantOK: true},
 			{op: "failure", at: 5 * time.Second, wantOK: false},
 			{op: "allow", at: 10 * time.Second, wantOK: true, wantProbe: true},
+		}, breakerHalfOpen},
+		{"a late failure of a call from before the trip leaves the probe alone", []step{
+			{op: "failure"}, {op: "failure"}, {op: "failure", wantOK: true},
+			{op: "allow", at: 10 * time.Second, wantOK: true, wantProbe: true},
+			{op: "failure", at: 11 * time.Second, probe: false, wantOK: false},
+			{op: "allow", at: 11 * time.Second, wantOK: false}, // the probe is still the one in flight
 		}, breakerHalfOpen},
 		{"successful probe closes", []step{
 			{op: "failure"}, {op: "failure"}, {op: "failure", wantOK: true},
@@ -74,7 +80,7 @@ func TestBreaker(t *testing.T) {
 						t.Fatalf("step %d: allow = %v, %v; want %v, %v", i, ok, probe, s.wantOK, s.wantProbe)
 					}
 				case "failure":
-					if tripped := b.failure(now); tripped != s.wantOK {
+					if tripped := b.failure(now, s.probe); tripped != s.wantOK {
 						t.Fatalf("step %d: failure tripped = %v, want %v", i, tripped, s.wantOK)
 					}
 				case "success":

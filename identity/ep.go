@@ -145,10 +145,15 @@ func (c *EPClient) Validate(ctx context.Context, req Request) Outcome {
 	ans, err := c.call(ctx, newEPRequest(req, c.chain))
 	if err != nil {
 		v := verdictFailure
+		if probe {
+			v = verdictProbeFailure
+		}
 		if ctx.Err() != nil {
-			// Our caller's deadline or cancellation, not EP's deadline: says nothing about EP.
+			// Our caller's deadline or cancellation, not EP's deadline: says nothing about EP,
+			// and is recorded as what it was.
 			c.breaker.release(probe)
 			v = verdictNone
+			err = &epError{Reason: ReasonEPCanceled, Err: err}
 		}
 		return c.unavailable(req, err, v)
 	}
@@ -174,8 +179,9 @@ func (c *EPClient) Validate(ctx context.Context, req Request) Outcome {
 type breakerVerdict int
 
 const (
-	verdictNone    breakerVerdict = iota // nothing: no call made, or the caller went away
-	verdictFailure                       // EP failed; count it
+	verdictNone         breakerVerdict = iota // nothing: no call made, or the caller went away
+	verdictFailure                            // EP failed; count it
+	verdictProbeFailure                       // EP failed the half-open probe
 )
 
 // unavailable is the one place that decides what happens when EP gave no usable answer: it
@@ -194,8 +200,8 @@ func (c *EPClient) unavailable(req Request, err error, v breakerVerdict) Outcome
 func (c *EPClient) failDecision(req Request, err error, v breakerVerdict) (decision, reason string) {
 	reason = reasonOf(err)
 	tripped := false
-	if v == verdictFailure {
-		tripped = c.breaker.failure(c.now())
+	if v == verdictFailure || v == verdictProbeFailure {
+		tripped = c.breaker.failure(c.now(), v == verdictProbeFailure)
 	}
 	decision = DecisionUnavailableFailedOpen
 	if c.mode == FailClosed {
@@ -236,7 +242,9 @@ func (c *EPClient) call(ctx context.Context, body epRequest) (epAnswer, error) {
 		return epAnswer{}, &epError{Reason: transportReason(err), Err: err}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	// EP answers 200 and nothing else: a 206 is part of a body, a 203 a body a proxy changed,
+	// a 202 no answer yet.
+	if resp.StatusCode != http.StatusOK {
 		return epAnswer{}, epErrorf(ReasonEPBadStatus, "status %d", resp.StatusCode)
 	}
 	if resp.ContentLength > c.maxBytes {

@@ -61,6 +61,19 @@ func TestEPOutcomes(t *testing.T) {
 		{"400 is a bad status, not a denial", func(*fakeEP) http.HandlerFunc {
 			return respond(400, `{"error":"amount_usd must be a positive number"}`)
 		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
+		{"206 is not an answer", func(*fakeEP) http.HandlerFunc { return respond(http.StatusPartialContent, `{"valid":true}`) }, 1,
+			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
+		{"203 (a proxy changed the body) is not an answer", func(*fakeEP) http.HandlerFunc {
+			return respond(http.StatusNonAuthoritativeInfo, `{"valid":true}`)
+		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
+		{"202 is not an answer", func(*fakeEP) http.HandlerFunc { return respond(http.StatusAccepted, `{"valid":true}`) }, 1,
+			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
+		{"a 200 carrying an error is not an approval", func(*fakeEP) http.HandlerFunc {
+			return respond(200, `{"valid":true,"error":"Internal server error","message":"db down"}`)
+		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
+		{"valid with violations is not an approval", func(*fakeEP) http.HandlerFunc {
+			return respond(200, `{"valid":true,"violations":["Single trade exceeds $100 policy limit"],"risk_score":"HIGH"}`)
+		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
 		{"redirect is not followed", func(*fakeEP) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/elsewhere", http.StatusFound) }
 		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
@@ -267,6 +280,15 @@ func TestEPCallerCanceled(t *testing.T) {
 	}
 	if out := g.Decide(context.Background(), req); out.Decision != DecisionApproved {
 		t.Fatalf("after a canceled call Decide = %+v, want approved (breaker must stay closed)", out)
+	}
+	// The caller's own deadline, shorter than EP's, is the caller's, not an EP timeout.
+	var slow *fakeEP
+	slow = newFakeEP(t, func(w http.ResponseWriter, r *http.Request) { slow.slow(w, r) })
+	g = newTestIAM(t, Config{EP: EPConfig{URL: slow.URL(), Timeout: 3 * time.Second, BreakerThreshold: 1, Mode: FailClosed}})
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if out := g.Decide(ctx, req); !reflect.DeepEqual(out, want) {
+		t.Fatalf("Decide past the caller's deadline = %+v, want %+v", out, want)
 	}
 }
 

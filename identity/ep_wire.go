@@ -113,6 +113,10 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 			dst = &risk
 		case "proof_hash":
 			dst = &proof
+		case "error":
+			// EP's error shape ({"error": ...}); with a "valid" beside it, the answer
+			// contradicts itself.
+			return a, fmt.Errorf("%w: an error answer", errBadResponse)
 		default:
 			continue
 		}
@@ -140,6 +144,10 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 		return a, fmt.Errorf("%w: \"valid\" is not a boolean", errBadResponse)
 	}
 	a.Violations = decodeViolations(violations)
+	if a.Valid && len(a.Violations) > 0 {
+		// EP's valid is "no violations": an approval that lists some is not one.
+		return epAnswer{}, fmt.Errorf("%w: valid with violations", errBadResponse)
+	}
 	a.RiskScore = decodeRiskScore(risk)
 	a.ProofHash = normProofHash(proof)
 	return a, nil

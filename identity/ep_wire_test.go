@@ -53,6 +53,8 @@ func TestDecodeEPResponse(t *testing.T) {
 		{"long violation truncated", `{"valid":false,"violations":["` + strings.Repeat("é", 200) + `"]}`, epAnswer{Violations: []string{strings.Repeat("é", 128)}}, false},
 		{"duplicate unrelated keys are fine", `{"x":1,"x":2,"valid":true}`, epAnswer{Valid: true}, false},
 		{"empty body", ``, epAnswer{}, true},
+		{"an error answer", `{"valid":true,"error":"Internal server error"}`, epAnswer{}, true},
+		{"valid with violations", `{"valid":true,"violations":["Leverage exceeds 3x policy limit"]}`, epAnswer{}, true},
 		{"not JSON", `<html>`, epAnswer{}, true},
 		{"array", `[true]`, epAnswer{}, true},
 		{"missing valid", `{"approved":true}`, epAnswer{}, true},

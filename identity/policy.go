@@ -4,14 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // AnyAgent is the ToolAllow key whose list applies to every agent without its own entry.
 const AnyAgent = "*"
 
 // PolicyConfig is the gateway's own access policy, read once at start-up. Agent ids match
-// case-insensitively and ignoring surrounding space, so "Evil" cannot slip past a deny-list
-// entry "evil"; tool names match exactly, as the tool registry spells them.
+// ignoring case, surrounding space, compatibility forms and invisible characters (normAgent),
+// so "Evil", "ｅｖｉｌ" or "evil" with a zero-width space cannot slip past a deny-list entry
+// "evil"; tool names match exactly, as the tool registry spells them.
 type PolicyConfig struct {
 	// DenyAgents are refused outright.
 	DenyAgents []string `json:"denyAgents,omitempty"`
@@ -83,7 +87,21 @@ func agentSet(setting string, ids []string) (map[string]bool, error) {
 	return set, nil
 }
 
-func normAgent(id string) string { return strings.ToLower(strings.TrimSpace(id)) }
+// normAgent is the form agent ids are compared in: compatibility characters folded (NFKC:
+// a full-width "ｅｖｉｌ" is "evil"), invisible ones dropped (a zero-width space, a soft
+// hyphen), lower case, no surrounding space. Look-alikes of other scripts stay distinct: a
+// list of self-asserted ids is advisory, as any agent can name itself anything else.
+func normAgent(id string) string {
+	return strings.ToLower(strings.TrimSpace(strings.Map(dropInvisible, norm.NFKC.String(id))))
+}
+
+// dropInvisible maps the characters that display as nothing to nothing.
+func dropInvisible(r rune) rune {
+	if unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) {
+		return -1
+	}
+	return r
+}
 
 // Evaluate checks req against the policy. It returns every violation found, in a fixed order,
 // and the reason code of the first; ok is true when there is none.

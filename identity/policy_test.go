@@ -31,6 +31,8 @@ func TestPolicyEvaluate(t *testing.T) {
 		{"listed agent, listed tool, dry run", Request{AgentID: "reader", Tool: "http_get", DryRun: true}, "", 0},
 		{"deny-listed agent", Request{AgentID: "evil", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"deny list ignores case and space", Request{AgentID: "  EVIL ", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
+		{"deny list ignores compatibility forms", Request{AgentID: "ｅｖｉｌ", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
+		{"deny list ignores invisible characters", Request{AgentID: "e\u00advil\u200b\ufeff", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"own allow-list is exclusive", Request{AgentID: "reader", Tool: "hash", DryRun: true}, ReasonToolNotAllowed, 1},
 		{"default allow-list applies to unlisted agents", Request{AgentID: "stranger", Tool: "dns_lookup", DryRun: true}, ReasonToolNotAllowed, 1},
 		{"default allow-list allows its tools", Request{AgentID: "stranger", Tool: "hash", DryRun: true}, "", 0},
