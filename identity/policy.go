@@ -92,7 +92,19 @@ func agentSet(setting string, ids []string) (map[string]bool, error) {
 // hyphen), lower case, no surrounding space. Look-alikes of other scripts stay distinct: a
 // list of self-asserted ids is advisory, as any agent can name itself anything else.
 func normAgent(id string) string {
-	return strings.ToLower(strings.TrimSpace(strings.Map(dropInvisible, norm.NFKC.String(id))))
+	if !isASCII(id) { // ASCII is its own NFKC form and has no invisible characters
+		id = strings.Map(dropInvisible, norm.NFKC.String(id))
+	}
+	return strings.ToLower(strings.TrimSpace(id))
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // dropInvisible maps the characters that display as nothing to nothing.
