@@ -216,7 +216,8 @@ func (c *Client) Exec(ctx context.Context, call Call) (*Result, error) {
 	return c.execute(ctx, "/exec/tool", call)
 }
 
-// Simulate posts a call to /exec/simulate (free: a 402 there is paid like any other).
+// Simulate posts a call to /exec/simulate, which is free: a 402 there is refused
+// (ReasonSimulateNotFree), never paid.
 func (c *Client) Simulate(ctx context.Context, call Call) (*Result, error) {
 	return c.execute(ctx, "/exec/simulate", call)
 }
@@ -317,6 +318,8 @@ func (c *Client) execute(ctx context.Context, path string, call Call) (*Result, 
 		return nil, &PaymentRefusedError{Reason: serverReason, Detail: "the request already carried a payment, which the server refused: " + serverDetail, Status: resp.status}
 	case c.internalKey != "":
 		return nil, &PaymentRefusedError{Reason: ReasonInternalKeyRefused, Detail: fmt.Sprintf("payment required although the internal key was sent (%s: %s)", serverReason, serverDetail), Status: resp.status}
+	case path == "/exec/simulate":
+		return nil, &PaymentRefusedError{Reason: ReasonSimulateNotFree, Detail: fmt.Sprintf("a simulation is free; the server asked for payment (%s: %s)", serverReason, serverDetail), Status: resp.status}
 	case c.signer == nil:
 		return nil, &PaymentRefusedError{Reason: ReasonNoSigner, Detail: "payment required and no signer is configured", Status: resp.status}
 	}
@@ -355,15 +358,22 @@ func (c *Client) result(resp *response, reqID string, pay *Payment) (*Result, er
 	st := settlementOf(resp.header)
 	if resp.status/100 != 2 {
 		e := apiError(resp)
-		e.Settlement = st
+		e.Settlement, e.Payment = st, pay
 		return nil, e
 	}
 	var r Result
-	if err := json.Unmarshal(resp.body, &r); err != nil {
-		return nil, fmt.Errorf("client: decoding the result: %w: %w", ErrInvalidResponse, err)
+	err := json.Unmarshal(resp.body, &r)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("client: decoding the result: %w: %w", ErrInvalidResponse, err)
+	case r.JobID == "" || r.ProofHash == "":
+		err = fmt.Errorf("client: the result has no jobId or proofHash: %w", ErrInvalidResponse)
 	}
-	if r.JobID == "" || r.ProofHash == "" {
-		return nil, fmt.Errorf("client: the result has no jobId or proofHash: %w", ErrInvalidResponse)
+	if err != nil && pay != nil {
+		return nil, &PaymentInFlightError{Payment: pay, Err: err} // it may have settled
+	}
+	if err != nil {
+		return nil, err
 	}
 	r.Raw = resp.body
 	r.RequestID = reqID

@@ -357,6 +357,62 @@ func TestSimulateIsFree(t *testing.T) {
 	}
 }
 
+// TestSimulateNeverPays: a simulation is free; a 402 from /exec/simulate is refused, not paid.
+func TestSimulateNeverPays(t *testing.T) {
+	f := newFake(t, func(f *fakeGateway) { f.chargeSimulate = true })
+	c := newTestClient(t, f)
+	_, err := c.Simulate(context.Background(), jsonParseCall())
+	var pe *PaymentRefusedError
+	if !errors.As(err, &pe) || pe.Reason != ReasonSimulateNotFree || pe.Paid {
+		t.Fatalf("Simulate answered with a 402: %v, want %s", err, ReasonSimulateNotFree)
+	}
+	if verified, _ := f.paid(); len(f.seen()) != 1 || len(verified) != 0 {
+		t.Fatalf("%d requests, %d payments", len(f.seen()), len(verified))
+	}
+}
+
+// TestPaidFailureSaysItWasPaid: a paid request answered with an error is never "temporary"
+// (calling again signs and pays again) and carries what was paid; a paid request answered
+// with a 2xx that is not a result may have settled.
+func TestPaidFailureSaysItWasPaid(t *testing.T) {
+	f := newFake(t, func(f *fakeGateway) {
+		f.afterPay = func(w http.ResponseWriter) {
+			writeProblem(w, http.StatusServiceUnavailable, "facilitator_unavailable", "", "try again")
+		}
+	})
+	_, err := newTestClient(t, f).Exec(context.Background(), jsonParseCall())
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != 503 || ae.Payment == nil || ae.Payment.Amount != testPrice || ae.Temporary() {
+		t.Fatalf("a paid 503: %v (%+v), want an APIError with its Payment, not temporary", err, ae)
+	}
+
+	g := newFake(t, func(f *fakeGateway) {
+		f.afterPay = func(w http.ResponseWriter) {
+			writeTestJSON(w, http.StatusOK, "application/json", map[string]string{"no": "result"})
+		}
+	})
+	_, err = newTestClient(t, g).Exec(context.Background(), jsonParseCall())
+	var inflight *PaymentInFlightError
+	if !errors.As(err, &inflight) || inflight.Payment == nil || !errors.Is(err, ErrInvalidResponse) {
+		t.Fatalf("a paid 200 that is not a result: %v, want PaymentInFlightError wrapping ErrInvalidResponse", err)
+	}
+}
+
+// TestMaxPaymentZeroPaysNothing: WithMaxPayment(0) refuses every payment, a free offer too:
+// nothing is signed.
+func TestMaxPaymentZeroPaysNothing(t *testing.T) {
+	f := newFake(t, func(f *fakeGateway) {
+		f.accepts = []x402.PaymentRequirements{x402.Requirements(localToken, payments.Price{Amount: 0}, common.HexToAddress(payToHex), time.Minute)}
+	})
+	_, err := newTestClient(t, f, WithMaxPayment(0)).Exec(context.Background(), jsonParseCall())
+	if Reason(err) != ReasonMaxPaymentExceeded {
+		t.Fatalf("an offer of 0 with WithMaxPayment(0): %v, want %s", err, ReasonMaxPaymentExceeded)
+	}
+	if verified, _ := f.paid(); len(verified) != 0 || len(f.seen()) != 1 {
+		t.Fatalf("%d payments, %d requests", len(verified), len(f.seen()))
+	}
+}
+
 func TestErrorsAreTyped(t *testing.T) {
 	elsewhere := int32(0)
 	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { atomic.AddInt32(&elsewhere, 1) }))

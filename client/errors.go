@@ -32,6 +32,9 @@ const (
 	ReasonSigningFailed = "signing_failed"
 	// ReasonPaymentRequired is the server's code for a 402 that gives no other reason.
 	ReasonPaymentRequired = "payment_required"
+	// ReasonSimulateNotFree: /exec/simulate asked for payment; a simulation is free, so the
+	// client does not pay for one.
+	ReasonSimulateNotFree = "simulate_not_free"
 )
 
 // ErrResponseTooLarge is returned when a response body exceeds the client's cap.
@@ -51,6 +54,9 @@ type APIError struct {
 	RequestID  string        // the gateway's X-Request-ID, for its logs
 	RetryAfter time.Duration // from Retry-After; 0 when absent
 	Settlement *Settlement   // a PAYMENT-RESPONSE on the error, when the request was paid
+	// Payment is what was signed and sent, when the request was paid: the gateway may have
+	// kept it, and calling again signs and pays again.
+	Payment *Payment
 }
 
 // Error reads "gateway answered HTTP <status> <code> (<field>): <detail>".
@@ -69,9 +75,10 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Temporary reports whether the same call may succeed later (503, 429 and other 5xx).
+// Temporary reports whether the same call may succeed later (503, 429 and other 5xx) at no
+// further cost: never for a paid request (Payment set), whose retry would pay again.
 func (e *APIError) Temporary() bool {
-	return e.Status == 429 || e.Status >= 500
+	return e.Payment == nil && (e.Status == 429 || e.Status >= 500)
 }
 
 // PaymentRefusedError is a payment that did not happen: the client refused to pay the offer
@@ -99,7 +106,8 @@ func (e *PaymentRefusedError) Error() string {
 }
 
 // PaymentInFlightError is a paid request whose answer never arrived (a timeout, a dropped
-// connection): the gateway may have run the call and settled the payment. Payment says what
+// connection) or was not an answer (a 2xx body that is not a result): the gateway may have
+// run the call and settled the payment. Payment says what
 // was signed; its PaymentID, when set, lets the gateway recognise a resend.
 type PaymentInFlightError struct {
 	Payment *Payment

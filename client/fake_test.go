@@ -57,8 +57,10 @@ type fakeGateway struct {
 	settle         string                     // SettlementSettled (default), SettlementPending or SettlementFailed
 	internalKey    string
 	now            func() time.Time
-	tamper         string // "record": serve a record that no longer matches its hash; "other": another job's record
-	redirectTo     string // where the "redirect" tool sends the client
+	tamper         string                      // "record": serve a record that no longer matches its hash; "other": another job's record
+	redirectTo     string                      // where the "redirect" tool sends the client
+	afterPay       func(w http.ResponseWriter) // answers instead of the result once a payment verified
+	chargeSimulate bool                        // /exec/simulate asks for payment too
 
 	mu       sync.Mutex
 	requests []seenRequest
@@ -181,7 +183,7 @@ func (f *fakeGateway) serveExec(w http.ResponseWriter, r *http.Request, body []b
 	var settlement *x402.SettlementResponse
 	settlementHeader := x402.HeaderPaymentResponse
 	switch {
-	case r.URL.Path == "/exec/simulate":
+	case r.URL.Path == "/exec/simulate" && !f.chargeSimulate:
 	case f.internalKey != "" && r.Header.Get(HeaderInternalKey) == f.internalKey:
 		protocol = "internal"
 	case r.Header.Get(HeaderInternalKey) != "":
@@ -195,6 +197,10 @@ func (f *fakeGateway) serveExec(w http.ResponseWriter, r *http.Request, body []b
 		}
 		if f.refuseAfterPay != "" {
 			f.write402(w, f.refuseAfterPay, "refused by the test")
+			return
+		}
+		if f.afterPay != nil {
+			f.afterPay(w)
 			return
 		}
 		if req.Tool.Name == "slow_after_pay" {

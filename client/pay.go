@@ -166,7 +166,7 @@ func (c *Client) check(e offerEntry) (*candidate, string, string) {
 			r.Extra.Name, r.Extra.Version, allowed.TokenName, allowed.TokenVersion)
 	}
 	amount, err := strconv.ParseUint(r.Amount, 10, 64)
-	if err != nil || amount > c.maxPayment {
+	if err != nil || amount > c.maxPayment || c.maxPayment == 0 {
 		return nil, ReasonMaxPaymentExceeded, fmt.Sprintf("amount %s exceeds the maximum payment of %d", r.Amount, c.maxPayment)
 	}
 	return &candidate{entry: e, asset: asset, payTo: payTo, amount: amount, flowRank: flowRank}, "", ""

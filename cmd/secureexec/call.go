@@ -122,7 +122,7 @@ func callCmd(getenv func(string) string) *cobra.Command {
 	f.StringVar(&tool, "tool", "", "tool name, e.g. json_parse (required)")
 	f.StringVar(&args, "args", "{}", "the tool's args, a JSON object")
 	f.BoolVar(&real, "real", false, "run the tool for real (dryRun false); the default is a dry run")
-	f.BoolVar(&simulate, "simulate", false, "POST /exec/simulate (free) instead of /exec/tool")
+	f.BoolVar(&simulate, "simulate", false, "POST /exec/simulate (free: a request for payment there is refused) instead of /exec/tool")
 	f.StringVar(&agentID, "agent-id", "", "the caller's agent id")
 	f.Float64Var(&timeoutS, "timeout-s", 0, "tool timeout in seconds (0: the gateway's default)")
 	f.StringVar(&maxPayment, "max-payment", "1", "refuse to pay more than this many USDC for the call (decimal, e.g. 0.05)")
