@@ -179,6 +179,8 @@ func TestExecRefusesToPayWithoutASecondRequest(t *testing.T) {
 		{name: "unknown payment flow", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, withExtra("paymentFlow", `"escrow"`))}, reason: ReasonNoSupportedRequirements},
 		{name: "no EIP-712 domain", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.Extra = x402.Extra{} })}, reason: ReasonNoSupportedRequirements},
 		{name: "a payment window of a year", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.MaxTimeoutSeconds = 365 * 86400 })}, reason: ReasonInvalidPaymentRequired},
+		{name: "a payment window of a day", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.MaxTimeoutSeconds = 86400 })}, reason: ReasonInvalidPaymentRequired},
+		{name: "a payment window just over an hour", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.MaxTimeoutSeconds = 3601 })}, reason: ReasonInvalidPaymentRequired},
 		{name: "pay to the zero address", accepts: []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.PayTo = "0x0000000000000000000000000000000000000000" })}, reason: ReasonInvalidPaymentRequired},
 		{name: "no signer", opts: []Option{WithSigner(nil)}, reason: "client"}, // New refuses a nil signer
 		{name: "the internal key is refused", opts: []Option{WithInternalKey("wrong-key")}, fake: func(f *fakeGateway) { f.internalKey = "right-key" }, reason: ReasonInternalKeyRefused},
@@ -354,6 +356,20 @@ func TestSimulateIsFree(t *testing.T) {
 	}
 	if seen := f.seen(); len(seen) != 1 || seen[0].path != "/exec/simulate" || !res.DryRun || res.Payment != nil {
 		t.Fatalf("simulate: %d requests, result %+v", len(seen), res)
+	}
+}
+
+// TestPaymentWindowOfAnHourIsPaid: the longest window a SecureExec gateway offers is paid,
+// with validBefore exactly that far ahead.
+func TestPaymentWindowOfAnHourIsPaid(t *testing.T) {
+	f := newFake(t, func(f *fakeGateway) {
+		f.accepts = []x402.PaymentRequirements{offerOn(localToken, testPrice, func(r *x402.PaymentRequirements) { r.MaxTimeoutSeconds = 3600 })}
+	})
+	if _, err := newTestClient(t, f).Exec(context.Background(), jsonParseCall()); err != nil {
+		t.Fatal(err)
+	}
+	if verified, _ := f.paid(); len(verified) != 1 || verified[0].ValidBefore.Int64() != fixedNow.Unix()+3600 {
+		t.Fatalf("payments %+v", verified)
 	}
 }
 

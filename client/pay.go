@@ -16,9 +16,10 @@ import (
 	"github.com/secureexec/secureexec/payments/x402"
 )
 
-// maxPaymentWindow bounds maxTimeoutSeconds: an offer asking for an authorization valid for
-// longer than a day is not a per-call payment.
-const maxPaymentWindow = 24 * 60 * 60
+// maxPaymentWindow bounds maxTimeoutSeconds: an authorization stays spendable until its
+// validBefore, so a per-call payment is valid for no longer than the longest a SecureExec
+// gateway offers (X402_MAX_TIMEOUT_S ≤ 3600 s); a gateway asking for more is refused.
+const maxPaymentWindow = 60 * 60
 
 // v1ValidAfterSkew is how far back the v1 reference client dates validAfter (now − 600 s).
 const v1ValidAfterSkew = 600
