@@ -127,42 +127,16 @@ func TestAppendAfterTornLeftover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	if err := s.Append([]byte("{\"n\":3}\n"), 1); err != nil {
 		t.Fatal(err)
 	}
 	if s.Lines() != 3 {
 		t.Fatalf("lines = %d, want 3", s.Lines())
 	}
-	var got []read
-	for {
-		seg, err := s.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seg == nil {
-			break
-		}
-		r, err := s.OpenSegment(seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			line, torn, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, read{string(line), torn})
-		}
-		r.Close()
-		s.Consumed(seg.Lines)
-		if err := s.Remove(seg); err != nil {
-			t.Fatal(err)
-		}
+	if err := s.Close(); err != nil { // seals the active segment, for reading
+		t.Fatal(err)
 	}
+	got := readSegments(t, s)
 	want := []read{{`{"n":1}`, false}, {`{"n":2}`, true}, {`{"n":3}`, false}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("read %v, want %v", got, want)

@@ -213,6 +213,18 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 	return out, nil
 }
 
+// inStatus returns payment id, which must be in status; m.mu is held.
+func (m *Memory) inStatus(id uuid.UUID, status Status) (Payment, error) {
+	p, ok := m.payments[id]
+	switch {
+	case !ok:
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	case p.Status != status:
+		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", id, p.Status, ErrConflict)
+	}
+	return p, nil
+}
+
 // RecordAttempt is Ledger.RecordAttempt in memory.
 func (m *Memory) RecordAttempt(_ context.Context, id uuid.UUID, status Status) (Payment, error) {
 	if !status.Valid() || status.Terminal() {
@@ -220,12 +232,9 @@ func (m *Memory) RecordAttempt(_ context.Context, id uuid.UUID, status Status) (
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, ok := m.payments[id]
-	switch {
-	case !ok:
-		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
-	case p.Status != status:
-		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", id, p.Status, ErrConflict)
+	p, err := m.inStatus(id, status)
+	if err != nil {
+		return Payment{}, err
 	}
 	p.Attempts++
 	p.UpdatedAt = time.Now().UTC()
@@ -240,13 +249,11 @@ func (m *Memory) RecordReference(_ context.Context, id uuid.UUID, status Status,
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, ok := m.payments[id]
-	switch {
-	case !ok:
-		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
-	case p.Status != status:
-		return Payment{}, fmt.Errorf("ledger: payment %s is %s: %w", id, p.Status, ErrConflict)
-	case p.TxHash != "" && p.TxHash != ref:
+	p, err := m.inStatus(id, status)
+	if err != nil {
+		return Payment{}, err
+	}
+	if p.TxHash != "" && p.TxHash != ref {
 		return Payment{}, txConflict(id)
 	}
 	p.TxHash = ref
