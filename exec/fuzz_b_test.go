@@ -115,6 +115,11 @@ func toolsBFuzzRun(t *testing.T, reg *Registry, tool Tool, args []byte) []byte {
 	if err != nil {
 		t.Fatalf("output does not encode: %v", err)
 	}
+	if a, ok := out.(jsonAppender); ok {
+		if own := a.AppendJSON(nil); !bytes.Equal(own, enc) {
+			t.Fatalf("AppendJSON differs from json.Marshal:\n own %s\nwant %s", own, enc)
+		}
+	}
 	if len(enc) > DefaultLimits.MaxOutputBytes {
 		t.Fatalf("output is %d bytes", len(enc))
 	}

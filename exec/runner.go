@@ -186,7 +186,7 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 			}
 			return failed(res, o.err), StatusFailed, nil
 		}
-		out, err := json.Marshal(o.out)
+		out, err := encodeOutput(o.out)
 		if err != nil {
 			return failed(res, Failf("output_not_encodable", "%v", err)), StatusFailed, nil
 		}
