@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,17 +11,94 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/secureexec/secureexec/proof"
+	"github.com/secureexec/secureexec/store"
 )
 
-// jobDocument is the part of GET /exec/jobs/{jobId} (or a saved copy of it) that
-// verification needs.
-type jobDocument struct {
-	JobID     string          `json:"jobId"`
-	ProofHash string          `json:"proofHash"`
-	Record    json.RawMessage `json:"record"`
+// A job document is what GET /exec/jobs/{jobId} answers (store.Entry), or a saved copy of it.
+// Its proof hash vouches for the record only; verify also holds the document's own fields,
+// and the job asked for, to the record, so that a valid record of another call (or a forged
+// field beside a true record) does not pass as this job's.
+
+// recordFacts are the fields of a record that the document repeats.
+type recordFacts struct {
+	SchemaVersion string `json:"schemaVersion"`
+	JobID         string `json:"jobId"`
+	Timestamp     string `json:"timestamp"`
+	AgentID       string `json:"agentId"`
+	Tool          struct {
+		Name string `json:"name"`
+	} `json:"tool"`
+	DryRun bool   `json:"dryRun"`
+	Status string `json:"status"`
+	IAM    struct {
+		Approved bool `json:"approved"`
+	} `json:"iam"`
+	Payment struct {
+		Protocol string `json:"protocol"`
+	} `json:"payment"`
+}
+
+// verifyJobDocument checks a job document: the record hashes to the proofHash, the record is
+// the job's (wantJob, when given, and the document's jobId) and every field the document
+// repeats says what the record says. It returns the job id. The document is decoded strictly
+// (names matched exactly, a repeated name refused), so that what verify checks is what any
+// other JSON reader of the document would read.
+func verifyJobDocument(raw []byte, wantJob string) (string, error) {
+	var doc store.Entry
+	if err := jsonv2.Unmarshal(raw, &doc); err != nil {
+		return "", fmt.Errorf("not a job document: %w", err)
+	}
+	if len(doc.Record) == 0 || doc.ProofHash == "" {
+		return "", errors.New("the document has no record or no proofHash")
+	}
+	if err := proof.Verify(doc.Record, doc.ProofHash); err != nil {
+		return "", fmt.Errorf("job %s: %w", doc.JobID, err)
+	}
+	var rec recordFacts
+	if err := jsonv2.Unmarshal(doc.Record, &rec); err != nil {
+		return "", fmt.Errorf("job %s: the record is not a call record: %w", doc.JobID, err)
+	}
+	if !sameJob(rec.JobID, doc.JobID) {
+		return "", fmt.Errorf("the document is job %q, its record is job %q", doc.JobID, rec.JobID)
+	}
+	if wantJob != "" && !sameJob(rec.JobID, wantJob) {
+		return "", fmt.Errorf("asked for job %q, the record is job %q", wantJob, rec.JobID)
+	}
+	recTime, err := time.Parse(time.RFC3339, rec.Timestamp)
+	if err != nil {
+		return "", fmt.Errorf("job %s: the record's timestamp %q: %w", rec.JobID, rec.Timestamp, err)
+	}
+	for _, f := range []struct {
+		name        string
+		doc, record any
+	}{
+		{"callerAgentId", doc.CallerAgentID, rec.AgentID},
+		{"toolName", doc.ToolName, rec.Tool.Name},
+		{"dryRun", doc.DryRun, rec.DryRun},
+		{"status", doc.Status, rec.Status},
+		{"iamApproved", doc.IAMApproved, rec.IAM.Approved},
+		{"paymentProtocol", doc.PaymentProtocol, rec.Payment.Protocol},
+		{"schemaVersion", doc.SchemaVersion, rec.SchemaVersion},
+		// The record shows the time to the millisecond; the column keeps more.
+		{"timestamp", doc.Timestamp.Truncate(time.Millisecond).UTC(), recTime.UTC()},
+	} {
+		if f.doc != f.record {
+			return "", fmt.Errorf("job %s: the document's %s is %v, the record's is %v", rec.JobID, f.name, f.doc, f.record)
+		}
+	}
+	return rec.JobID, nil
+}
+
+// sameJob compares job ids as UUIDs (a user may type one in capitals).
+func sameJob(a, b string) bool {
+	ua, errA := uuid.Parse(a)
+	ub, errB := uuid.Parse(b)
+	return errA == nil && errB == nil && ua == ub
 }
 
 func verifyCmd() *cobra.Command {
@@ -35,7 +111,9 @@ func verifyCmd() *cobra.Command {
 		Short: "Recompute a call's proof hash from its record and compare",
 		Long: "verify fetches GET /exec/jobs/{jobId} from a gateway (or reads a saved copy with --file),\n" +
 			"recomputes SHA-256 over the RFC 8785 canonical JSON of the record, and compares it with the\n" +
-			"proofHash. It exits 0 on a match and 1 on a mismatch or any error.",
+			"proofHash. It also checks that the record is the job asked for and that the document's own\n" +
+			"fields (jobId, status, toolName, ...) say what the record says. It exits 0 when all agree and\n" +
+			"1 on any mismatch or error.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var raw []byte
@@ -51,17 +129,15 @@ func verifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var doc jobDocument
-			if err := json.Unmarshal(raw, &doc); err != nil {
-				return fmt.Errorf("not a job document: %w", err)
+			var want string
+			if len(args) == 1 {
+				want = args[0]
 			}
-			if len(doc.Record) == 0 || doc.ProofHash == "" {
-				return errors.New("the document has no record or no proofHash")
+			job, err := verifyJobDocument(raw, want)
+			if err != nil {
+				return err
 			}
-			if err := proof.Verify(doc.Record, doc.ProofHash); err != nil {
-				return fmt.Errorf("job %s: %w", doc.JobID, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: job %s record hashes to %s\n", doc.JobID, strings.ToLower(doc.ProofHash))
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: job %s: its record hashes to its proof hash, and the document agrees with it\n", job)
 			return nil
 		},
 	}

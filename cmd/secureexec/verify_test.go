@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/secureexec/secureexec/proof"
+)
+
+const (
+	verifyJobA = "0190f0a0-0000-7000-8000-00000000000a"
+	verifyJobB = "0190f0a0-0000-7000-8000-00000000000b"
+)
+
+// verifyRecord is a call record of job id, sealed as the gateway seals it.
+func verifyRecord(t *testing.T, id string) (record []byte, hash string) {
+	t.Helper()
+	record = []byte(`{"agentId":"alice","dryRun":true,"endpoint":"simulate","iam":{"approved":true},"jobId":"` + id +
+		`","payment":{"amount":"0","currency":"USDC","protocol":"none"},"result":{"exitCode":0,"output":{"ok":true},"simulated":true},` +
+		`"schemaVersion":"v1","status":"completed","timestamp":"2026-11-25T09:00:00.123Z","tool":{"args":{},"name":"hash_generate","timeoutMs":30000}}`)
+	hash, err := proof.Hash(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return record, hash
+}
+
+// verifyDocument is the job document GET /exec/jobs/{jobId} answers for that record.
+func verifyDocument(id, hash string, record []byte) string {
+	return fmt.Sprintf(`{"jobId":%q,"timestamp":"2026-11-25T09:00:00.123456Z","callerAgentId":"alice","toolName":"hash_generate",`+
+		`"dryRun":true,"status":"completed","iamApproved":true,"proofHash":%q,"latencyMs":1,"paymentProtocol":"none",`+
+		`"schemaVersion":"v1","record":%s}`, id, hash, record)
+}
+
+func runVerify(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetArgs(append([]string{"verify"}, args...))
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestVerifyAcceptsAConsistentDocument(t *testing.T) {
+	rec, hash := verifyRecord(t, verifyJobA)
+	if _, err := verifyJobDocument([]byte(verifyDocument(verifyJobA, hash, rec)), strings.ToUpper(verifyJobA)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A record that hashes to its proof hash proves only itself: served as another job's, or
+// beside fields that contradict it, it must not verify.
+func TestVerifyBindsTheRecordToTheJob(t *testing.T) {
+	recB, hashB := verifyRecord(t, verifyJobB)
+	docAwithB := verifyDocument(verifyJobA, hashB, recB)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, verifyJobA) {
+			fmt.Fprint(w, docAwithB)
+			return
+		}
+		fmt.Fprint(w, verifyDocument(verifyJobB, hashB, recB))
+	}))
+	defer srv.Close()
+	if out, err := runVerify("--server", srv.URL, verifyJobA); err == nil {
+		t.Errorf("verify %s passed a document holding job %s's record: %s", verifyJobA, verifyJobB, out)
+	}
+	if out, err := runVerify("--server", srv.URL, verifyJobB); err != nil {
+		t.Errorf("verify %s (the true document): %v %s", verifyJobB, err, out)
+	}
+
+	dir := t.TempDir()
+	write := func(name, doc string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := verifyDocument(verifyJobB, hashB, recB)
+	for name, doc := range map[string]string{
+		"another job's record":                                   docAwithB,
+		"a status not the record's":                              strings.Replace(good, `"status":"completed"`, `"status":"failed"`, 1),
+		"an agent not the record's":                              strings.Replace(good, `"callerAgentId":"alice"`, `"callerAgentId":"bob"`, 1),
+		"a tool not the record's":                                strings.Replace(good, `"toolName":"hash_generate"`, `"toolName":"http_get"`, 1),
+		"a payment not the record's":                             strings.Replace(good, `"paymentProtocol":"none"`, `"paymentProtocol":"x402"`, 1),
+		"iam not the record's":                                   strings.Replace(good, `"iamApproved":true`, `"iamApproved":false`, 1),
+		"a time not the record's":                                strings.Replace(good, `09:00:00.123456Z`, `09:00:01.123456Z`, 1),
+		"a forged record first, the true one under another case": fmt.Sprintf(`{"jobId":%q,"proofHash":%q,"record":{"forged":true},"Record":%s}`, verifyJobB, hashB, recB),
+		"the true record first, a forged one repeated":           strings.Replace(good, `"record":`, `"record":{"forged":true},"record":`, 1),
+	} {
+		if out, err := runVerify("--file", write(strings.ReplaceAll(name, " ", "_")+".json", doc)); err == nil {
+			t.Errorf("%s: verified: %s", name, out)
+		}
+	}
+	if out, err := runVerify("--file", write("good.json", good)); err != nil {
+		t.Errorf("the true document: %v %s", err, out)
+	}
+}
