@@ -510,7 +510,6 @@ func loadMPP(c *Config, get func(string) string, num func(string, int64, int64) 
 	}
 }
 
-// anyParChargeable reports whether any of the default prices, converted at par, reaches
 // longestCall bounds how long one call can take, with room to spare: the longest tool run, EP,
 // and the longer of a Stripe charge and a settlement's receipt wait. Work that waits for a
 // call to finish (a refund of its charge, taking over its payment identifier) waits this long.
@@ -518,6 +517,14 @@ func (c Config) longestCall() time.Duration {
 	return c.ToolMaxTimeout + c.EPTimeout + max(c.StripeTimeout, c.ReceiptTimeout) + 2*time.Minute
 }
 
+// shutdownGrace is how long a graceful stop waits for requests in flight: a request whose
+// headers arrived just before the stop may still be read and then run the longest call.
+// Whatever runs the process should allow it this long before killing it.
+func (c Config) shutdownGrace() time.Duration {
+	return requestReadTimeout + c.longestCall()
+}
+
+// anyParChargeable reports whether any of the default prices, converted at par, reaches
 // Stripe's minimum: the rail's own rule (mpp.Rail.AmountFor) without a fixed amount.
 func anyParChargeable(currency string) bool {
 	if currency != mpp.DefaultCurrency {

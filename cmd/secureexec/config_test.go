@@ -1,6 +1,8 @@
 package main
 
 import (
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +60,15 @@ func TestLongestCall(t *testing.T) {
 		}
 		if got := c.longestCall(); got != tc.want {
 			t.Errorf("%v: longest call %v, want %v", tc.env, got, tc.want)
+		}
+		// A call that ran (and maybe was paid for) gets its answer: neither the server's write
+		// deadline nor a graceful stop cuts it, even when its request was read slowly.
+		hs := newHTTPServer(c, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+		if hs.WriteTimeout < hs.ReadTimeout+tc.want {
+			t.Errorf("%v: write timeout %v, shorter than a slow read (%v) and the longest call", tc.env, hs.WriteTimeout, hs.ReadTimeout)
+		}
+		if g := c.shutdownGrace(); g < hs.ReadTimeout+tc.want {
+			t.Errorf("%v: shutdown grace %v, shorter than a slow read (%v) and the longest call", tc.env, g, hs.ReadTimeout)
 		}
 	}
 }

@@ -195,15 +195,7 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      cfg.ToolMaxTimeout + 30*time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := newHTTPServer(cfg, srv.Handler(), log)
 	log.Info("secureexec serving", "addr", "http://"+ln.Addr().String(), "audit", where,
 		"ep", orNone(cfg.EPGuardURL), "internal_key", cfg.InternalAPIKey != "", "tools", len(reg.List()))
 
@@ -214,13 +206,33 @@ func serve(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing requests in flight, then draining the audit queue")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	log.Info("shutting down: finishing requests in flight, then draining the audit queue", "grace", cfg.shutdownGrace().String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownGrace())
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("shutdown", "err", err)
+		_ = hs.Close()
+		return fmt.Errorf("shutdown: requests still in flight after %s, cut: %w", cfg.shutdownGrace(), err)
 	}
 	return nil
+}
+
+// requestReadTimeout bounds reading a request, headers and body.
+const requestReadTimeout = 30 * time.Second
+
+// newHTTPServer is the gateway's http.Server. A response may be written as late as the longest
+// call the settings allow after its request was read (WriteTimeout runs from the end of the
+// headers): a call that ran, was sealed and maybe paid for must get its answer, not a cut
+// connection.
+func newHTTPServer(cfg Config, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       requestReadTimeout,
+		WriteTimeout:      requestReadTimeout + cfg.longestCall(),
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 func orNone(s string) string {
