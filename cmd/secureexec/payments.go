@@ -170,6 +170,9 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 			return err
 		}
 		chainSettle = x402.NewChainSettler(book, sender, network.Asset, cfg.ReceiptTimeout, log)
+		if batcher != (common.Address{}) {
+			chainSettle.DeferToBatches() // the worker's batches settle what could not start now
+		}
 		settler = chainSettle
 	}
 	if cfg.FacilitatorURL != "" {
@@ -208,8 +211,10 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 	if sender != nil {
 		workerSender = sender
 	}
+	// A payment still verified after the longest call the settings allow belongs to a call that
+	// died: only then may the reconciler close it, never while its call still runs.
 	worker := x402.NewWorker(x402.WorkerConfig{Network: network, Batcher: batcher, ReceiptTimeout: cfg.ReceiptTimeout, Facilitator: remoteSet,
-		Reservations: railCfg.Reservations, Logger: log},
+		Reservations: railCfg.Reservations, Logger: log, StaleAfter: cfg.longestCall()},
 		book, workerSender, chainSettle)
 	worker.Start()
 	st.closers = append(st.closers, worker.Close)

@@ -48,6 +48,7 @@ type holdingClaims interface {
 type paymentBook interface {
 	Create(ctx context.Context, p ledger.Payment) error
 	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
 }
 
 // reserver holds each verified payment's amount against its payer's balance until the money

@@ -41,7 +41,14 @@ type ChainSettler struct {
 	receiptTimeout time.Duration
 	pollEvery      time.Duration
 	log            *slog.Logger
+	deferToBatches bool // a settlement that cannot start now is queued for the batch worker
 }
+
+// DeferToBatches says that a batch worker settles queued payments (a SettlementBatcher is
+// configured), so a settlement that cannot start now (the node unreachable) may be queued for
+// it and the call answered as pending. Without one nothing would ever settle a queued payment:
+// such a call is refused (503, nothing charged) instead.
+func (s *ChainSettler) DeferToBatches() { s.deferToBatches = true }
 
 // NewChainSettler returns a settler sending transferWithAuthorization from the sender's key.
 // A receipt not seen within receiptTimeout leaves the payment pending.
@@ -115,6 +122,9 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		// the recorded bytes again or finds their receipt.
 		s.log.Warn("x402: settlement deferred", "payment", pid, "err", err)
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
+	case err != nil && !s.deferToBatches:
+		// Not recorded, so not broadcast, and nothing would settle it later: nothing is charged.
+		return nil, fmt.Errorf("x402: payment %s: settlement could not start: %w", pid, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
 	case err != nil:
 		// Not recorded, so not broadcast: queue it for the worker.
 		s.log.Warn("x402: settlement deferred", "payment", pid, "err", err)
@@ -127,13 +137,32 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 // away, the node unreachable), for the worker to settle later, and reports it pending. A
 // payment that cannot be queued either is ErrNotRecorded: left verified, the reconciler would
 // take it for a call that never answered and mark it not charged, so the result must be
-// withheld (503) rather than delivered unpaid.
+// withheld (503) rather than delivered unpaid. So is one the reconciler has already closed
+// (a call that ran longer than it waits): a conflict counts as queued only when the payment
+// is on its way to being settled.
 func deferSettlement(ctx context.Context, book paymentBook, pid, jobID uuid.UUID) (*payments.Settlement, error) {
 	_, err := book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: jobID})
-	if err != nil && !errors.Is(err, ledger.ErrConflict) {
+	if errors.Is(err, ledger.ErrConflict) {
+		err = owedAlready(ctx, book, pid)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("x402: payment %s could be neither settled nor queued: %w", pid, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
 	}
 	return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
+}
+
+// owedAlready reports nil when payment pid is queued, being settled or settled: whoever moved
+// it there will charge it. Anything else (closed not charged, failed) is an error.
+func owedAlready(ctx context.Context, book paymentBook, pid uuid.UUID) error {
+	p, err := book.Get(ctx, pid)
+	if err != nil {
+		return err
+	}
+	switch p.Status {
+	case ledger.StatusQueued, ledger.StatusSettling, ledger.StatusSubmitted, ledger.StatusPending, ledger.StatusSettled:
+		return nil
+	}
+	return fmt.Errorf("the payment is %s (%s)", p.Status, p.ErrorReason)
 }
 
 // await waits for the receipt of a broadcast settlement and records the outcome.
