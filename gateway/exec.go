@@ -151,7 +151,10 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	if rec.Status != exec.StatusCompleted {
 		s.void(r.Context(), pay, "tool_"+rec.Status)
 	} else if pay.auth != nil {
-		st, err := pay.rail.Settle(r.Context(), pay.auth)
+		// The tool has run: its settlement goes to the end even if the client hangs up. A
+		// settlement cut halfway could be recorded, and charged, yet reported not recorded.
+		// Each rail bounds its own steps (the ledger's, Stripe's and the receipt's timeouts).
+		st, err := pay.rail.Settle(context.WithoutCancel(r.Context()), pay.auth)
 		if err != nil {
 			if isPaymentError(err) {
 				// The money cannot move (the payer spent the authorization between verify

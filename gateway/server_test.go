@@ -133,6 +133,7 @@ type fakeRail struct {
 	voided   []string // reasons
 	refused  []string // the reasons of the refusals its offers answered
 	settleAs func() (*payments.Settlement, error)
+	onSettle func(ctx context.Context) // called first by Settle, with its context
 }
 
 func (f *fakeRail) Name() string { return "fake" }
@@ -159,7 +160,10 @@ func (f *fakeRail) Verify(_ context.Context, r *http.Request, p payments.Price) 
 		return nil, &payments.PaymentError{Rail: "fake", Reason: "invalid_fake_token", Detail: "token refused"}
 	}
 }
-func (f *fakeRail) Settle(_ context.Context, a *payments.Authorization) (*payments.Settlement, error) {
+func (f *fakeRail) Settle(ctx context.Context, a *payments.Authorization) (*payments.Settlement, error) {
+	if f.onSettle != nil {
+		f.onSettle(ctx)
+	}
 	f.settled = append(f.settled, a.JobID)
 	if f.settleAs != nil {
 		return f.settleAs()
@@ -681,6 +685,29 @@ func TestSettlementFollowsTheOutcome(t *testing.T) {
 	}
 	if got := strings.Join(h.rail.refused, ","); got != "invalid_exact_evm_nonce_already_used" {
 		t.Fatalf("the offers answered refusals %q, want the settlement's", got)
+	}
+}
+
+// A client that hangs up once its tool has run must not cancel the settlement: a settlement
+// cut halfway may be recorded (and charged) while the gateway reports it not recorded.
+func TestSettlementOutlivesTheClient(t *testing.T) {
+	h := newHarness(t)
+	reqCtx, hangUp := context.WithCancel(context.Background())
+	defer hangUp()
+	var settleCtxErr error
+	h.rail.onSettle = func(ctx context.Context) {
+		hangUp()
+		settleCtxErr = ctx.Err()
+	}
+	req := httptest.NewRequestWithContext(reqCtx, "POST", "/exec/tool", strings.NewReader(`{"tool":{"name":"echo","args":{"text":"x"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Fake good")
+	h.srv.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	if len(h.rail.settled) != 1 {
+		t.Fatalf("settled %v, want the one call", h.rail.settled)
+	}
+	if settleCtxErr != nil {
+		t.Fatalf("the client's hang-up reached the settlement: %v", settleCtxErr)
 	}
 }
 
