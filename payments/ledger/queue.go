@@ -25,14 +25,7 @@ type Scope struct {
 // $next on. Only the fields scope sets are compared, by equality, so that a full scope (what
 // the worker and the backlog read) walks idx_payments_queue in order.
 func (s Scope) queuedWhere(next int) (string, []any) {
-	where, args := "status = 'queued'", []any{}
-	for _, f := range []struct{ col, v string }{{"rail", s.Rail}, {"network", s.Network}, {"asset", s.Asset}} {
-		if f.v != "" {
-			where += fmt.Sprintf(" AND %s = $%d", f.col, next+len(args))
-			args = append(args, f.v)
-		}
-	}
-	return where, args
+	return s.where("status = 'queued'", next)
 }
 
 // ClaimQueued moves up to limit queued payments of scope, oldest first, to submitted under

@@ -20,10 +20,10 @@ const (
 	backlogRefresh = 250 * time.Millisecond
 )
 
-// backlogReader tells when the oldest payment still queued was created; the ledger satisfies
-// it.
+// backlogReader tells when the oldest payment whose money has not moved yet was created; the
+// ledger satisfies it.
 type backlogReader interface {
-	OldestQueued(ctx context.Context, scope ledger.Scope) (time.Time, bool, error)
+	OldestUnsettled(ctx context.Context, scope ledger.Scope) (time.Time, bool, error)
 }
 
 // backlog is how far batch settlement is behind, read at most every backlogRefresh and shared
@@ -40,7 +40,7 @@ type backlog struct {
 	refreshing bool
 }
 
-// current returns the settlement lag as of now: the age of the oldest queued payment.
+// current returns the settlement lag as of now: the age of the oldest payment not yet settled.
 func (b *backlog) current(ctx context.Context, now time.Time) time.Duration {
 	b.mu.Lock()
 	if b.refreshing || now.Sub(b.readAt) < backlogRefresh {
@@ -52,7 +52,7 @@ func (b *backlog) current(ctx context.Context, now time.Time) time.Duration {
 	b.mu.Unlock()
 
 	lag := time.Duration(0)
-	oldest, ok, err := b.r.OldestQueued(ctx, b.scope)
+	oldest, ok, err := b.r.OldestUnsettled(ctx, b.scope)
 	switch {
 	case err != nil:
 		b.log.Warn("x402: reading the settlement backlog", "err", err)

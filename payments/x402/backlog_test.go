@@ -53,4 +53,14 @@ func TestBatchModeRefusesWhatTheQueueCannotSettleInTime(t *testing.T) {
 	if _, err := verify(time.Hour); err != nil {
 		t.Fatalf("an authorization that outlives the backlog: %v", err)
 	}
+
+	// Claimed into a batch whose transaction is not mined: settlement is as far behind.
+	scope := ledger.Scope{Rail: RailName, Network: r.net.CAIP2, Asset: r.net.Asset.Hex()}
+	if ps, err := r.book.ClaimQueued(ctx, 100, uuid.New(), scope); err != nil || len(ps) != 1 || ps[0].ID != stuck.ID {
+		t.Fatalf("claiming the stuck payment: %v %v", ps, err)
+	}
+	time.Sleep(backlogRefresh + 50*time.Millisecond)
+	if _, err = verify(time.Minute); !errors.Is(err, payments.ErrUnavailable) {
+		t.Fatalf("a 60 s authorization behind a batch unmined for 50 s = %v, want ErrUnavailable (503)", err)
+	}
 }
