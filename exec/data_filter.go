@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -137,7 +137,9 @@ var datafilterSchema = json.RawMessage(`{
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
   },
   "$defs": {
-    "field": {"type": "string", "minLength": 1, "maxLength": 256, "description": "dotted path, e.g. \"user.address.city\" or \"tags.0\""},
+    "field": {"type": "string", "minLength": 1, "maxLength": 256,
+      "pattern": "^(?:0|[1-9][0-9]*|[^-+.0-9][^.]*|[-+0-9][^.]*[^.0-9][^.]*|[-+])?(?:\\.(?:0|[1-9][0-9]*|[^-+.0-9][^.]*|[-+0-9][^.]*[^.0-9][^.]*|[-+])?)*$",
+      "description": "dotted path, e.g. \"user.address.city\" or \"tags.0\"; a segment of digits is an array index, written without sign or leading zero (\"tags.01\" is refused)"},
     "cond": {
       "type": "object",
       "additionalProperties": false,
@@ -157,7 +159,7 @@ var datafilterSchema = json.RawMessage(`{
         {"if": {"required": ["op"], "properties": {"op": {"const": "prefix"}}},
          "then": {"required": ["value"], "properties": {"value": {"type": "string"}}}},
         {"if": {"required": ["op"], "properties": {"op": {"const": "regex"}}},
-         "then": {"required": ["value"], "properties": {"value": {"type": "string", "maxLength": 256}}}},
+         "then": {"required": ["value"], "properties": {"value": {"type": "string", "maxLength": 256, "description": "RE2 syntax, at most 10000 compiled instructions"}}}},
         {"if": {"required": ["op"], "properties": {"op": {"const": "exists"}}},
          "then": {"properties": {"value": {"type": "boolean"}}}}
       ]
@@ -185,7 +187,7 @@ type datafilterCond struct {
 	value  any
 	num    *datafilterNum      // value as a number, for ordering
 	set    map[string]struct{} // in, nin: canonical keys of the listed values
-	re     *regexp.Regexp      // regex
+	re     *regexBounded       // regex
 	exists bool                // exists
 }
 
@@ -260,7 +262,11 @@ func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, erro
 		if _, ok := doc.(map[string]any); !ok {
 			return nil, Failf("invalid_args", "data item %d is not an object", i)
 		}
-		if !datafilterMatch(doc, where, groups) {
+		ok, err := datafilterMatch(ctx, doc, where, groups)
+		if err != nil {
+			return nil, fmt.Errorf("data_filter: %w", err)
+		}
+		if !ok {
 			continue
 		}
 		item := datafilterItem{raw: rawItem, doc: doc}
@@ -287,17 +293,23 @@ func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, erro
 
 	out := DataFilterOutput{Items: []json.RawMessage{}, Total: len(matched), Offset: offset, Limit: limit}
 	if offset < len(matched) {
+		// Projections can repeat a value (select "a" and "a.b" both hold a.b), so the output is
+		// measured as it is built, against the runner's cap.
+		limitBytes, size := outputCap(ctx), datafilterOutputOverhead
 		page := matched[offset:min(len(matched), offset+limit)]
 		for _, it := range page {
-			if len(selects) == 0 {
-				out.Items = append(out.Items, it.raw)
-				continue
+			item := it.raw
+			if len(selects) > 0 {
+				proj, err := datafilterProject(it.doc, a.Select, selects, limitBytes-size)
+				if err != nil {
+					return nil, err
+				}
+				item = proj
 			}
-			proj, err := datafilterProject(it.doc, a.Select, selects)
-			if err != nil {
-				return nil, err
+			if size += len(item) + 1; size > limitBytes {
+				return nil, errOutputTooLarge(limitBytes)
 			}
-			out.Items = append(out.Items, proj)
+			out.Items = append(out.Items, item)
 		}
 	}
 	out.Returned = len(out.Items)
@@ -382,8 +394,17 @@ func datafilterPrepare(c datafilterCondArgs) (datafilterCond, error) {
 	case "regex":
 		pattern, ok := pc.value.(string)
 		if err = need("a string pattern", ok && len(pattern) <= 256); err == nil {
-			if pc.re, err = regexp.Compile(pattern); err != nil {
-				err = Failf("invalid_regex", "condition on %q: %v", c.Field, err)
+			// regex_match's compile: its instruction cap bounds the work per input byte.
+			if pc.re, _, err = regexCompileBounded(pattern); err != nil {
+				code, msg := "invalid_regex", err.Error()
+				var te *ToolError
+				if errors.As(err, &te) {
+					msg = te.Message
+					if te.Code != "invalid_pattern" {
+						code = te.Code
+					}
+				}
+				err = Failf(code, "condition on %q: %s", c.Field, msg)
 			}
 		}
 	case "exists":
@@ -411,8 +432,29 @@ func datafilterPath(field string) ([]string, error) {
 		if seg == "" {
 			return nil, Failf("invalid_field", "field %q has an empty segment", field)
 		}
+		// "a.01", "a.+1" and "a.-0" would name the same element as "a.1" or "a.0" under
+		// different strings, so a select list (uniqueItems) could repeat one value 64 times.
+		if digits := strings.TrimLeft(seg, "+-"); len(seg)-len(digits) <= 1 && digits != "" && strings.Trim(digits, "0123456789") == "" {
+			if _, ok := datafilterIndex(seg); !ok {
+				return nil, Failf("invalid_field", "field %q: %q is not a canonical array index (digits only, no sign, no leading zero)", field, seg)
+			}
+		}
 	}
 	return path, nil
+}
+
+// datafilterIndex reads a path segment as an array index: only the canonical decimal form
+// ("0", "7", "12"), so that each element has exactly one name. An index too large for an int
+// names no element.
+func datafilterIndex(seg string) (int, bool) {
+	if seg == "" || (seg[0] == '0' && len(seg) > 1) || strings.Trim(seg, "0123456789") != "" {
+		return 0, false
+	}
+	i, err := strconv.Atoi(seg)
+	if err != nil {
+		return math.MaxInt, true
+	}
+	return i, true
 }
 
 func datafilterDecode(raw json.RawMessage) (any, error) {
@@ -437,8 +479,8 @@ func datafilterLookup(doc any, path []string) (any, bool) {
 			}
 			cur = v
 		case []any:
-			i, err := strconv.Atoi(seg)
-			if err != nil || i < 0 || i >= len(c) {
+			i, ok := datafilterIndex(seg)
+			if !ok || i >= len(c) {
 				return nil, false
 			}
 			cur = c[i]
@@ -449,31 +491,49 @@ func datafilterLookup(doc any, path []string) (any, bool) {
 	return cur, true
 }
 
-func datafilterMatch(doc any, where []datafilterCond, groups [][]datafilterCond) bool {
+// datafilterMatch reports whether doc meets the conditions. Only a regex condition can fail:
+// with ctx's error, once the deadline stops its match.
+func datafilterMatch(ctx context.Context, doc any, where []datafilterCond, groups [][]datafilterCond) (bool, error) {
 	for i := range where {
-		if !where[i].matches(doc) {
-			return false
+		if ok, err := where[i].matches(ctx, doc); !ok || err != nil {
+			return false, err
 		}
 	}
 	if len(groups) == 0 {
-		return true
+		return true, nil
 	}
 	for _, g := range groups {
 		all := true
 		for i := range g {
-			if !g[i].matches(doc) {
+			ok, err := g[i].matches(ctx, doc)
+			if err != nil {
+				return false, err
+			}
+			if !ok {
 				all = false
 				break
 			}
 		}
 		if all {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
-func (c *datafilterCond) matches(doc any) bool {
+func (c *datafilterCond) matches(ctx context.Context, doc any) (bool, error) {
+	if c.op == "regex" {
+		v, present := datafilterLookup(doc, c.path)
+		x, ok := v.(string)
+		if !present || !ok {
+			return false, nil
+		}
+		return c.re.match(ctx, x)
+	}
+	return c.matchesValue(doc), nil
+}
+
+func (c *datafilterCond) matchesValue(doc any) bool {
 	v, present := datafilterLookup(doc, c.path)
 	switch c.op {
 	case "exists":
@@ -523,9 +583,6 @@ func (c *datafilterCond) matches(doc any) bool {
 		x, ok1 := v.(string)
 		p, ok2 := c.value.(string)
 		return ok1 && ok2 && strings.HasPrefix(x, p)
-	case "regex":
-		x, ok := v.(string)
-		return ok && c.re.MatchString(x)
 	}
 	return false
 }
@@ -766,8 +823,13 @@ func datafilterCompareKeys(a, b datafilterKey, desc bool) int {
 	return c
 }
 
-// datafilterProject builds an object with one key per selected path, in select order.
-func datafilterProject(doc any, names []string, paths [][]string) (json.RawMessage, error) {
+// datafilterOutputOverhead is the encoded size of DataFilterOutput without its items (the
+// counts at their largest).
+const datafilterOutputOverhead = 96
+
+// datafilterProject builds an object with one key per selected path, in select order; it stops
+// with output_too_large once the object passes room bytes.
+func datafilterProject(doc any, names []string, paths [][]string, room int) (json.RawMessage, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	first := true
@@ -791,6 +853,9 @@ func datafilterProject(doc any, names []string, paths [][]string) (json.RawMessa
 		b.Write(k)
 		b.WriteByte(':')
 		b.Write(val)
+		if b.Len() > room {
+			return nil, errOutputTooLarge(room)
+		}
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil

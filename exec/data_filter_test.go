@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // datafilterTestData mixes kinds on purpose: p is a number, a string, null, missing, a huge
@@ -230,6 +232,160 @@ func TestDataFilterNumbers(t *testing.T) {
 		// in uses canonical keys; they must agree with the comparison.
 		if sameKey := a.canon() == b.canon(); sameKey != (tc.want == 0) {
 			t.Errorf("canon(%s) = %q, canon(%s) = %q, but cmp = %d", tc.a, a.canon(), tc.b, b.canon(), tc.want)
+		}
+	}
+}
+
+// datafilterSlowPattern compiles to 9903 instructions, just under regex_match's cap: over a
+// 14 kB string, one regexp search runs for seconds and cannot be interrupted.
+var datafilterSlowPattern = strings.Repeat(`[^x]{990}`, 10) + "x"
+
+// A regex condition is compiled under regex_match's instruction cap, and matched through a
+// reader that watches ctx: data_filter checks ctx only between items, and one item was
+// enough to keep the tool (and its sandbox slot) busy long past its deadline.
+func TestDataFilterRegexBoundedByDeadline(t *testing.T) {
+	reg := toolsBRegistry(t, NewDataFilter())
+	long := strings.Repeat("a", 14000)
+	run := func(pattern string) (error, time.Duration, bool) {
+		t.Helper()
+		args, _ := json.Marshal(map[string]any{
+			"data":  []any{map[string]any{"s": long}},
+			"where": []any{map[string]any{"field": "s", "op": "regex", "value": pattern}},
+		})
+		if _, err := reg.Validate("data_filter", args); err != nil {
+			t.Fatalf("args should be valid: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		var err error
+		took, ok := runWithin(3*time.Second, func() { _, err = NewDataFilter().Run(ctx, args) })
+		return err, took, ok
+	}
+
+	// 101 bytes, 10003 instructions: refused before any matching, naming the condition.
+	err, took, ok := run(strings.Repeat(`[^x]{1000}`, 10) + "x")
+	if !ok || took > time.Second {
+		t.Fatalf("over the instruction cap: ran %v (finished: %v) with a 50ms deadline", took, ok)
+	}
+	var te *ToolError
+	if !errors.As(err, &te) || te.Code != "pattern_too_complex" || !strings.Contains(te.Message, `condition on "s"`) {
+		t.Fatalf("over the instruction cap: error %v, want pattern_too_complex naming the condition", err)
+	}
+
+	// Under the cap: the match stops at the deadline.
+	err, took, ok = run(datafilterSlowPattern)
+	if !ok || took > time.Second {
+		t.Fatalf("under the instruction cap: ran %v (finished: %v) with a 50ms deadline", took, ok)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("under the instruction cap: error %v, want the deadline", err)
+	}
+}
+
+// Through the runner: a free call that times out must not keep the free share after the
+// caller got "timeout", or the next free caller is refused with sandbox_busy.
+func TestDataFilterTimedOutRegexReleasesFreeShare(t *testing.T) {
+	bomb, _ := json.Marshal(map[string]any{
+		"data":  []any{map[string]any{"s": strings.Repeat("a", 14000)}},
+		"where": []any{map[string]any{"field": "s", "op": "regex", "value": datafilterSlowPattern}},
+	})
+	reg := toolsBRegistry(t, NewDataFilter(), NewHashGenerate())
+	r := NewRunner(reg, Limits{MaxConcurrent: 4, MaxFreeConcurrent: 1, QueueWait: 100 * time.Millisecond}, nil)
+	_, status, err := r.Run(context.Background(), Call{Tool: "data_filter", Args: bomb, DryRun: true, Free: true, Timeout: 50 * time.Millisecond})
+	if err != nil || status != StatusTimeout {
+		t.Fatalf("bomb: %s %v", status, err)
+	}
+	time.Sleep(200 * time.Millisecond) // well past the bomb's 50 ms timeout
+	_, _, err = r.Run(context.Background(), Call{Tool: "hash_generate", Args: json.RawMessage(`{"input":"x"}`), DryRun: true, Free: true})
+	if err != nil {
+		t.Fatalf("a free call 250ms after a 50ms-timeout call was refused: %v", err)
+	}
+}
+
+// A path segment of digits names an array element only in its canonical form: "a.0", "a.00",
+// "a.000", ... were different strings (so uniqueItems held) naming the same element, and a
+// 102 kB call returned one value 64 times per item. The schema refuses the other forms, and
+// so does the tool called without it.
+func TestDataFilterSelectCanonicalIndices(t *testing.T) {
+	reg := toolsBRegistry(t, NewDataFilter())
+	for _, f := range []string{"a.00", "a.01", "a.+1", "a.-0", "a.-1", "a.00.b"} {
+		args := `{"data": [{"a": [{"b": 1}, 2]}], "select": [` + toolsBQuote(f) + `]}`
+		if got := toolsBArgsField(t, reg, "data_filter", args); got != "/select/0" {
+			t.Fatalf("%s: schema refused %q, want /select/0", f, got)
+		}
+		_, err := NewDataFilter().Run(context.Background(), json.RawMessage(args))
+		var te *ToolError
+		if !errors.As(err, &te) || te.Code != "invalid_field" || !strings.Contains(te.Message, toolsBQuote(f)) {
+			t.Fatalf("%s: error %v, want invalid_field naming the path", f, err)
+		}
+	}
+	// Canonical indices, and object keys that are not numbers, still work.
+	args := `{"data": [{"a": [{"b": 1}, 2], "o": {"-": 3, "+x": 4, "1e3": 5, "0x1": 6, "+-1": 7}}],
+		"select": ["a.0.b", "a.1", "a.2", "o.-", "o.+x", "o.1e3", "o.0x1", "o.+-1"]}`
+	out, err := toolsBCall(t, reg, NewDataFilter(), args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"items":[{"a.0.b":1,"a.1":2,"o.-":3,"o.+x":4,"o.1e3":5,"o.0x1":6,"o.+-1":7}],"total":1,"returned":1,"offset":0,"limit":100}`; string(out) != want {
+		t.Fatalf("got  %s\nwant %s", out, want)
+	}
+}
+
+// Canonical paths can still repeat a value ("a", "a.0", "a.0.0", ... each hold the innermost
+// string): the projection is measured as it is built, and stops at the runner's output cap
+// instead of building sixteen copies for the runner to refuse.
+func TestDataFilterSelectStopsAtOutputCap(t *testing.T) {
+	value := toolsBQuote(strings.Repeat("<", 100000)) // 600 kB encoded
+	for i := 0; i < 15; i++ {
+		value = "[" + value + "]"
+	}
+	sel := []string{"a"}
+	for i := 1; i <= 15; i++ {
+		sel = append(sel, "a"+strings.Repeat(".0", i))
+	}
+	selJSON, _ := json.Marshal(sel)
+	args := json.RawMessage(`{"data":[{"a":` + value + `}],"select":` + string(selJSON) + `}`)
+	reg := toolsBRegistry(t, NewDataFilter())
+	if _, err := reg.Validate("data_filter", args); err != nil {
+		t.Fatalf("args should be valid: %v", err)
+	}
+	r := NewRunner(reg, Limits{}, nil) // MaxOutputBytes 1 MiB
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	res, status, err := r.Run(context.Background(), Call{Tool: "data_filter", Args: args, DryRun: true, Free: true})
+	runtime.ReadMemStats(&m1)
+	alloc := (m1.TotalAlloc - m0.TotalAlloc) >> 20
+	if err != nil || status != StatusFailed || res.Error == nil || res.Error.Code != "output_too_large" {
+		t.Fatalf("status %s, err %v, result error %+v; want output_too_large", status, err, res.Error)
+	}
+	if alloc > 12 {
+		t.Errorf("a %d-byte call allocated %d MiB to produce an output refused at 1 MiB", len(args), alloc)
+	}
+}
+
+// The schema's field pattern refuses exactly the non-canonical index segments the tool does
+// (empty segments are left to the tool, which names them).
+func TestDataFilterFieldPatternAgreesWithTool(t *testing.T) {
+	reg := toolsBRegistry(t, NewDataFilter())
+	alphabet := []string{"0", "1", "+", "-", "a", "."}
+	fields := []string{""}
+	for n := 0; n < 4; n++ {
+		for _, f := range fields {
+			for _, c := range alphabet {
+				fields = append(fields, f+c)
+			}
+		}
+	}
+	for _, f := range fields {
+		if f == "" {
+			continue
+		}
+		_, schemaErr := reg.Validate("data_filter", json.RawMessage(`{"data": [], "select": [`+toolsBQuote(f)+`]}`))
+		_, toolErr := datafilterPath(f)
+		emptySegment := toolErr != nil && strings.Contains(toolErr.Error(), "empty segment")
+		if (schemaErr == nil) != (toolErr == nil) && !(emptySegment && schemaErr == nil) {
+			t.Errorf("field %q: schema says %v, tool says %v", f, schemaErr, toolErr)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -110,7 +111,7 @@ var mathcomputeSchema = json.RawMessage(`{
   "required": ["expression"],
   "properties": {
     "expression": {"type": "string", "minLength": 1, "maxLength": 1024,
-      "description": "e.g. \"sum(prices) * (1 + rate)\": numbers, + - * / % ** .., comparisons, and/or/not, ?:, let, closures (map(xs, # * 2)) and the functions named in the tool description"},
+      "description": "e.g. \"sum(prices) * (1 + rate)\": numbers, + - * / % ** .., comparisons, and/or/not, ?:, let, closures (map(xs, # * 2)) and the functions named in the tool description; the arguments of one max, min, mean or median call hold at most 1000000 numbers together"},
     "variables": {
       "type": "object",
       "maxProperties": 64,
@@ -140,9 +141,10 @@ func (m *MathCompute) Run(ctx context.Context, args json.RawMessage) (any, error
 
 // mathcomputeBuiltins are the expr builtins left enabled: numeric only, and none that copies
 // arrays outside the VM's memory accounting (reverse, sort, concat, take, uniq, ... are off).
+// max, min, mean and median are this tool's own (mathcomputeAggregates): expr's take any number
+// of arrays, so median(r, r, ...) copied and sorted one range hundreds of times.
 var mathcomputeBuiltins = map[string]bool{
-	"ceil": true, "floor": true, "round": true,
-	"max": true, "min": true, "mean": true, "median": true, "len": true,
+	"ceil": true, "floor": true, "round": true, "len": true,
 	"first": true, "last": true,
 	// closure builtins: every body evaluation ticks the step counter
 	"all": true, "none": true, "any": true, "one": true, "filter": true, "map": true,
@@ -283,8 +285,12 @@ func (m *MathCompute) env(vars map[string]json.RawMessage) (map[string]any, erro
 // mathcomputeCallable reports whether name is one of the functions this tool defines (as
 // opposed to an expr builtin).
 func mathcomputeCallable(name string) bool {
-	return mathcomputeUnary[name] != nil || mathcomputeBinary[name] != nil || name == "sum" || name == "abs"
+	return mathcomputeUnary[name] != nil || mathcomputeBinary[name] != nil || name == "sum" || name == "abs" ||
+		mathcomputeAggregates[name]
 }
+
+// mathcomputeAggregates are the variadic functions of numbers and arrays of numbers.
+var mathcomputeAggregates = map[string]bool{"max": true, "min": true, "mean": true, "median": true}
 
 func mathcomputeCheckName(name string) error {
 	bad := name == "" || len(name) > 64 || strings.HasPrefix(name, "__") || strings.HasPrefix(name, "$") ||
@@ -429,6 +435,9 @@ func (w *mathcomputeWalker) walk(n ast.Node, depth int) error {
 			}
 			return refuse(name)
 		}
+		if mathcomputeAggregates[id.Value] && len(n.Arguments) == 0 {
+			return Failf("invalid_expression", "not enough arguments to call %s (at column %d)", id.Value, n.Location().From+1)
+		}
 		return w.walkAll(d, n.Arguments...)
 	case *ast.BuiltinNode:
 		if !mathcomputeBuiltins[n.Name] {
@@ -553,6 +562,11 @@ func (r *mathcomputeRun) options(env map[string]any, cfg MathComputeConfig) []ex
 		expr.Function(mathcomputeScalarFn, mathcomputeScalar, new(func(any) any)),
 		expr.Function("sum", func(p ...any) (any, error) { return mathcomputeSum(r.ctx, p[0]) }, new(func(any) any)),
 		expr.Function("abs", mathcomputeAbs, new(func(int) int), new(func(float64) float64), new(func(any) any)),
+	}
+	for name := range mathcomputeAggregates {
+		opts = append(opts, expr.Function(name, func(p ...any) (any, error) {
+			return mathcomputeAggregate(r.ctx, name, int(cfg.MemoryBudget), p)
+		}, new(func(...any) any)))
 	}
 	for name := range mathcomputeBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
@@ -748,6 +762,133 @@ func mathcomputeSum(ctx context.Context, v any) (any, error) {
 	return total, nil
 }
 
+// mathcomputeAggregate replaces expr's max, min, mean and median, with their results: each
+// argument is a number or an array of numbers, max and min return the extreme number as it is
+// (an integer stays one, the first of equals wins), mean and median a float (0 for no numbers).
+// Unlike expr's, they count the numbers their arguments hold together against the memory
+// budget before reading any (the VM counted a range once, however many times it is passed),
+// and they watch ctx while they read.
+func mathcomputeAggregate(ctx context.Context, name string, limit int, args []any) (any, error) {
+	if len(args) == 0 {
+		return nil, fmt.Errorf("not enough arguments to call %s", name)
+	}
+	total := 0
+	for _, a := range args {
+		switch x := a.(type) {
+		case []int:
+			total += len(x)
+		case []float64:
+			total += len(x)
+		case []any:
+			total += len(x)
+		default:
+			total++
+		}
+	}
+	if total > limit {
+		return nil, Failf("memory_budget_exceeded", "the arguments of %s hold %d numbers together, the limit is %d", name, total, limit)
+	}
+	var (
+		best  any // max, min: the extreme so far, an int or a float64
+		sum   float64
+		count int
+		all   []float64 // median
+	)
+	if name == "median" {
+		all = make([]float64, 0, total)
+	}
+	add := func(v any, f float64) {
+		count++
+		switch name {
+		case "mean":
+			sum += f
+		case "median":
+			all = append(all, f)
+		default:
+			if best == nil || mathcomputeBetter(name, v, best) {
+				best = v
+			}
+		}
+	}
+	seen := 0
+	visit := func(v any) error {
+		if seen++; seen&4095 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch x := v.(type) {
+		case int:
+			add(v, float64(x))
+		case float64:
+			add(v, x)
+		default:
+			return fmt.Errorf("invalid argument for %s (type %T)", name, v)
+		}
+		return nil
+	}
+	for _, a := range args {
+		var err error
+		switch xs := a.(type) {
+		case []int:
+			for i := 0; i < len(xs) && err == nil; i++ {
+				err = visit(xs[i])
+			}
+		case []float64:
+			for i := 0; i < len(xs) && err == nil; i++ {
+				err = visit(xs[i])
+			}
+		case []any:
+			for i := 0; i < len(xs) && err == nil; i++ {
+				err = visit(xs[i])
+			}
+		default:
+			err = visit(a)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch name {
+	case "mean":
+		if count == 0 {
+			return 0.0, nil
+		}
+		return sum / float64(count), nil
+	case "median":
+		n := len(all)
+		if n == 0 {
+			return 0.0, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		slices.Sort(all)
+		if n%2 == 1 {
+			return all[n/2], nil
+		}
+		return (all[n/2-1] + all[n/2]) / 2, nil
+	}
+	return best, nil
+}
+
+// mathcomputeBetter reports whether v should replace best as max's or min's answer: integers
+// compare exactly, an integer and a float as floats (as expr does).
+func mathcomputeBetter(name string, v, best any) bool {
+	vi, vInt := v.(int)
+	bi, bInt := best.(int)
+	if vInt && bInt {
+		if name == "max" {
+			return vi > bi
+		}
+		return vi < bi
+	}
+	vf, _ := mathcomputeFloat(v)
+	bf, _ := mathcomputeFloat(best)
+	if name == "max" {
+		return vf > bf
+	}
+	return vf < bf
+}
+
 // mathcomputeFailure maps an expr error to a ToolError, keeping the code a checked operation
 // chose and the position expr reports.
 func mathcomputeFailure(ctx context.Context, code string, err error) error {
@@ -836,6 +977,9 @@ func mathcomputeFunctionNames() []string {
 		names = append(names, n)
 	}
 	names = append(names, "sum", "abs")
+	for n := range mathcomputeAggregates {
+		names = append(names, n)
+	}
 	sort.Strings(names)
 	return names
 }

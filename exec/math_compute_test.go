@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -216,5 +217,90 @@ func TestMathComputeContext(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("returned %v after the deadline", d)
+	}
+}
+
+// max, min, mean and median take any number of arguments; expr's median copied all of them
+// into one slice and sorted it, so median(r, r, ...) over a 200k range allocated 470 MiB
+// against a memory budget that had counted the range once, with no ctx check. The tool's own
+// versions count the numbers of all arguments against the budget, and watch ctx.
+func TestMathComputeAggregatesBounded(t *testing.T) {
+	reg := toolsBRegistry(t, NewMathCompute())
+	for _, fn := range []string{"median", "mean", "max", "min"} {
+		t.Run(fn, func(t *testing.T) {
+			expr := "let r = 1..200000; " + fn + "(" + strings.TrimSuffix(strings.Repeat("r,", 50), ",") + ")"
+			args, _ := json.Marshal(map[string]any{"expression": expr})
+			if _, err := reg.Validate("math_compute", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			var err error
+			took, ok := runWithin(10*time.Second, func() { _, err = NewMathCompute().Run(ctx, args) })
+			runtime.ReadMemStats(&m1)
+			if alloc := (m1.TotalAlloc - m0.TotalAlloc) >> 20; alloc > 16 {
+				t.Errorf("a %d-byte expression allocated %d MiB", len(expr), alloc)
+			}
+			if !ok || took > 500*time.Millisecond {
+				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
+			}
+			if toolsBCode(err) != "memory_budget_exceeded" {
+				t.Fatalf("error %v, want memory_budget_exceeded", err)
+			}
+		})
+	}
+	// Within the budget, repeated calls still stop at the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	expr := "let r = 1..500000; sum(map(1..1000, mean(r)))"
+	args, _ := json.Marshal(map[string]any{"expression": expr})
+	var err error
+	took, ok := runWithin(10*time.Second, func() { _, err = NewMathCompute().Run(ctx, args) })
+	if !ok || took > 300*time.Millisecond || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ran %v (finished: %v) with a 50ms deadline: %v", took, ok, err)
+	}
+}
+
+// The replacements answer as expr's builtins did.
+func TestMathComputeAggregates(t *testing.T) {
+	tool := NewMathCompute()
+	reg := toolsBRegistry(t, tool)
+	vars := `"variables": {"x": 7, "xs": [1, 2, 3, 4], "fs": [1.5, 2.5]}`
+	for _, tc := range []struct{ expr, want string }{
+		{"max(1, 2, 3)", `3,"type":"integer"`},
+		{"max(xs, 10)", `10,"type":"integer"`},
+		{"max(fs, xs)", `4,"type":"integer"`},
+		{"min(xs, fs)", `1,"type":"integer"`},
+		{"min(fs)", `1.5,"type":"float"`},
+		{"max(2, 2.0)", `2,"type":"integer"`}, // the first of equals
+		{"max(2.0, 2)", `2,"type":"float"`},
+		{"min(-x, x)", `-7,"type":"integer"`},
+		{"median(xs, 5)", `3,"type":"float"`},
+		{"median(1..4)", `2.5,"type":"float"`},
+		{"median(fs, [])", `2,"type":"float"`},
+		{"median([])", `0,"type":"float"`},
+		{"mean(1, 2)", `1.5,"type":"float"`},
+		{"mean(map(xs, # / 2))", `1.25,"type":"float"`},
+		{"mean([])", `0,"type":"float"`},
+	} {
+		out, err := toolsBCall(t, reg, tool, `{"expression": `+toolsBQuote(tc.expr)+`, `+vars+`}`)
+		if err != nil || !strings.HasSuffix(string(out), `"result":`+tc.want+`}`) {
+			t.Errorf("%s: got %s, %v; want result %s", tc.expr, out, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ expr, code string }{
+		{"max([])", "result_not_number"},
+		{"max([true])", "evaluation_failed"},
+		{"mean([1, nil])", "evaluation_failed"},
+		{"max()", "invalid_expression"},
+		{"median(1..600000, 1..600000)", "memory_budget_exceeded"},
+	} {
+		_, err := toolsBCall(t, reg, tool, `{"expression": `+toolsBQuote(tc.expr)+`, `+vars+`}`)
+		if got := toolsBCode(err); got != tc.code {
+			t.Errorf("%s: code %q, want %q (%v)", tc.expr, got, tc.code, err)
+		}
 	}
 }

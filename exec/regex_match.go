@@ -14,6 +14,7 @@ import (
 // but a find-all or replace runs many searches, and a search cannot be interrupted; so the
 // input is fed through a reader that stops at the deadline, and every size is capped.
 const (
+	regexMatchMaxPattern = 1024    // pattern, bytes
 	regexMatchMaxInsts   = 10000   // compiled program size
 	regexMatchMaxResult  = 2 << 20 // replace output, bytes
 	regexMatchCheckEvery = 1024    // runes between deadline checks
@@ -115,6 +116,17 @@ func (*RegexMatch) Run(ctx context.Context, raw json.RawMessage) (any, error) {
 		mode = "match"
 	}
 	out := RegexMatchOutput{Mode: mode, Matches: []RegexMatchHit{}}
+	// Every group of every hit repeats its text in the output, so 500 nested groups make an
+	// output 500 times the input: it is measured as it is built, against the runner's cap.
+	capBytes, size := outputCap(ctx), regexMatchOutputOverhead
+	add := func(loc []int) error {
+		h := prog.hit(a.Input, loc)
+		if size += regexMatchHitSize(h); size > capBytes {
+			return errOutputTooLarge(capBytes)
+		}
+		out.Matches = append(out.Matches, h)
+		return nil
+	}
 	switch mode {
 	case "match":
 		loc, err := prog.search(ctx, a.Input, 0)
@@ -122,14 +134,13 @@ func (*RegexMatch) Run(ctx context.Context, raw json.RawMessage) (any, error) {
 			return nil, err
 		}
 		if loc != nil {
-			out.Matches = append(out.Matches, prog.hit(a.Input, loc))
+			if err := add(loc); err != nil {
+				return nil, err
+			}
 		}
 	case "find_all":
 		limit := regexMatchLimit(a.MaxMatches, regexMatchFindAllDef)
-		truncated, err := prog.each(ctx, a.Input, limit, func(loc []int) error {
-			out.Matches = append(out.Matches, prog.hit(a.Input, loc))
-			return nil
-		})
+		truncated, err := prog.each(ctx, a.Input, limit, add)
 		if err != nil {
 			return nil, err
 		}
@@ -167,8 +178,8 @@ type regexMatchProgram struct {
 }
 
 func regexMatchCompile(pattern, flags string) (*regexMatchProgram, error) {
-	if len(pattern) > 1024 {
-		return nil, Failf("pattern_too_long", "the pattern is %d bytes, the limit is 1024", len(pattern))
+	if len(pattern) > regexMatchMaxPattern {
+		return nil, Failf("pattern_too_long", "the pattern is %d bytes, the limit is %d", len(pattern), regexMatchMaxPattern)
 	}
 	var set []byte
 	for _, f := range "ims" {
@@ -182,22 +193,11 @@ func regexMatchCompile(pattern, flags string) (*regexMatchProgram, error) {
 	if len(set) > 0 {
 		pattern = "(?" + string(set) + ")" + pattern
 	}
-	tree, err := syntax.Parse(pattern, syntax.Perl)
+	b, tree, err := regexCompileBounded(pattern)
 	if err != nil {
-		return nil, Failf("invalid_pattern", "%v", err)
+		return nil, err
 	}
-	prog, err := syntax.Compile(tree.Simplify())
-	if err != nil {
-		return nil, Failf("invalid_pattern", "%v", err)
-	}
-	if len(prog.Inst) > regexMatchMaxInsts {
-		return nil, Failf("pattern_too_complex", "the pattern compiles to %d instructions, the limit is %d", len(prog.Inst), regexMatchMaxInsts)
-	}
-	re, err := regexp.Compile(pattern)
-	if err != nil {
-		return nil, Failf("invalid_pattern", "%v", err)
-	}
-	p := &regexMatchProgram{re: re}
+	p := &regexMatchProgram{re: b.re}
 	if !regexMatchNeedsContext(tree) {
 		return p, nil
 	}
@@ -211,6 +211,55 @@ func regexMatchCompile(pattern, flags string) (*regexMatchProgram, error) {
 		return nil, Failf("unsupported_pattern", "%v", err)
 	}
 	return p, nil
+}
+
+// regexBounded is a pattern whose program is at most regexMatchMaxInsts instructions,
+// matched under a ctx. data_filter's regex conditions and schema_validate's pattern keywords
+// use it, so that every regex a caller supplies costs what regex_match's do.
+type regexBounded struct {
+	re    *regexp.Regexp
+	insts int
+}
+
+// regexCompileBounded parses a pattern (RE2 syntax) and compiles it, refusing a program of more
+// than regexMatchMaxInsts instructions: a search costs up to the input's length times the
+// program's size. Callers bound the pattern's length themselves.
+func regexCompileBounded(pattern string) (*regexBounded, *syntax.Regexp, error) {
+	tree, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, nil, Failf("invalid_pattern", "%v", err)
+	}
+	prog, err := syntax.Compile(tree.Simplify())
+	if err != nil {
+		return nil, nil, Failf("invalid_pattern", "%v", err)
+	}
+	if len(prog.Inst) > regexMatchMaxInsts {
+		return nil, nil, Failf("pattern_too_complex", "the pattern compiles to %d instructions, the limit is %d", len(prog.Inst), regexMatchMaxInsts)
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, nil, Failf("invalid_pattern", "%v", err)
+	}
+	return &regexBounded{re: re, insts: len(prog.Inst)}, tree, nil
+}
+
+// regexDirectWork is the most work (input bytes × instructions) a match may do without
+// looking at ctx: below it, regexp's own fast matchers run on the string; above it, the
+// input goes through regexMatchReader, which is slower but stops at the deadline.
+const regexDirectWork = 1 << 20
+
+// match reports whether the pattern matches somewhere in s, or ctx's error once ctx is done.
+func (b *regexBounded) match(ctx context.Context, s string) (bool, error) {
+	var ok bool
+	if len(s) <= regexDirectWork/max(b.insts, 1) {
+		ok = b.re.MatchString(s)
+	} else {
+		ok = b.re.MatchReader(&regexMatchReader{ctx: ctx, s: s})
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return ok, nil
 }
 
 // regexMatchNeedsContext reports whether the tree has an assertion that looks at the rune
@@ -336,6 +385,28 @@ func (p *regexMatchProgram) hit(s string, loc []int) RegexMatchHit {
 		h.Groups = append(h.Groups, g)
 	}
 	return h
+}
+
+// Sizes of RegexMatchOutput's encoding without its texts and names, at their smallest: the
+// estimate never exceeds the encoding, so output_too_large is never claimed for an output that
+// fits (the runner measures the encoding exactly).
+const (
+	regexMatchOutputOverhead = 64 // {"matched":false,"mode":"match","count":0,...,"matches":[]}
+	regexMatchHitOverhead    = 42 // {"text":"","start":0,"end":0,"groups":[]},
+	regexMatchGroupOverhead  = 50 // {"index":1,"matched":true,"text":"","start":0,"end":0},
+	regexMatchNamedOverhead  = 6  // "name":"text", in named
+)
+
+// regexMatchHitSize estimates the encoded size of h, from below.
+func regexMatchHitSize(h RegexMatchHit) int {
+	n := regexMatchHitOverhead + len(h.Text)
+	for _, g := range h.Groups {
+		n += regexMatchGroupOverhead + len(g.Name) + len(g.Text)
+	}
+	for name, text := range h.Named {
+		n += regexMatchNamedOverhead + len(name) + len(text)
+	}
+	return n
 }
 
 // regexMatchReader feeds a string to the matcher rune by rune and reports end of input once

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -183,5 +184,77 @@ func TestRegexMatchStopsAtDeadline(t *testing.T) {
 	res, status, err := r.Run(context.Background(), Call{Tool: "regex_match", Args: args, Timeout: 100 * time.Millisecond})
 	if err != nil || status != StatusTimeout || res.ExitCode != ExitTimeout {
 		t.Fatalf("status %q exit %d err %v, want timeout", status, res.ExitCode, err)
+	}
+}
+
+// Every capture group of every hit repeats its text in the output. The output is measured as
+// it is built and stops at the runner's cap: 500 nested groups over 30 kB made a 15 MB output,
+// and 512 empty groups over 1000 matches 29 MB, that the runner then encoded only to refuse.
+func TestRegexMatchOutputStopsAtCap(t *testing.T) {
+	reg, err := NewRegistry(NewRegexMatch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args map[string]any
+	}{
+		{"nested groups", map[string]any{"pattern": strings.Repeat("(", 500) + ".*" + strings.Repeat(")", 500), "input": strings.Repeat("a", 30000)}},
+		{"many groups, many matches", map[string]any{"pattern": strings.Repeat("()", 512), "input": strings.Repeat("a", 1000), "mode": "find_all", "maxMatches": 1000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, _ := json.Marshal(tc.args)
+			if _, err := reg.Validate("regex_match", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			r := NewRunner(reg, Limits{}, nil) // MaxOutputBytes 1 MiB
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			res, status, err := r.Run(context.Background(), Call{Tool: "regex_match", Args: args, DryRun: true, Free: true})
+			runtime.ReadMemStats(&m1)
+			alloc := (m1.TotalAlloc - m0.TotalAlloc) >> 20
+			if err != nil || status != StatusFailed || res.Error == nil || res.Error.Code != "output_too_large" {
+				t.Fatalf("status %s, err %v, result error %+v; want output_too_large", status, err, res.Error)
+			}
+			if alloc > 8 {
+				t.Errorf("a %d-byte call allocated %d MiB to produce an output refused at 1 MiB", len(args), alloc)
+			}
+		})
+	}
+	// The cap is the runner's: an output that fits a larger one is returned whole.
+	args, _ := json.Marshal(map[string]any{"pattern": strings.Repeat("(", 20) + ".*" + strings.Repeat(")", 20), "input": strings.Repeat("a", 60000)})
+	r := NewRunner(reg, Limits{MaxOutputBytes: 4 << 20}, nil)
+	res, status, err := r.Run(context.Background(), Call{Tool: "regex_match", Args: args, DryRun: true})
+	if err != nil || status != StatusCompleted {
+		t.Fatalf("under a 4 MiB cap: status %s, err %v, result error %+v", status, err, res.Error)
+	}
+}
+
+// regexMatchHitSize must never exceed the encoding, or output_too_large could refuse an output
+// that fits.
+func TestRegexMatchHitSizeBelowEncoding(t *testing.T) {
+	for _, p := range []string{`a`, `()`, `(a)|(b)`, `(?P<name>a)(?P<x>)`, `(((a)))`, `(?P<n>\d+)-(x)?`} {
+		prog, err := regexMatchCompile(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []string{"a", "b", "12-", "12-x", ""} {
+			loc, err := prog.search(context.Background(), in, 0)
+			if err != nil || loc == nil {
+				continue
+			}
+			h := prog.hit(in, loc)
+			enc, _ := json.Marshal(h)
+			if est := regexMatchHitSize(h); est > len(enc)+1 { // +1: the comma between hits
+				t.Errorf("%q on %q: estimate %d, encoding %d bytes", p, in, est, len(enc))
+			}
+		}
+	}
+	for _, mode := range []string{"match", "find_all"} {
+		enc, _ := json.Marshal(RegexMatchOutput{Mode: mode, Matches: []RegexMatchHit{}})
+		if regexMatchOutputOverhead > len(enc) {
+			t.Errorf("overhead %d, encoding of an empty %s output %d bytes", regexMatchOutputOverhead, mode, len(enc))
+		}
 	}
 }

@@ -147,7 +147,7 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 	if timeout < minTimeout || timeout > r.lim.MaxTimeout { // none (0), too small or too large
 		timeout = r.Timeout(timeout.Seconds())
 	}
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	runCtx, cancel := context.WithTimeout(withOutputCap(ctx, r.lim.MaxOutputBytes), timeout)
 	defer cancel()
 
 	type outcome struct {
@@ -201,6 +201,31 @@ func (r *Runner) Run(ctx context.Context, c Call) (Result, string, error) {
 		// the buffered channel, so it never outlives its own cleanup.
 		return runInterrupted(ctx, runCtx, res, timeout)
 	}
+}
+
+// outputCapKey is the context key under which Run tells the tool its MaxOutputBytes.
+type outputCapKey struct{}
+
+func withOutputCap(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, outputCapKey{}, n)
+}
+
+// outputCap is the cap on the encoded output of the run that ctx belongs to, and
+// DefaultLimits.MaxOutputBytes outside a Runner. A tool whose output can grow far beyond its
+// input (regex_match's groups, data_filter's projections) stops with output_too_large once a
+// running estimate of its output passes it: the runner would refuse that output anyway, but
+// only after the tool had built it and the runner had encoded it. Through ctx, rather than a
+// tool config field, the tool's cap is always the runner's, however the operator sets it.
+func outputCap(ctx context.Context) int {
+	if n, ok := ctx.Value(outputCapKey{}).(int); ok && n > 0 {
+		return n
+	}
+	return DefaultLimits.MaxOutputBytes
+}
+
+// errOutputTooLarge is the tool-side twin of the runner's output_too_large.
+func errOutputTooLarge(limit int) error {
+	return Failf("output_too_large", "the output would exceed %d bytes, the limit", limit)
 }
 
 // toolIdle is how long a tool goroutine waits for the next call before it exits.

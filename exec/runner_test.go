@@ -514,3 +514,17 @@ func BenchmarkRunnerDryRun(b *testing.B) {
 		}
 	})
 }
+
+// runWithin runs f on its own goroutine and reports how long it took, giving up after limit
+// (the goroutine is then abandoned, as the runner abandons a tool past its deadline).
+func runWithin(limit time.Duration, f func()) (time.Duration, bool) {
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+		return time.Since(start), true
+	case <-time.After(limit):
+		return time.Since(start), false
+	}
+}

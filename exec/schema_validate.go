@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -21,6 +22,11 @@ type SchemaValidateConfig struct {
 	MaxDataDepth   int // nesting of arrays and objects in the data
 	MaxErrors      int // errors listed in the output; the count covers all of them
 	MaxEvaluations int // (sub)schema evaluations per validation, fewer for deep data
+	// MaxNumberLength bounds every number literal in the schema and the data, in characters.
+	// The validator compares numbers (enum, const, uniqueItems, multipleOf, ...) by parsing
+	// them into big.Rat again for every comparison, at a cost quadratic in the literal's
+	// length that neither the budget nor ctx can interrupt; and maxLength bounds strings only.
+	MaxNumberLength int
 }
 
 // DefaultSchemaValidateConfig is the configuration NewSchemaValidate uses for zero fields.
@@ -33,7 +39,8 @@ var DefaultSchemaValidateConfig = SchemaValidateConfig{
 	// A failing evaluation keeps about 300 bytes of error tree, so a validation that fails
 	// everywhere stops near 45 MB, in about a tenth of a second (measured). 128k evaluations,
 	// a flat array as long as MaxDataBytes allows, still fit.
-	MaxEvaluations: 150_000,
+	MaxEvaluations:  150_000,
+	MaxNumberLength: 128,
 }
 
 // SchemaValidate is the schema_validate tool: it validates data against a JSON Schema, draft
@@ -46,7 +53,10 @@ var DefaultSchemaValidateConfig = SchemaValidateConfig{
 // failing evaluation adds to an error tree the validator keeps until it returns. So every
 // object (sub)schema carries a budget hook that counts evaluations before they run and
 // watches ctx, and aborts the validation when either runs out: the budget bounds both time
-// and memory. Compiled schemas are not cached: the hook is bound to one call's budget.
+// and memory. The pattern and patternProperties regexes go through the same budget: they are
+// compiled under regex_match's instruction cap, and each match costs one evaluation and reads
+// its input through a reader that stops at the deadline. Compiled schemas are not cached: the
+// hook and the regexes are bound to one call's budget.
 type SchemaValidate struct {
 	cfg SchemaValidateConfig
 }
@@ -60,6 +70,7 @@ func NewSchemaValidate(cfg ...SchemaValidateConfig) *SchemaValidate {
 			{&c.MaxSchemaBytes, &o.MaxSchemaBytes}, {&c.MaxSchemaDepth, &o.MaxSchemaDepth},
 			{&c.MaxDataBytes, &o.MaxDataBytes}, {&c.MaxDataDepth, &o.MaxDataDepth},
 			{&c.MaxErrors, &o.MaxErrors}, {&c.MaxEvaluations, &o.MaxEvaluations},
+			{&c.MaxNumberLength, &o.MaxNumberLength},
 		} {
 			if *f.src > 0 {
 				*f.dst = *f.src
@@ -104,8 +115,8 @@ var schemavalidateSchema = json.RawMessage(`{
   "required": ["schema", "data"],
   "properties": {
     "schema": {"type": ["object", "boolean"], "maxProperties": 256,
-      "description": "a JSON Schema; $schema may name draft 4, 6, 7, 2019-09 or 2020-12"},
-    "data": {"description": "any JSON value to validate",
+      "description": "a JSON Schema; $schema may name draft 4, 6, 7, 2019-09 or 2020-12; number literals of at most 128 characters; pattern and patternProperties in RE2 syntax, at most 1024 bytes and 10000 compiled instructions each"},
+    "data": {"description": "any JSON value to validate; number literals of at most 128 characters",
       "maxLength": 262144, "maxItems": 100000, "maxProperties": 10000}
   }
 }`)
@@ -161,10 +172,28 @@ func (s *SchemaValidate) validate(ctx context.Context, raw json.RawMessage) (any
 	if depth > s.cfg.MaxDataDepth {
 		return nil, Failf("data_too_deep", "the data nests deeper than %d levels", s.cfg.MaxDataDepth)
 	}
+	// Both documents are known to be shallow by now, so these walks are bounded.
+	for _, doc := range []struct {
+		name string
+		v    any
+	}{{"schema", schemaDoc}, {"data", data}} {
+		if at, n, found := schemavalidateLongNumber(doc.v, s.cfg.MaxNumberLength); found {
+			where := "at " + strconv.Quote(schemavalidateClean(at, 256))
+			if at == "" {
+				where = "as its whole value"
+			}
+			return nil, Failf("number_too_long", "the %s has a number of %d characters %s, the limit is %d",
+				doc.name, n, where, s.cfg.MaxNumberLength)
+		}
+	}
 
 	budget := newSchemavalidateBudget(ctx, s.cfg.MaxEvaluations, depth)
 	sch, err := schemavalidateCompile(schemaDoc, budget)
 	if err != nil {
+		var abort schemavalidateAbort
+		if errors.As(err, &abort) {
+			return nil, abort.err
+		}
 		return nil, schemavalidateCompileFailure(schemaDoc, err)
 	}
 	verr, err := budget.run(sch, data)
@@ -189,8 +218,20 @@ const schemavalidateVocab = "urn:secureexec:vocab:evaluation-budget"
 
 // schemavalidateCompile compiles under the sandbox's schema policy (newSchemaCompiler) and
 // adds the budget hook to every object schema.
-func schemavalidateCompile(doc any, budget *schemavalidateBudget) (*jsonschema.Schema, error) {
+func schemavalidateCompile(doc any, budget *schemavalidateBudget) (sch *jsonschema.Schema, err error) {
+	// The compiler validates the schema against its metaschema, which may run the budget's
+	// hooks: their abort is reported like the validation's.
+	defer func() {
+		if p := recover(); p != nil {
+			abort, ok := p.(schemavalidateAbort)
+			if !ok {
+				panic(p)
+			}
+			sch, err = nil, abort
+		}
+	}()
 	c := newSchemaCompiler()
+	c.UseRegexpEngine(budget.regexp)
 	c.RegisterVocabulary(&jsonschema.Vocabulary{URL: schemavalidateVocab, Compile: budget.compile})
 	// Without this, drafts 2019-09 and 2020-12 would only run vocabularies their metaschema
 	// lists, and ours is in none.
@@ -217,6 +258,14 @@ func schemavalidateCompileFailure(doc any, err error) error {
 	if errors.As(err, &ud) {
 		return Failf("unsupported_schema_draft", "%s", msg)
 	}
+	// The library's message stops at "not valid against metaschema"; say where and why.
+	var sve *jsonschema.SchemaValidationError
+	var verr *jsonschema.ValidationError
+	if errors.As(err, &sve) && errors.As(sve.Err, &verr) {
+		if leaves, _ := schemavalidateErrors(verr, 1); len(leaves) > 0 {
+			msg = schemavalidateClean(fmt.Sprintf("the schema is not valid against its metaschema: at %q: %s", leaves[0].InstanceLocation, leaves[0].Message), 1024)
+		}
+	}
 	return Failf("invalid_schema", "%s", msg)
 }
 
@@ -239,6 +288,44 @@ func newSchemavalidateBudget(ctx context.Context, max, depth int) *schemavalidat
 
 // schemavalidateAbort unwinds the validator when the budget or ctx runs out.
 type schemavalidateAbort struct{ err error }
+
+func (a schemavalidateAbort) Error() string { return a.err.Error() }
+
+// regexp is the compiler's regexp engine (pattern, patternProperties, format "regex"): Go's
+// regexp as the library's default, but bounded like regex_match's patterns, with every match
+// charged to the budget and stopped by ctx.
+func (b *schemavalidateBudget) regexp(pattern string) (jsonschema.Regexp, error) {
+	if len(pattern) > regexMatchMaxPattern {
+		return nil, fmt.Errorf("the pattern is %d bytes, the limit is %d", len(pattern), regexMatchMaxPattern)
+	}
+	re, _, err := regexCompileBounded(pattern)
+	if err != nil {
+		var te *ToolError
+		if errors.As(err, &te) {
+			return nil, errors.New(te.Message)
+		}
+		return nil, err
+	}
+	return schemavalidateRegexp{re: re, budget: b}, nil
+}
+
+// schemavalidateRegexp implements jsonschema.Regexp for one validation.
+type schemavalidateRegexp struct {
+	re     *regexBounded
+	budget *schemavalidateBudget
+}
+
+func (r schemavalidateRegexp) String() string { return r.re.re.String() }
+
+// MatchString costs one evaluation; a match the deadline stops aborts the validation.
+func (r schemavalidateRegexp) MatchString(s string) bool {
+	r.budget.charge(1)
+	ok, err := r.re.match(r.budget.ctx, s)
+	if err != nil {
+		panic(schemavalidateAbort{fmt.Errorf("schema_validate: %w", err)})
+	}
+	return ok
+}
 
 // compile adds the budget hook to the object schema being compiled, as a wrapper of its
 // format check. The library calls a vocabulary's SchemaExt too late to bound anything: after
@@ -440,6 +527,38 @@ func schemavalidateDepth(v any, depth, limit int) int {
 		}
 	}
 	return deepest
+}
+
+// schemavalidateLongNumber finds a number literal longer than limit in v and returns its JSON
+// pointer and length. Of several, it finds the same one every time (the smallest key at each
+// level), so that the error does not depend on map order.
+func schemavalidateLongNumber(v any, limit int) (string, int, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		if len(x) > limit {
+			return "", len(x), true
+		}
+	case []any:
+		for i, c := range x {
+			if at, n, ok := schemavalidateLongNumber(c, limit); ok {
+				return "/" + strconv.Itoa(i) + at, n, true
+			}
+		}
+	case map[string]any:
+		key, at, n, found := "", "", 0, false
+		for k, c := range x {
+			if found && k >= key {
+				continue
+			}
+			if a, m, ok := schemavalidateLongNumber(c, limit); ok {
+				key, at, n, found = k, a, m, true
+			}
+		}
+		if found {
+			return "/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1") + at, n, true
+		}
+	}
+	return "", 0, false
 }
 
 func schemavalidateDraftName(v int) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,114 @@ func TestSchemaValidateContext(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("returned %v after the deadline", d)
+	}
+}
+
+// pattern and patternProperties are compiled under regex_match's instruction cap, and every
+// match costs an evaluation and stops at the deadline: Go's regexp cannot be interrupted, and
+// the budget hook never ran inside a match.
+func TestSchemaValidatePatternBoundedByDeadline(t *testing.T) {
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	long := strings.Repeat("a", 14000)
+	slow := strings.Repeat(`[^x]{990}`, 10) + "x" // 9903 instructions, just under the cap
+	for _, tc := range []struct {
+		name   string
+		schema map[string]any
+		data   any
+		code   string // "" for the deadline
+	}{
+		{"pattern over the instruction cap", map[string]any{"type": "string", "pattern": strings.Repeat(`[^x]{1000}`, 10) + "x"}, long, "invalid_schema"},
+		{"patternProperties over the instruction cap", map[string]any{"patternProperties": map[string]any{strings.Repeat(`[^x]{1000}`, 10) + "x": true}}, map[string]any{"k": 1}, "invalid_schema"},
+		{"pattern under the cap", map[string]any{"type": "string", "pattern": slow}, long, ""},
+		{"patternProperties under the cap", map[string]any{"patternProperties": map[string]any{slow: true}}, map[string]any{long: 1}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, _ := json.Marshal(map[string]any{"schema": tc.schema, "data": tc.data})
+			if _, err := reg.Validate("schema_validate", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			var err error
+			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > time.Second {
+				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
+			}
+			if tc.code == "" && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("error %v, want the deadline", err)
+			}
+			if tc.code != "" && toolsBCode(err) != tc.code {
+				t.Fatalf("error %v, want %s", err, tc.code)
+			}
+		})
+	}
+	// A match is an evaluation: 2000 property names against 50 patterns exceed a budget of
+	// 50,000 that the property count alone would not.
+	var props []string
+	for i := 0; i < 2000; i++ {
+		props = append(props, fmt.Sprintf(`"p%d": 1`, i))
+	}
+	pats := map[string]any{}
+	for i := 0; i < 50; i++ {
+		pats[fmt.Sprintf("^q%d$", i)] = true
+	}
+	schema, _ := json.Marshal(map[string]any{"patternProperties": pats})
+	_, err := NewSchemaValidate(SchemaValidateConfig{MaxEvaluations: 150_000}).Run(context.Background(),
+		json.RawMessage(`{"schema": `+string(schema)+`, "data": {`+strings.Join(props, ", ")+`}}`))
+	if toolsBCode(err) != "evaluation_budget_exceeded" {
+		t.Fatalf("error %v, want evaluation_budget_exceeded", err)
+	}
+	// Patterns still work (one error per call: the library's order between properties varies).
+	schema = []byte(`{"patternProperties": {"^a": {"type": "integer"}}, "properties": {"s": {"pattern": "^x+$"}}}`)
+	for data, want := range map[string]string{
+		`{"ab": 1, "s": "xx"}`:    `"valid":true`,
+		`{"ab": 1, "s": "xxy"}`:   `"keywordLocation":"/properties/s/pattern"`,
+		`{"ab": "no", "s": "xx"}`: `"keywordLocation":"/patternProperties/%5Ea/type"`,
+	} {
+		out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema": `+string(schema)+`, "data": `+data+`}`)
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Fatalf("%s: got %s, %v; want %s", data, out, err, want)
+		}
+	}
+}
+
+// enum, const and the other numeric keywords parse numbers into big.Rat per comparison, at a
+// cost quadratic in the literal, which neither the budget nor ctx could stop: a 100k-digit
+// number against a 60-entry enum ran for seconds. Number literals are bounded in both the data
+// and the schema.
+func TestSchemaValidateLongNumbersRefused(t *testing.T) {
+	var enum []string
+	for i := 0; i < 60; i++ {
+		enum = append(enum, strconv.Itoa(i))
+	}
+	long := "1." + strings.Repeat("7", 100000)
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	for _, tc := range []struct{ name, args, where string }{
+		{"data against an enum", `{"schema":{"enum":[` + strings.Join(enum, ",") + `]},"data":` + long + `}`, "the data has a number of 100002 characters as its whole value"},
+		{"inside the data", `{"schema":{"const":1},"data":{"a":[0,` + long + `]}}`, `at "/a/1"`},
+		{"inside the schema", `{"schema":{"properties":{"x/y":{"const":` + long[:200] + `}}},"data":1}`, `the schema has a number of 200 characters at "/properties/x~1y/const"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := json.RawMessage(tc.args)
+			if _, err := reg.Validate("schema_validate", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			var err error
+			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > time.Second {
+				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
+			}
+			var te *ToolError
+			if !errors.As(err, &te) || te.Code != "number_too_long" || !strings.Contains(te.Message, tc.where) {
+				t.Fatalf("error %v, want number_too_long %s", err, tc.where)
+			}
+		})
+	}
+	// 128 characters are fine.
+	n := "1." + strings.Repeat("5", 126)
+	if out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema":{"enum":[`+n+`]},"data":`+n+`}`); err != nil || !strings.Contains(string(out), `"valid":true`) {
+		t.Fatalf("got %s, %v", out, err)
 	}
 }

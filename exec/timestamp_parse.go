@@ -1,6 +1,7 @@
 package exec
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +40,7 @@ var timestampParseSchema = json.RawMessage(`{
     "zone": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z][A-Za-z0-9_+\\-]*(/[A-Za-z0-9_+\\-]+)*$"}
   },
   "properties": {
-    "input":         {"type": ["string", "number"], "minLength": 1, "maxLength": 128, "description": "a date string, or unix time as a number or numeric string"},
+    "input":         {"type": ["string", "number"], "minLength": 1, "maxLength": 128, "description": "a date string, or unix time as a number or numeric string; at most 128 characters, a number's literal too"},
     "format":        {"type": "string", "enum": ["auto", "rfc3339", "rfc1123", "rfc1123z", "rfc850", "rfc822", "rfc822z", "ansic", "iso_date", "iso_datetime", "unix"], "default": "auto"},
     "layout":        {"type": "string", "minLength": 1, "maxLength": 64, "description": "a Go time layout, e.g. 02/01/2006 15:04"},
     "unit":          {"type": "string", "enum": ["auto", "s", "ms", "us", "ns"], "default": "auto", "description": "for unix input"},
@@ -152,7 +153,14 @@ func timestampParseZone(name string) (*time.Location, error) {
 	return loc, nil
 }
 
+// timestampParseMaxInput is the schema's maxLength, which JSON Schema applies to strings only:
+// a number's literal is held to it here, before big.Rat's parsing, quadratic in its length.
+const timestampParseMaxInput = 128
+
 func timestampParseInput(a timestampParseArgs, inZone *time.Location) (time.Time, string, string, error) {
+	if lit := bytes.TrimSpace(a.Input); len(lit) > timestampParseMaxInput && lit[0] != '"' {
+		return time.Time{}, "", "", Failf("invalid_input", "a numeric input has at most %d characters, this one has %d", timestampParseMaxInput, len(lit))
+	}
 	var s string
 	isNumber := false
 	if err := json.Unmarshal(a.Input, &s); err != nil {
@@ -239,6 +247,9 @@ var timestampParseUnits = map[string]int64{"s": 1e9, "ms": 1e6, "us": 1e3, "ns":
 // 1e17 us, else ns. The arithmetic is exact (big.Rat), so fractions and large values do not
 // lose precision through a float.
 func timestampParseUnix(s, unit string) (time.Time, string, error) {
+	if len(s) > timestampParseMaxInput { // a numeric string from a caller the schema did not check
+		return time.Time{}, "", Failf("invalid_input", "a numeric input has at most %d characters, this one has %d", timestampParseMaxInput, len(s))
+	}
 	// Every unit is past the year 9999 long before 1e22, and a huge exponent would make
 	// big.Rat compute an enormous power of ten: refuse both before exact parsing.
 	if !timestampParseLooksNumeric(s) {

@@ -3,7 +3,9 @@ package exec
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestTimestampParse(t *testing.T) {
@@ -108,5 +110,39 @@ func TestTimestampParseErrors(t *testing.T) {
 		if te, _ = err.(*ToolError); te == nil || te.Code != tc.code {
 			t.Errorf("%s: err %v, want %s", tc.args, err, tc.code)
 		}
+	}
+}
+
+// The schema's maxLength 128 bounds strings only; a numeric input went to big.Rat whatever
+// its length, at a cost quadratic in it, and nothing watched ctx: 400k digits took most of a
+// second. Its literal is held to 128 characters before any parsing.
+func TestTimestampParseLongNumberRefused(t *testing.T) {
+	reg, err := NewRegistry(NewTimestampParse())
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := json.RawMessage(`{"input":1.` + strings.Repeat("7", 400000) + `,"unit":"s"}`)
+	if _, err := reg.Validate("timestamp_parse", args); err != nil {
+		t.Fatalf("args should be valid: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	took, ok := runWithin(10*time.Second, func() { _, err = NewTimestampParse().Run(ctx, args) })
+	if !ok || took > 200*time.Millisecond {
+		t.Fatalf("ran %v (finished: %v) with a 20ms deadline", took, ok)
+	}
+	if te, _ := err.(*ToolError); te == nil || te.Code != "invalid_input" || !strings.Contains(te.Message, "128") {
+		t.Fatalf("error %v, want invalid_input naming the limit", err)
+	}
+	// 128 characters are fine, as a number or as a numeric string (where the schema applies).
+	n := "1700000000." + strings.Repeat("5", 117)
+	for _, in := range []string{n, `"` + n + `"`} {
+		if _, err := NewTimestampParse().Run(context.Background(), json.RawMessage(`{"input":`+in+`}`)); err != nil {
+			t.Fatalf("%d characters: %v", len(n), err)
+		}
+	}
+	// A numeric string longer than that is refused too when the schema was not applied.
+	if _, err := NewTimestampParse().Run(context.Background(), json.RawMessage(`{"input":"`+n+`5"}`)); err == nil || err.(*ToolError).Code != "invalid_input" {
+		t.Fatalf("129-character numeric string: %v", err)
 	}
 }
