@@ -198,9 +198,12 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		if err != nil {
 			return err
 		}
+		res.KeepAfterRelease = x402.HoldAfterRelease
 		railCfg.Reservations = res
 	} else {
-		railCfg.Reservations = ledger.NewMemoryReservations()
+		res := ledger.NewMemoryReservations()
+		res.KeepAfterRelease = x402.HoldAfterRelease
+		railCfg.Reservations = res
 	}
 	rail, err := x402.NewRail(railCfg,
 		x402.NewLensReader(backend, x402.LensOptions{Timeout: 3 * time.Second}), claims, book, settler)

@@ -37,6 +37,12 @@ type Reservations struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	timeout time.Duration
+	// KeepAfterRelease keeps a released hold counting this much longer. A payment's money
+	// moves on chain before its hold is released, but a balance read just before that, used
+	// by a reservation just after, would count the same money twice (as still in the
+	// balance, and no longer held). Kept a little past the release, the hold covers any such
+	// read (see x402.HoldAfterRelease). Zero releases at once.
+	KeepAfterRelease time.Duration
 }
 
 // NewReservations keeps reservations in rdb under prefix; each command is bounded by timeout
@@ -82,15 +88,23 @@ end
 return 1
 `)
 
-// releaseScript: the same keys; ARGV are ids. Each held id gives its amount back.
+// releaseScript: the same keys; ARGV[1] is the time (unix ms) until which released holds still
+// count, 0 for none, the rest are ids. Each held id gives its amount back, at once or by
+// expiring then (never later than it would have).
 var releaseScript = redis.NewScript(`
-for _, id in ipairs(ARGV) do
-  local amt = redis.call('HGET', KEYS[1], id)
-  if amt then
-    redis.call('HINCRBY', KEYS[1], '_total', -tonumber(amt))
-    redis.call('HDEL', KEYS[1], id)
+local keep = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if keep > 0 then
+    redis.call('ZADD', KEYS[2], 'XX', 'LT', keep, id)
+  else
+    local amt = redis.call('HGET', KEYS[1], id)
+    if amt then
+      redis.call('HINCRBY', KEYS[1], '_total', -tonumber(amt))
+      redis.call('HDEL', KEYS[1], id)
+    end
+    redis.call('ZREM', KEYS[2], id)
   end
-  redis.call('ZREM', KEYS[2], id)
 end
 return 0
 `)
@@ -149,14 +163,19 @@ func reserveOutcome(ctx context.Context, scope string, held int, err error) erro
 }
 
 // Release gives back what the payments ids hold in scope: their money moved (the balance now
-// says so) or never will. Unknown ids are ignored.
+// says so) or never will; after KeepAfterRelease, when set. Unknown ids are ignored.
 func (r *Reservations) Release(ctx context.Context, scope string, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+	keep := int64(0)
+	if r.KeepAfterRelease > 0 {
+		keep = time.Now().Add(r.KeepAfterRelease).UnixMilli()
+	}
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, strconv.FormatInt(keep, 10))
+	for _, id := range ids {
+		args = append(args, id)
 	}
 	rctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
@@ -196,6 +215,8 @@ func checkReservation(scope, id string, amount *big.Int) error {
 
 // MemoryReservations is Reservations in one process, for the embedded default.
 type MemoryReservations struct {
+	KeepAfterRelease time.Duration // as Reservations.KeepAfterRelease
+
 	mu     sync.Mutex
 	scopes map[string]map[string]memoryHold
 }
@@ -251,8 +272,17 @@ func (m *MemoryReservations) Reserve(_ context.Context, scope, id string, amount
 func (m *MemoryReservations) Release(_ context.Context, scope string, ids ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	keep := time.Now().Add(m.KeepAfterRelease)
 	for _, id := range ids {
-		delete(m.scopes[scope], id)
+		h, ok := m.scopes[scope][id]
+		switch {
+		case !ok:
+		case m.KeepAfterRelease > 0 && keep.Before(h.expires):
+			h.expires = keep
+			m.scopes[scope][id] = h
+		case m.KeepAfterRelease <= 0:
+			delete(m.scopes[scope], id)
+		}
 	}
 	if len(m.scopes[scope]) == 0 {
 		delete(m.scopes, scope)

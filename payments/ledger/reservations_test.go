@@ -103,3 +103,48 @@ func TestReservations(t *testing.T) {
 		}
 	})
 }
+
+// TestReservationsKeepAfterRelease: a released hold still counts for KeepAfterRelease (a
+// balance read before its settlement may still be in use), then no longer, and a release
+// never makes a hold last longer than it would have.
+func TestReservationsKeepAfterRelease(t *testing.T) {
+	rdb, prefix := newRedis(t)
+	redisBook, err := NewReservations(rdb, prefix, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisBook.KeepAfterRelease = 400 * time.Millisecond
+	memBook := NewMemoryReservations()
+	memBook.KeepAfterRelease = 400 * time.Millisecond
+	for name, book := range map[string]reservationBook{"redis": redisBook, "memory": memBook} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			scope := "1337:token:" + randomHex(4)
+			price, balance := big.NewInt(10_000), big.NewInt(10_000)
+			if err := book.Reserve(ctx, scope, "a", price, balance, time.Now().Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			// Soon to expire by itself: a release must not lengthen it.
+			if err := book.Reserve(ctx, "short:"+scope, "s", price, balance, time.Now().Add(100*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			if err := book.Release(ctx, scope, "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := book.Release(ctx, "short:"+scope, "s"); err != nil {
+				t.Fatal(err)
+			}
+			if err := book.Reserve(ctx, scope, "b", price, balance, time.Now().Add(time.Minute)); !errors.Is(err, ErrInsufficientFunds) {
+				t.Fatalf("just released, a still counts: %v, want ErrInsufficientFunds", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if err := book.Reserve(ctx, "short:"+scope, "t", price, balance, time.Now().Add(time.Minute)); err != nil {
+				t.Fatalf("the short hold was lengthened by its release: %v", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := book.Reserve(ctx, scope, "b", price, balance, time.Now().Add(time.Minute)); err != nil {
+				t.Fatalf("after KeepAfterRelease: %v", err)
+			}
+		})
+	}
+}

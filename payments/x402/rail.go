@@ -341,12 +341,27 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 	return nil
 }
 
+// A hold is released once its payment's money has moved, but a balance read just before the
+// settlement, used by a reservation just after the release, would count that money twice: as
+// still in the balance and no longer held. So a reservation uses only a balance read less than
+// balanceFreshFor ago, and released holds keep counting for HoldAfterRelease, which adds the
+// lag of a node behind the one that reported the receipt: every balance a reservation can use
+// after that was read after the settlement was visible.
+const (
+	balanceFreshFor  = 5 * time.Second
+	HoldAfterRelease = balanceFreshFor + 5*time.Second
+)
+
 // reserveAndClaim holds the payment's value against the payer's balance, keyed by its nonce so
 // that a concurrent copy of the same payment holds it once, and claims the nonce. The hold
 // comes first: a payment refused for its balance has used nothing and can be sent again once
 // the payer has the funds. With Redis reservations and claims both are one round trip
 // (ledger.Claims.ClaimHolding).
 func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
+	if v.Balance != nil && r.cfg.Now().Sub(v.ReadAfter) > balanceFreshFor {
+		// A balance this old may predate a settlement whose hold is gone by now.
+		return fmt.Errorf("x402: the payer's balance was read %s ago: %w", r.cfg.Now().Sub(v.ReadAfter).Round(time.Millisecond), payments.ErrUnavailable)
+	}
 	expires := v.ExpiresAt()
 	var err error
 	switch {

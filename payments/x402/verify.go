@@ -81,6 +81,7 @@ type Verified struct {
 	Digest         common.Hash // the EIP-712 digest that was signed
 	ContractWallet bool        // the signature was checked by the payer's ERC-1271 isValidSignature
 	Balance        *big.Int    // the payer's token balance Verify read (nil from VerifyLocal)
+	ReadAfter      time.Time   // Verify's now: the chain reads, Balance included, began after it
 }
 
 // NonceKey names the authorization for a nonce store: the token keys used nonces by
@@ -202,7 +203,7 @@ func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRe
 	if used {
 		return nil, refuse(ReasonNonceAlreadyUsed, "the nonce is used or canceled on the token")
 	}
-	v.Balance = bal
+	v.Balance, v.ReadAfter = bal, now
 	return v, nil
 }
 

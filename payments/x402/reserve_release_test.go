@@ -1,0 +1,117 @@
+package x402
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/google/uuid"
+
+	"github.com/secureexec/secureexec/chain"
+	"github.com/secureexec/secureexec/payments"
+)
+
+// slowBalance is a node whose balance answer arrives late: the value it returns was read
+// before the moment the test lets it go.
+type slowBalance struct {
+	*RPCReader
+	read, release chan struct{}
+}
+
+func (s *slowBalance) BalanceOf(ctx context.Context, token, owner common.Address) (*big.Int, error) {
+	b, err := s.RPCReader.BalanceOf(ctx, token, owner)
+	select {
+	case s.read <- struct{}{}:
+		<-s.release
+	default:
+	}
+	return b, err
+}
+
+// TestBalanceReadBeforeASettlementIsNotCountedTwice: a payer's balance read just before its
+// batch settles, used by a reservation just after the batch's holds are released, would count
+// the settled money twice (still in the balance, no longer held). Released holds count on for
+// HoldAfterRelease, so the call is refused.
+func TestBalanceReadBeforeASettlementIsNotCountedTwice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	r.reserved.KeepAfterRelease = HoldAfterRelease
+	payerKey, _ := crypto.GenerateKey()
+	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
+	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(50_000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	reader := &slowBalance{RPCReader: NewRPCReader(r.dev.Client(), 3*time.Second), read: make(chan struct{}), release: make(chan struct{})}
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved}, reader, r.book, r.book, r.settler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(key *ecdsa.PrivateKey) (*payments.Authorization, error) {
+		hreq, price := r.paidRequest(t, rail, key, time.Hour)
+		a, err := rail.Verify(ctx, hreq, price)
+		if err != nil {
+			return nil, err
+		}
+		a.JobID = uuid.NewString()
+		if _, err := rail.Settle(ctx, a); err != nil {
+			return nil, err
+		}
+		return a, nil
+	}
+	go func() {
+		for range 5 {
+			<-reader.read
+			reader.release <- struct{}{}
+		}
+	}()
+	for i := range 5 { // 5 x 10,000: the whole balance held
+		if _, err := call(payerKey); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := call(payerKey); done <- err }()
+	<-reader.read // the sixth call's balance: 50,000, read before the batch settles
+	if n, err := r.worker.SettleBatch(ctx); err != nil || n != 5 {
+		t.Fatalf("SettleBatch = %d, %v", n, err)
+	}
+	reader.release <- struct{}{}
+	err = <-done
+	wantReason(t, err, ReasonInsufficientBalance)
+}
+
+// TestStaleBalanceIsNotReserved: a verification whose balance read began longer ago than
+// balanceFreshFor is not reserved against (503, send again), however it got delayed.
+func TestStaleBalanceIsNotReserved(t *testing.T) {
+	ctx := context.Background()
+	r := newRecoveryRig(t)
+	start := time.Now()
+	calls := 0
+	clock := func() time.Time { // Verify's now, then later readings
+		calls++
+		if calls == 1 {
+			return start
+		}
+		return start.Add(balanceFreshFor + time.Second)
+	}
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved, Now: clock},
+		NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, r.settler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq, price := r.paidRequest(t, rail, r.payer, time.Hour)
+	_, err = rail.Verify(ctx, hreq, price)
+	if !errors.Is(err, payments.ErrUnavailable) || Reason(err) != "" {
+		t.Fatalf("a balance read %s ago = %v, want ErrUnavailable (503)", balanceFreshFor+time.Second, err)
+	}
+}
