@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -526,6 +527,17 @@ func (r *mathcomputeRun) Visit(node *ast.Node) {
 		for i := range n.Nodes {
 			n.Nodes[i] = mathcomputeScalarCall(n.Nodes[i])
 		}
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "==", "!=":
+			n.Left, n.Right = mathcomputeChargeCall(n.Left), mathcomputeChargeCall(n.Right)
+		case "in":
+			// A range written in place is built afresh, within the memory budget, for every
+			// test (and a constant one never is: the optimizer turns the test into a bounds check).
+			if rng, ok := n.Right.(*ast.BinaryNode); !ok || rng.Operator != ".." {
+				n.Right = mathcomputeChargeCall(n.Right)
+			}
+		}
 	case *ast.BuiltinNode:
 		if n.Name == "map" && len(n.Arguments) == 2 {
 			if p, ok := n.Arguments[1].(*ast.PredicateNode); ok {
@@ -536,6 +548,54 @@ func (r *mathcomputeRun) Visit(node *ast.Node) {
 }
 
 const mathcomputeScalarFn = "__scalar"
+
+// mathcomputeChargeFn wraps each operand of ==, != and in that may be an array. Those walk
+// arrays element by element, which the VM neither counts nor interrupts: a range built once
+// and searched in every body of a map, or in every term of one expression, ran for seconds
+// past the deadline.
+const mathcomputeChargeFn = "__charge"
+
+// mathcomputeScanPerStep is how many array elements ==, != or in may visit for one step: a
+// step is a closure body, some tens of nanoseconds; an element compared by in, a few.
+const mathcomputeScanPerStep = 32
+
+// mathcomputeChargeCall wraps n in the charge unless its static type rules out an array.
+func mathcomputeChargeCall(n ast.Node) ast.Node {
+	if t := n.Type(); t != nil {
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array, reflect.Interface:
+		default:
+			return n
+		}
+	}
+	call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeChargeFn}, Arguments: []ast.Node{n}}
+	call.SetLocation(n.Location())
+	return call
+}
+
+// charge spends a step per mathcomputeScanPerStep elements of an array operand of ==, != or
+// in, before the operator walks it, and looks at ctx; it returns the operand unchanged.
+func (r *mathcomputeRun) charge(p ...any) (any, error) {
+	n := 0
+	switch x := p[0].(type) {
+	case []int:
+		n = len(x)
+	case []float64:
+		n = len(x)
+	case []any:
+		n = len(x)
+	default:
+		return p[0], nil
+	}
+	r.steps += (n + mathcomputeScanPerStep - 1) / mathcomputeScanPerStep
+	if r.steps > r.max {
+		return nil, Failf("step_budget_exceeded", "the expression evaluated more than %d closure bodies (or compared or searched as many arrays of %d elements)", r.max, mathcomputeScanPerStep)
+	}
+	if err := r.ctx.Err(); err != nil {
+		return nil, err
+	}
+	return p[0], nil
+}
 
 func mathcomputeScalarCall(n ast.Node) ast.Node {
 	call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeScalarFn}, Arguments: []ast.Node{n}}
@@ -560,6 +620,8 @@ func (r *mathcomputeRun) options(env map[string]any, cfg MathComputeConfig) []ex
 		expr.Patch(r),
 		expr.Function(mathcomputeStepFn, r.step),
 		expr.Function(mathcomputeScalarFn, mathcomputeScalar, new(func(any) any)),
+		expr.Function(mathcomputeChargeFn, r.charge, new(func([]int) []int), new(func([]float64) []float64),
+			new(func([]any) []any), new(func(any) any)),
 		expr.Function("sum", func(p ...any) (any, error) { return mathcomputeSum(r.ctx, p[0]) }, new(func(any) any)),
 		expr.Function("abs", mathcomputeAbs, new(func(int) int), new(func(float64) float64), new(func(any) any)),
 	}

@@ -304,3 +304,52 @@ func TestMathComputeAggregates(t *testing.T) {
 		}
 	}
 }
+
+// ==, != and in on arrays walk them element by element, and the VM neither counts that work
+// nor looks at ctx: a range built once and compared or searched in every body of a map, or
+// in every term of one expression, ran for seconds past the deadline.
+func TestMathComputeArrayComparisonsBounded(t *testing.T) {
+	reg := toolsBRegistry(t, NewMathCompute())
+	terms := strings.TrimSuffix(strings.Repeat("0 in r or ", 95), " or ")
+	for _, expr := range []string{
+		"let r = 1..500000; len(filter(1..1000, 0 in r))",
+		"let r = 1..500000; len(filter(1..1000, not (0 in r)))",
+		"let a = 1..250000; let b = 1..250000; count(1..400000, a == b)",
+		"let a = 1..250000; let b = 1..250000; count(1..400000, a != b)",
+		"let r = 1..500000; " + terms,
+		"len(filter(1..100000, # in xs))",
+	} {
+		t.Run(expr[:min(len(expr), 60)], func(t *testing.T) {
+			xs := make([]int, 10000)
+			args, _ := json.Marshal(map[string]any{"expression": expr, "variables": map[string]any{"xs": xs}})
+			if _, err := reg.Validate("math_compute", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			var err error
+			took, ok := runWithin(3*time.Second, func() { _, err = NewMathCompute().Run(ctx, args) })
+			if !ok || took > 300*time.Millisecond {
+				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) && toolsBCode(err) != "step_budget_exceeded" {
+				t.Fatalf("error %v, want the deadline or step_budget_exceeded", err)
+			}
+		})
+	}
+	// The answers are expr's.
+	vars := `"variables": {"xs": [1, 2, 3], "fs": [1.0, 2.0, 3.0], "ys": [1, 2]}`
+	for _, tc := range []struct{ expr, want string }{
+		{"2 in xs", "true"}, {"2.0 in xs", "true"}, {"4 in xs", "false"}, {"not (4 in xs)", "true"},
+		{"2 in fs", "true"}, {"nil in xs", "false"},
+		{"xs == fs", "false"}, {"xs == [1, 2, 3]", "true"}, {"xs == xs", "true"}, {"xs != ys", "true"},
+		{"fs == [1.0, 2.0, 3.0]", "true"}, {"1 == 1.0", "true"}, {"1 != 2", "true"}, {"nil == nil", "true"},
+		{"5 in 1..10", "true"}, {"50 in 1..10", "false"}, {"5000000 in 1..10000000", "true"},
+		{"len(filter(1..10, # in xs))", "3"}, {"[1, 2] == map(1..2, #)", "true"},
+	} {
+		out, err := toolsBCall(t, reg, NewMathCompute(), `{"expression": "`+tc.expr+`", `+vars+`}`)
+		if err != nil || !strings.Contains(string(out), `"result":`+tc.want+`,`) {
+			t.Errorf("%s: got %s, %v; want %s", tc.expr, out, err, tc.want)
+		}
+	}
+}

@@ -229,6 +229,11 @@ func regexCompileBounded(pattern string) (*regexBounded, *syntax.Regexp, error) 
 	if err != nil {
 		return nil, nil, Failf("invalid_pattern", "%v", err)
 	}
+	// Compiling is what the cap bounds, and a 1 kB pattern can ask for 150,000 instructions
+	// (78 × (?:a{0,1000})), 110 ms of compiling only to be refused: estimate the size first.
+	if n := regexEstimateInsts(tree); n > regexMatchMaxInsts*regexEstimateSlack {
+		return nil, nil, Failf("pattern_too_complex", "the pattern compiles to about %d instructions, the limit is %d", n, regexMatchMaxInsts)
+	}
 	prog, err := syntax.Compile(tree.Simplify())
 	if err != nil {
 		return nil, nil, Failf("invalid_pattern", "%v", err)
@@ -241,6 +246,42 @@ func regexCompileBounded(pattern string) (*regexBounded, *syntax.Regexp, error) 
 		return nil, nil, Failf("invalid_pattern", "%v", err)
 	}
 	return &regexBounded{re: re, insts: len(prog.Inst)}, tree, nil
+}
+
+// regexEstimateSlack is how far regexEstimateInsts may overshoot the compiled size before a
+// pattern is refused unseen: the estimate is an upper bound (as regexp/syntax's own size check
+// computes it), within a few instructions of the program for the patterns that matter here.
+const regexEstimateSlack = 2
+
+// regexEstimateInsts bounds from above the instructions tree compiles to (with the program's
+// fail and match instructions), in time linear in the tree, saturating rather than overflowing.
+func regexEstimateInsts(t *syntax.Regexp) int64 {
+	return 2 + regexEstimateSize(t)
+}
+
+func regexEstimateSize(t *syntax.Regexp) int64 {
+	const limit = 1 << 40
+	var size int64
+	switch t.Op {
+	case syntax.OpLiteral:
+		size = int64(len(t.Rune))
+	case syntax.OpCapture, syntax.OpStar:
+		size = 2 + regexEstimateSize(t.Sub[0])
+	case syntax.OpPlus, syntax.OpQuest:
+		size = 1 + regexEstimateSize(t.Sub[0])
+	case syntax.OpConcat, syntax.OpAlternate:
+		for _, sub := range t.Sub {
+			size += regexEstimateSize(sub)
+		}
+		size += int64(len(t.Sub))
+	case syntax.OpRepeat:
+		sub := regexEstimateSize(t.Sub[0])
+		n := int64(max(t.Max, t.Min))
+		size = 2 + (n+1)*sub + n
+	default:
+		size = 1
+	}
+	return min(max(size, 1), limit)
 }
 
 // regexDirectWork is the most work (input bytes × instructions) a match may do without
@@ -340,9 +381,22 @@ func (p *regexMatchProgram) each(ctx context.Context, s string, limit int, fn fu
 	return false, nil
 }
 
+// replace stops, like find_all, once the result alone would make the output larger than the
+// runner's cap (output_too_large), and in any case at regexMatchMaxResult (result_too_large).
 func (p *regexMatchProgram) replace(ctx context.Context, a regexMatchArgs, limit int) (string, int, bool, error) {
 	var b []byte
 	last, n := 0, 0
+	capBytes := outputCap(ctx)
+	tooLarge := func() error {
+		// The result is encoded as a JSON string, never shorter than itself.
+		if regexMatchOutputOverhead+len(b) > capBytes {
+			return errOutputTooLarge(capBytes)
+		}
+		if len(b) > regexMatchMaxResult {
+			return Failf("result_too_large", "the result exceeds %d bytes", regexMatchMaxResult)
+		}
+		return nil
+	}
 	truncated, err := p.each(ctx, a.Input, limit, func(loc []int) error {
 		b = append(b, a.Input[last:loc[0]]...)
 		if a.Literal {
@@ -351,17 +405,14 @@ func (p *regexMatchProgram) replace(ctx context.Context, a regexMatchArgs, limit
 			b = p.re.ExpandString(b, a.Replacement, a.Input, loc)
 		}
 		last, n = loc[1], n+1
-		if len(b) > regexMatchMaxResult {
-			return Failf("result_too_large", "the result exceeds %d bytes", regexMatchMaxResult)
-		}
-		return nil
+		return tooLarge()
 	})
 	if err != nil {
 		return "", 0, false, err
 	}
 	b = append(b, a.Input[last:]...)
-	if len(b) > regexMatchMaxResult {
-		return "", 0, false, Failf("result_too_large", "the result exceeds %d bytes", regexMatchMaxResult)
+	if err := tooLarge(); err != nil {
+		return "", 0, false, err
 	}
 	return string(b), n, truncated, nil
 }

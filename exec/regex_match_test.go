@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"regexp/syntax"
 	"runtime"
 	"slices"
 	"strings"
@@ -156,7 +157,8 @@ func TestRegexMatchRefusals(t *testing.T) {
 		{"invalid pattern", `{"pattern":"(unclosed","input":"x"}`, "invalid_pattern"},
 		{"repeat count too large", `{"pattern":"a{1001}","input":"x"}`, "invalid_pattern"},
 		{"program too large", `{"pattern":"` + strings.Repeat(`[a-z]{1000}`, 11) + `","input":"x"}`, "pattern_too_complex"},
-		{"result too large", `{"pattern":"a+","input":"` + strings.Repeat("a", 2000) + `","mode":"replace","replacement":"` + strings.Repeat("$0", 2048) + `"}`, "result_too_large"},
+		// 4 MB: past the output cap (1 MiB by default) before result_too_large's 2 MiB.
+		{"result too large", `{"pattern":"a+","input":"` + strings.Repeat("a", 2000) + `","mode":"replace","replacement":"` + strings.Repeat("$0", 2048) + `"}`, "output_too_large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := regexMatchRun(t, tc.args)
@@ -165,6 +167,10 @@ func TestRegexMatchRefusals(t *testing.T) {
 	}
 	_, err := NewRegexMatch().Run(context.Background(), json.RawMessage(`{"pattern":"`+strings.Repeat("a", 1025)+`","input":""}`))
 	toolsAWantCode(t, err, "pattern_too_long", "")
+	// Under a cap above 2 MiB, the result's own limit applies.
+	_, err = NewRegexMatch().Run(withOutputCap(context.Background(), 8<<20), json.RawMessage(`{"pattern":"a+","input":"`+
+		strings.Repeat("a", 2000)+`","mode":"replace","replacement":"`+strings.Repeat("$0", 2048)+`"}`))
+	toolsAWantCode(t, err, "result_too_large", "")
 }
 
 // TestRegexMatchStopsAtDeadline runs a find-all whose searches each rescan the whole input
@@ -255,6 +261,74 @@ func TestRegexMatchHitSizeBelowEncoding(t *testing.T) {
 		enc, _ := json.Marshal(RegexMatchOutput{Mode: mode, Matches: []RegexMatchHit{}})
 		if regexMatchOutputOverhead > len(enc) {
 			t.Errorf("overhead %d, encoding of an empty %s output %d bytes", regexMatchOutputOverhead, mode, len(enc))
+		}
+	}
+}
+
+// replace stops at the runner's output cap, as find_all does, rather than building up to
+// 2 MiB that the runner then refuses.
+func TestRegexMatchReplaceStopsAtCap(t *testing.T) {
+	reg, err := NewRegistry(NewRegexMatch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _ := json.Marshal(map[string]any{"pattern": "a", "input": strings.Repeat("a", 200000), "mode": "replace",
+		"replacement": strings.Repeat("b", 4096), "maxMatches": 10000})
+	if _, err := reg.Validate("regex_match", args); err != nil {
+		t.Fatalf("args should be valid: %v", err)
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	_, err = NewRegexMatch().Run(withOutputCap(context.Background(), 1<<20), args)
+	runtime.ReadMemStats(&m1)
+	if code := toolsBCode(err); code != "output_too_large" {
+		t.Fatalf("error %v, want output_too_large", err)
+	}
+	if alloc := (m1.TotalAlloc - m0.TotalAlloc) >> 20; alloc > 8 {
+		t.Errorf("allocated %d MiB to refuse an output at 1 MiB", alloc)
+	}
+	r := NewRunner(reg, Limits{}, nil)
+	res, status, err := r.Run(context.Background(), Call{Tool: "regex_match", Args: args, DryRun: true})
+	if err != nil || status != StatusFailed || res.Error == nil || res.Error.Code != "output_too_large" {
+		t.Fatalf("status %s, err %v, result error %+v; want output_too_large", status, err, res.Error)
+	}
+	// Under a larger cap the same replace completes.
+	args, _ = json.Marshal(map[string]any{"pattern": "a", "input": strings.Repeat("a", 1000), "mode": "replace",
+		"replacement": strings.Repeat("b", 1500)})
+	r = NewRunner(reg, Limits{MaxOutputBytes: 4 << 20}, nil)
+	res, status, err = r.Run(context.Background(), Call{Tool: "regex_match", Args: args, DryRun: true})
+	if err != nil || status != StatusCompleted {
+		t.Fatalf("under a 4 MiB cap: status %s, err %v, result error %+v", status, err, res.Error)
+	}
+}
+
+// A pattern far over the instruction cap is refused from its parse tree: compiling 78 ×
+// (?:a{0,1000}), 156,002 instructions, took 110 ms only to be refused. The estimate is an
+// upper bound of the program, so a pattern under the cap is never refused unseen.
+func TestRegexCompileEstimatesFirst(t *testing.T) {
+	heavy := strings.Repeat(`(?:a{0,1000})`, 78)
+	start := time.Now()
+	for i := 0; i < 10; i++ {
+		if _, _, err := regexCompileBounded(heavy); toolsBCode(err) != "pattern_too_complex" {
+			t.Fatalf("error %v, want pattern_too_complex", err)
+		}
+	}
+	if took := time.Since(start) / 10; took > 5*time.Millisecond {
+		t.Errorf("refusing took %v", took)
+	}
+	for _, p := range []string{`a`, `abc`, `(?i)straße`, `[a-z]+`, `(a|b|c)*d?`, `x{3}`, `x{2,5}`, `(?:ab){0,7}c+`, `\bfoo\b|^bar$`,
+		`((a{2}){3}){4}`, `(?:[^x]{99}){3}`, `.*`, `(?s).+?`, `(a)(b)(c)(d)`, `a{5,}`, `(?:a|)*`, `\pL{9}\pN{3}`} {
+		tree, err := syntax.Parse(p, syntax.Perl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prog, err := syntax.Compile(tree.Simplify())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if est := regexEstimateInsts(tree); est < int64(len(prog.Inst)) {
+			t.Errorf("%s: estimated %d instructions, compiles to %d", p, est, len(prog.Inst))
 		}
 	}
 }

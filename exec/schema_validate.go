@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -55,8 +56,10 @@ var DefaultSchemaValidateConfig = SchemaValidateConfig{
 // watches ctx, and aborts the validation when either runs out: the budget bounds both time
 // and memory. The pattern and patternProperties regexes go through the same budget: they are
 // compiled under regex_match's instruction cap, and each match costs one evaluation and reads
-// its input through a reader that stops at the deadline. Compiled schemas are not cached: the
-// hook and the regexes are bound to one call's budget.
+// its input through a reader that stops at the deadline; compiling a regex (also for format
+// "regex") is charged by its size. const and enum are checked by the hook itself, by lookup
+// rather than the library's scan, one evaluation per node of the value (schemavalidateValues).
+// Compiled schemas are not cached: the hook and the regexes are bound to one call's budget.
 type SchemaValidate struct {
 	cfg SchemaValidateConfig
 }
@@ -298,6 +301,17 @@ func (b *schemavalidateBudget) regexp(pattern string) (jsonschema.Regexp, error)
 	if len(pattern) > regexMatchMaxPattern {
 		return nil, fmt.Errorf("the pattern is %d bytes, the limit is %d", len(pattern), regexMatchMaxPattern)
 	}
+	// Compiling costs about a microsecond per instruction (8 ms for 10,000): it is charged
+	// before it starts, one evaluation per instruction regexEstimateInsts foresees (at most
+	// twice the cap; beyond, the pattern is refused unseen). This is every compile: a schema's
+	// pattern and patternProperties, the metaschema's format "regex" check of them (which
+	// calls this engine directly, not the schema's format hook), and every string a format
+	// "regex" checks in the data.
+	if tree, err := syntax.Parse(pattern, syntax.Perl); err == nil {
+		b.charge(int(min(regexEstimateInsts(tree), regexMatchMaxInsts*regexEstimateSlack)))
+	} else {
+		b.charge(1)
+	}
 	re, _, err := regexCompileBounded(pattern)
 	if err != nil {
 		var te *ToolError
@@ -338,7 +352,28 @@ func (b *schemavalidateBudget) compile(ctx *jsonschema.CompilerContext, obj map[
 	sch := ctx.Enqueue(nil) // the schema being compiled, queued at its own location
 	inPlace, perItem, perProp := schemavalidateFanout(obj)
 	own := sch.Format // set by now when the draft asserts formats, and maybe shared: wrap, never edit
+	// const and enum move into the hook, which the library runs right after them: see
+	// schemavalidateValues.
+	var cnst, enum *schemavalidateValues
+	if sch.Const != nil {
+		cnst = newSchemavalidateValues(b, []any{*sch.Const}, true)
+		sch.Const = nil
+	}
+	if sch.Enum != nil {
+		enum = newSchemavalidateValues(b, sch.Enum.Values, false)
+		sch.Enum = nil
+	}
 	hook := &jsonschema.Format{Validate: func(v any) error {
+		if cnst != nil {
+			if err := cnst.check(b, v); err != nil {
+				return err
+			}
+		}
+		if enum != nil {
+			if err := enum.check(b, v); err != nil {
+				return err
+			}
+		}
 		n := inPlace
 		switch x := v.(type) {
 		case []any:
@@ -467,7 +502,7 @@ func schemavalidatePrune(e *jsonschema.ValidationError, limit int, count *int) *
 		if *count > limit {
 			return nil
 		}
-		return e
+		return schemavalidateUnmove(e)
 	}
 	var causes []*jsonschema.ValidationError
 	for _, c := range e.Causes {

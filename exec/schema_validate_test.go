@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -359,5 +360,164 @@ func TestSchemaValidateLongNumbersRefused(t *testing.T) {
 	n := "1." + strings.Repeat("5", 126)
 	if out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema":{"enum":[`+n+`]},"data":`+n+`}`); err != nil || !strings.Contains(string(out), `"valid":true`) {
 		t.Fatalf("got %s, %v", out, err)
+	}
+}
+
+// schemavalidateBounded runs schema_validate on args under a 50ms deadline and requires it to
+// end within half a second, at the deadline or with one of codes ("" for an answer).
+func schemavalidateBounded(t *testing.T, args []byte, codes ...string) {
+	t.Helper()
+	if _, err := toolsBRegistry(t, NewSchemaValidate()).Validate("schema_validate", args); err != nil {
+		t.Fatalf("args should be valid: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var err error
+	took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
+	if !ok || took > 500*time.Millisecond {
+		t.Fatalf("a %d-byte call ran %v (finished: %v) with a 50ms deadline", len(args), took, ok)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !slices.Contains(codes, toolsBCode(err)) {
+		t.Fatalf("error %v, want the deadline or one of %v", err, codes)
+	}
+}
+
+// An enum or const fails before the schema's budget hook runs, so the scans of enum × items
+// were neither counted nor stopped: 15000 entries over 5000 items, a 40 kB call, ran 87 s
+// past a 50ms deadline. They go through the budget now, directly or behind a $ref.
+func TestSchemaValidateEnumBounded(t *testing.T) {
+	zeros := strings.TrimSuffix(strings.Repeat("0,", 15000), ",")
+	ones := strings.TrimSuffix(strings.Repeat("1,", 5000), ",")
+	strs := strings.TrimSuffix(strings.Repeat(`"a",`, 15000), ",")
+	for name, args := range map[string]string{
+		"enum of numbers": `{"schema": {"items": {"enum": [` + zeros + `]}}, "data": [` + ones + `]}`,
+		"enum of strings": `{"schema": {"items": {"enum": [` + strs + `]}}, "data": [` + ones + `]}`,
+		"enum of arrays": `{"schema": {"items": {"enum": [` + strings.TrimSuffix(strings.Repeat("[0, 0, 0, 1],", 3000), ",") + `]}}, "data": [` +
+			strings.TrimSuffix(strings.Repeat("[0, 0, 0, 0],", 5000), ",") + `]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			schemavalidateBounded(t, []byte(args), "", "evaluation_budget_exceeded") // "": answered in time
+		})
+	}
+	// Behind a $ref, the referring schema's hook checks ctx before each scan, but the scans
+	// were not counted: 50 references per item ran on to the deadline, whatever the budget.
+	args := []byte(`{"schema": {"$defs": {"e": {"enum": [` + zeros + `]}}, "items": {"allOf": [` +
+		strings.TrimSuffix(strings.Repeat(`{"$ref": "#/$defs/e"},`, 50), ",") + `]}}, "data": [` + ones + `]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var err error
+	took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
+	if !ok || took > 500*time.Millisecond || toolsBCode(err) != "evaluation_budget_exceeded" {
+		t.Fatalf("enum behind $ref: ran %v (finished: %v): %v; want evaluation_budget_exceeded", took, ok, err)
+	}
+	// A few hundred values over a thousand items are well within the default budget, and the
+	// answer and its errors are the library's.
+	var vals []string
+	for i := 0; i < 500; i++ {
+		vals = append(vals, strconv.Itoa(i), fmt.Sprintf(`"s%d"`, i))
+	}
+	var items []string
+	for i := 0; i < 2000; i++ {
+		items = append(items, strconv.Itoa(499-i%500), fmt.Sprintf(`"s%d"`, i%500))
+	}
+	enum := `{"items": {"enum": [` + strings.Join(vals, ", ") + `, [1, 2], {"a": [1.0]}]}}`
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	start := time.Now()
+	out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema": `+enum+`, "data": [`+strings.Join(items, ", ")+`]}`)
+	if err != nil || !strings.Contains(string(out), `"valid":true`) {
+		t.Fatalf("1000 values over 4000 items: %s, %v", out, err)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("1000 values over 4000 items took %v (twice)", took)
+	}
+	for data, want := range map[string]string{
+		`[1000]`:                                 `{"instanceLocation":"/0","keywordLocation":"/items/enum","message":"'enum' failed"}`,
+		`[[1, 2], {"a": [1]}, 1e0, 0.5e1, "s7"]`: `"valid":true`,
+		`[[2, 1]]`:                               `"keywordLocation":"/items/enum"`,
+		`[{"a": [1, 2]}]`:                        `"keywordLocation":"/items/enum"`,
+	} {
+		out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema": `+enum+`, "data": `+data+`}`)
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Fatalf("%s: got %s, %v; want %s", data, out, err, want)
+		}
+	}
+	// The message of a long enum is the library's, cut as every message is.
+	var many, quoted []string
+	for i := 0; i < 1000; i++ {
+		many, quoted = append(many, fmt.Sprintf(`"v%d"`, i)), append(quoted, fmt.Sprintf("'v%d'", i))
+	}
+	msg := ("value must be one of " + strings.Join(quoted, ", "))[:512] + "…"
+	out, err = toolsBCall(t, reg, NewSchemaValidate(), `{"schema": {"enum": [`+strings.Join(many, ", ")+`]}, "data": "w"}`)
+	if want, _ := json.Marshal(msg); err != nil || !strings.Contains(string(out), `"message":`+string(want)) {
+		t.Fatalf("long enum: got %s, %v; want %s", out, err, want)
+	}
+	for _, tc := range []struct{ schema, data, want string }{
+		{`{"const": 1}`, `1.0`, `"valid":true`},
+		{`{"const": 1}`, `2`, `{"instanceLocation":"","keywordLocation":"/const","message":"value must be 1"}`},
+		{`{"enum": ["a", "b"]}`, `"c"`, `{"instanceLocation":"","keywordLocation":"/enum","message":"value must be one of 'a', 'b'"}`},
+		{`{"properties": {"x": {"const": {"b": [true, null]}}}}`, `{"x": {"b": [true, null]}}`, `"valid":true`},
+		{`{"properties": {"x": {"const": {"b": [true, null]}}}}`, `{"x": {"b": [true, false]}}`, `"keywordLocation":"/properties/x/const","message":"'const' failed"`},
+		{`{"$schema": "http://json-schema.org/draft-07/schema#", "items": {"enum": [1], "format": "regex"}}`, `[1, "("]`, `"keywordLocation":"/items/enum"`},
+		{`{"type": "string", "enum": ["a", 1]}`, `1`, `"keywordLocation":"/type"`},
+	} {
+		out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema": `+tc.schema+`, "data": `+tc.data+`}`)
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("%s with %s: got %s, %v; want %s", tc.schema, tc.data, out, err, tc.want)
+		}
+	}
+}
+
+// A format "regex" compiles each string it checks, and compiling a 1 kB pattern took up to
+// 110 ms even when it was then refused for its size, with no budget charged and no ctx checked:
+// 250 such strings under a draft that asserts formats ran half a minute. Schemas' own
+// patterns, compiled (twice: once by the metaschema's format check) before validation, too.
+func TestSchemaValidateFormatRegexBounded(t *testing.T) {
+	heavy := strings.Repeat(`(?:a{0,1000})`, 78)
+	var strs []string
+	for i := 0; i < 240; i++ {
+		strs = append(strs, strconv.Quote(heavy))
+	}
+	args := `{"schema": {"$schema": "http://json-schema.org/draft-07/schema#", "items": {"format": "regex"}}, "data": [` + strings.Join(strs, ", ") + `]}`
+	schemavalidateBounded(t, []byte(args), "evaluation_budget_exceeded")
+	ok := strings.Repeat(`[^x]{99}`, 90) // 8911 instructions, under the cap
+	strs = strs[:0]
+	for i := 0; i < 240; i++ {
+		strs = append(strs, strconv.Quote(ok))
+	}
+	args = `{"schema": {"$schema": "http://json-schema.org/draft-07/schema#", "items": {"format": "regex"}}, "data": [` + strings.Join(strs, ", ") + `]}`
+	schemavalidateBounded(t, []byte(args), "evaluation_budget_exceeded")
+	props := map[string]any{}
+	for i := 0; i < 60; i++ {
+		props[fmt.Sprintf("p%d", i)] = map[string]any{"pattern": heavy}
+	}
+	schema, _ := json.Marshal(map[string]any{"properties": props})
+	schemavalidateBounded(t, []byte(`{"schema": `+string(schema)+`, "data": {}}`), "evaluation_budget_exceeded", "invalid_schema")
+	// Patterns under the cap cost their compiling too: 85 of them, each compiled twice
+	// before validation starts, took 1.4 s with nothing charged and ctx never looked at.
+	props = map[string]any{}
+	for i := 0; i < 85; i++ {
+		props[fmt.Sprintf("p%d", i)] = map[string]any{"pattern": ok}
+	}
+	schema, _ = json.Marshal(map[string]any{"properties": props})
+	schemavalidateBounded(t, []byte(`{"schema": `+string(schema)+`, "data": {}}`), "evaluation_budget_exceeded")
+	// The hook of the format's own schema watches ctx, but the compiles were not counted:
+	// without a deadline, 240 of them ran 1.8 s where the budget allows a tenth of that.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var err error
+	took, finished := runWithin(4*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, []byte(args)) })
+	if !finished || took > 500*time.Millisecond || toolsBCode(err) != "evaluation_budget_exceeded" {
+		t.Fatalf("240 patterns in the data: ran %v (finished: %v): %v; want evaluation_budget_exceeded", took, finished, err)
+	}
+	// format "regex" still checks.
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	for data, want := range map[string]string{
+		`["^a+$", "[0-9]{2}"]`: `"valid":true`,
+		`["("]`:                `"keywordLocation":"/items/format"`,
+	} {
+		out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema": {"$schema": "http://json-schema.org/draft-07/schema#", "items": {"format": "regex"}}, "data": `+data+`}`)
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Fatalf("%s: got %s, %v; want %s", data, out, err, want)
+		}
 	}
 }
