@@ -42,11 +42,18 @@ type SenderOptions struct {
 	MaxFeePerGas *big.Int
 	// Logger receives one debug line per sent transaction; nil means slog.Default().
 	Logger *slog.Logger
-	// Receipts reads the receipts WaitReceipt waits for; nil means the backend. Give
-	// RPCReceipts when the backend speaks JSON-RPC: it decodes large receipts several times
-	// faster.
+	// Receipts reads the receipts WaitReceipt waits for, and those Rebroadcast looks for; nil
+	// means the backend. Give RPCReceipts when the backend speaks JSON-RPC: it decodes large
+	// receipts several times faster.
 	Receipts ReceiptReader
+	// ReceiptLag is how long Rebroadcast keeps looking for the receipt of a transaction the
+	// node refused as "nonce too low" before it calls it dead [2s]: a node behind a load
+	// balancer can know a transaction's nonce is taken before it serves its receipt.
+	ReceiptLag time.Duration
 }
+
+// DefaultReceiptLag is SenderOptions.ReceiptLag's default.
+const DefaultReceiptLag = 2 * time.Second
 
 // Sender signs and sends EIP-1559 transactions from one key, tracking nonces locally so that
 // concurrent callers never reuse or skip one. It is safe for concurrent use.
@@ -59,6 +66,7 @@ type Sender struct {
 	signer    types.Signer
 	marginPct uint64
 	maxFee    *big.Int
+	lag       time.Duration
 	log       *slog.Logger
 
 	// lock is a one-slot semaphore rather than a sync.Mutex so that waiting for it honours
@@ -87,6 +95,10 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 	if receipts == nil {
 		receipts = backend
 	}
+	lag := opts.ReceiptLag
+	if lag <= 0 {
+		lag = DefaultReceiptLag
+	}
 	return &Sender{
 		backend:    backend,
 		receipts:   receipts,
@@ -96,6 +108,7 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 		signer:     types.LatestSignerForChainID(chainID),
 		marginPct:  margin,
 		maxFee:     opts.MaxFeePerGas,
+		lag:        lag,
 		log:        lg,
 		lock:       make(chan struct{}, 1),
 		sharedLock: opts.Lock,
@@ -104,6 +117,12 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 
 // Address is the account the Sender signs for (it pays the gas).
 func (s *Sender) Address() common.Address { return s.from }
+
+// Backend is the node the Sender sends to; recovery reads the chain through it too.
+func (s *Sender) Backend() Backend { return s.backend }
+
+// Receipts is the reader the Sender reads receipts with (SenderOptions.Receipts).
+func (s *Sender) Receipts() ReceiptReader { return s.receipts }
 
 // Send estimates gas, prices fees, signs and submits a call of data to `to`, returning the
 // transaction hash once the node accepted it. A call that would revert fails here with an
@@ -131,7 +150,8 @@ func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []by
 
 // Rebroadcast sends an already signed transaction again (recovery after a crash). A
 // transaction the node already knows, or whose nonce is already used, is not an error: the
-// caller looks for its receipt next.
+// caller looks for its receipt next. One whose nonce is used and whose receipt cannot be found
+// for ReceiptLag is ErrTxDead: another transaction took its nonce.
 func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error) {
 	var tx types.Transaction
 	if err := tx.UnmarshalBinary(raw); err != nil {
@@ -145,8 +165,7 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 		return tx.Hash(), nil
 	case isNonceTooLow(err):
 		// Its nonce is taken by a mined transaction: this one, or another that makes it dead.
-		_, rerr := s.backend.TransactionReceipt(ctx, tx.Hash())
-		if errors.Is(rerr, ethereum.NotFound) {
+		if s.receiptMissing(ctx, tx.Hash()) {
 			return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), ErrTxDead)
 		}
 		return tx.Hash(), nil // mined (the caller reads the receipt), or the node cannot say now
@@ -154,6 +173,28 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 		return tx.Hash(), nil // another pending transaction holds the nonce: wait and see
 	default:
 		return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), err)
+	}
+}
+
+// receiptMissing reports whether the receipts reader says, again and again for ReceiptLag,
+// that it has no receipt of hash. Anything else (the receipt, another error, the caller's
+// deadline) is not proof that the transaction is dead.
+func (s *Sender) receiptMissing(ctx context.Context, hash common.Hash) bool {
+	deadline := time.Now().Add(s.lag)
+	every := max(s.lag/10, time.Millisecond)
+	for {
+		_, err := s.receipts.TransactionReceipt(ctx, hash)
+		if !errors.Is(err, ethereum.NotFound) {
+			return false
+		}
+		if !time.Now().Before(deadline) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(every):
+		}
 	}
 }
 

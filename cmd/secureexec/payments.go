@@ -356,6 +356,7 @@ type ledgerAll interface {
 	ClaimQueuedSettling(ctx context.Context, limit int, scope ledger.Scope) ([]ledger.Payment, error)
 	ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (ledger.Payment, error)
 	MoveBatch(ctx context.Context, from, to uuid.UUID) ([]ledger.Payment, error)
+	TransitionReplacing(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, replaced string, patch ledger.Patch) (ledger.Payment, error)
 	OldestUnsettled(ctx context.Context, scope ledger.Scope) (time.Time, bool, error)
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)

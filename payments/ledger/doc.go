@@ -37,13 +37,13 @@
 //	                            replica's recovery can find it): ErrUnavailable, fail closed
 //	Ledger.Get, GetByNonceKey   answered from the spool for a spooled payment, else ErrUnavailable
 //	Ledger.ClaimQueued, ClaimQueuedSettling, ListRecoverable, RecordAttempt, TransitionBatch, RecordBatchTx,
-//	GetBatch, RunExclusive, purges, MarkPayment, Marks, FlagPayer, Flagged
+//	TransitionReplacing, MoveBatch, GetBatch, RunExclusive, purges, MarkPayment, Marks, FlagPayer, Flagged
 //	                            ErrUnavailable
 //	Idempotency.*               ErrUnavailable: without the store a resend cannot be told apart
 //
 // A sync-settling rail whose move to submitted fails with ErrUnavailable can fall back to
-// queued (which spools) and answer settlement pending: the batch worker settles it once
-// Postgres is back.
+// queued (which spools) and answer settlement pending, where a batch worker settles the
+// queue: it does once Postgres is back. Without one the call is refused instead.
 //
 // The spool is a directory of JSON-lines segments, fsynced per operation, replayed in order by
 // the Ledger's goroutine with backoff. Replay is idempotent: each operation carries an id

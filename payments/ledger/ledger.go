@@ -543,6 +543,58 @@ func (l *Ledger) ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, r
 	return p, nil
 }
 
+// TransitionReplacing moves a payment from one of the statuses in from to settled or failed,
+// as Transition does, by a transaction (patch.TxHash) other than the one recorded on it,
+// replaced: the chain shows that patch.TxHash is the transaction that used the payment's
+// authorization (a facilitator's transaction that was replaced, one declared dead while
+// another used the authorization, a batch member whose old batch settled nothing). replaced
+// must be the recorded transaction and is kept in the row's replaced_txs; the signed bytes, if
+// any, stay as the record of what was sent. A payment no longer in from, or whose recorded
+// transaction is no longer replaced, is ErrConflict. It needs Postgres: unreachable is
+// ErrUnavailable.
+func (l *Ledger) TransitionReplacing(ctx context.Context, id uuid.UUID, from []Status, to Status, replaced string, patch Patch) (Payment, error) {
+	if err := checkReplacing(from, to, replaced, patch); err != nil {
+		return Payment{}, err
+	}
+	attempt := 0
+	if patch.Attempt {
+		attempt = 1
+	}
+	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
+	p, err := scanPayment(l.pool.QueryRow(qctx, `UPDATE payments SET
+			status = $3,
+			tx_hash = $4,
+			replaced_txs = array_append(replaced_txs, tx_hash),
+			job_id = COALESCE($6::uuid, job_id),
+			error_reason = COALESCE($7::text, error_reason),
+			attempts = attempts + $8,
+			settled_at = CASE WHEN $3 = 'settled' THEN $9::timestamptz ELSE settled_at END,
+			updated_at = now()
+		WHERE id = $1::uuid AND status = ANY($2::text[]) AND tx_hash = $5
+		RETURNING `+paymentColumns(""),
+		id.String(), statusArgs(from), string(to), patch.TxHash, replaced, uuidArg(patch.JobID), textArg(patch.ErrorReason), attempt,
+		normalizeTime(time.Now())))
+	if err != nil {
+		return Payment{}, l.moveError(ctx, id, from, err)
+	}
+	return p, nil
+}
+
+// checkReplacing is checkTransition for TransitionReplacing.
+func checkReplacing(from []Status, to Status, replaced string, patch Patch) error {
+	if to != StatusSettled && to != StatusFailed {
+		return invalid("a recorded transaction is replaced only by the move to settled or failed, not %s", to)
+	}
+	if replaced == "" || patch.TxHash == "" || replaced == patch.TxHash {
+		return invalid("a replacing move names the recorded transaction and a different new one")
+	}
+	if len(patch.RawTx) > 0 || patch.BatchID != uuid.Nil {
+		return invalid("a replacing move records only the transaction's hash")
+	}
+	return checkTransition(from, to, patch)
+}
+
 func checkReplacement(deadHash string, raw []byte, hash string) error {
 	if deadHash == "" || hash == "" || deadHash == hash || len(raw) == 0 {
 		return invalid("a replacement names the dead transaction and a different new one, with its bytes")

@@ -152,6 +152,27 @@ func (m *Memory) ReplaceTx(_ context.Context, id uuid.UUID, deadHash string, raw
 	return p.clone(), nil
 }
 
+// TransitionReplacing is Ledger.TransitionReplacing in memory.
+func (m *Memory) TransitionReplacing(_ context.Context, id uuid.UUID, from []Status, to Status, replaced string, patch Patch) (Payment, error) {
+	if err := checkReplacing(from, to, replaced, patch); err != nil {
+		return Payment{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payments[id]
+	switch {
+	case !ok:
+		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)
+	case !slices.Contains(from, p.Status):
+		return Payment{}, fmt.Errorf("ledger: payment %s is %s, not %v: %w", id, p.Status, from, ErrConflict)
+	case p.TxHash != replaced:
+		return Payment{}, txConflict(id)
+	}
+	p = p.clone()
+	p.TxHash = ""
+	return m.move(p, from, to, patch)
+}
+
 // ClaimQueued moves up to limit queued payments of scope to submitted under batchID.
 func (m *Memory) ClaimQueued(_ context.Context, limit int, batchID uuid.UUID, scope Scope) ([]Payment, error) {
 	return m.claimQueued(limit, StatusSubmitted, Patch{BatchID: batchID}, scope)
@@ -274,11 +295,11 @@ func (m *Memory) MoveBatch(_ context.Context, from, to uuid.UUID) ([]Payment, er
 	defer m.mu.Unlock()
 	var out []Payment
 	for _, p := range m.sorted() {
-		if p.BatchID != from || (p.Status != StatusSubmitted && p.Status != StatusPending) {
+		if p.BatchID != from || (p.Status != StatusSubmitted && p.Status != StatusPending) || p.RawTx != nil {
 			continue
 		}
 		p = p.clone()
-		p.BatchID = to
+		p.BatchID, p.TxHash = to, "" // from's transaction settled none of them
 		p.Attempts++
 		p.UpdatedAt = normalizeTime(time.Now())
 		m.payments[p.ID] = p
@@ -296,8 +317,8 @@ func (m *Memory) TransitionBatch(_ context.Context, batchID uuid.UUID, from []St
 	defer m.mu.Unlock()
 	var out []Payment
 	for _, p := range m.sorted() {
-		if p.BatchID != batchID || !slices.Contains(from, p.Status) {
-			continue
+		if p.BatchID != batchID || !slices.Contains(from, p.Status) || (patch.TxHash != "" && p.TxHash != "" && p.TxHash != patch.TxHash) {
+			continue // as in Postgres: a member with another transaction recorded is not moved
 		}
 		moved, err := m.move(p, from, to, patch)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
 	"github.com/secureexec/secureexec/chain"
@@ -62,6 +63,7 @@ type FacilitatorSettler struct {
 	remote remoteSettler
 	chain  settlementChain
 	nonces nonceState
+	uses   *useFinder
 	log    *slog.Logger
 }
 
@@ -79,7 +81,8 @@ func NewFacilitatorSettler(cfg FacilitatorSettlerConfig, book paymentBook, remot
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &FacilitatorSettler{cfg: cfg, book: book, remote: remote, chain: c, nonces: nonces, log: cfg.Logger}
+	uses := &useFinder{token: cfg.Token, nonces: nonces, logs: c, receipts: c, window: cfg.LogWindow}
+	return &FacilitatorSettler{cfg: cfg, book: book, remote: remote, chain: c, nonces: nonces, uses: uses, log: cfg.Logger}
 }
 
 // settle implements settler for a payment the rail just verified.
@@ -140,38 +143,43 @@ func (s *FacilitatorSettler) await(ctx context.Context, pid uuid.UUID, a chain.A
 		}
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String(), TxHash: hash.Hex()}, nil
 	}
-	return recordReceipt(ctx, s.book, s.log, s.cfg.Token, pid, a, receipt, []ledger.Status{ledger.StatusSettling, ledger.StatusPending})
+	return recordReceipt(ctx, s.book, s.log, s.uses, s.cfg.Token, pid, "", a, receipt, []ledger.Status{ledger.StatusSettling, ledger.StatusPending})
 }
 
 // reconcile finishes a settling or pending payment that the facilitator settled or was asked
 // to settle, from what the chain says: its recorded transaction's receipt; else the
-// AuthorizationUsed event of its nonce; else, while the authorization is still valid, the
-// facilitator once more; else (expired unused) it was never charged.
+// AuthorizationUsed event of its nonce (the transaction that used it is recorded, in place of
+// the one the facilitator named if that one was replaced); else, while the authorization is
+// still valid, the facilitator once more; else (expired unused) it was never charged. A nil
+// error says the ledger holds what the chain said, or that there is nothing to say yet.
 func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) error {
 	a, err := authorizationOf(p)
 	if err != nil {
 		return err
 	}
+	from := []ledger.Status{p.Status}
 	if p.TxHash != "" {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptWait)
 		receipt, err := chain.WaitReceipt(rctx, s.chain, common.HexToHash(p.TxHash), 100*time.Millisecond)
 		cancel()
 		if err == nil {
-			_, err = recordReceipt(ctx, s.book, s.log, s.cfg.Token, p.ID, a, receipt, []ledger.Status{p.Status})
-			return ignoreRefusal(err)
+			to, patch, err := decideReceipt(ctx, s.uses, s.cfg.Token, a, receipt)
+			if err != nil {
+				return fmt.Errorf("x402: payment %s: %w", p.ID, err)
+			}
+			return recordOutcome(ctx, s.book, s.log, p.ID, p.TxHash, from, to, patch)
 		}
 	}
-	used, err := s.nonces.AuthorizationState(ctx, s.cfg.Token, a.From, a.Nonce)
+	use, err := s.uses.find(ctx, a)
 	if err != nil {
-		return err
+		return fmt.Errorf("x402: payment %s: %w", p.ID, err)
 	}
-	if used {
-		receipt, err := s.findUse(ctx, a)
-		if err != nil {
-			return fmt.Errorf("x402: payment %s: its authorization is used on chain, but: %w", p.ID, err)
+	if use.Used {
+		to, patch := useOutcome(s.cfg.Token, a, use, ledger.Patch{})
+		if use.Canceled && p.Status == ledger.StatusSettling {
+			to = ledger.StatusNotCharged // nothing of ours was sent, and nothing ever moves
 		}
-		_, err = recordReceipt(ctx, s.book, s.log, s.cfg.Token, p.ID, a, receipt, []ledger.Status{p.Status})
-		return ignoreRefusal(err)
+		return recordOutcome(ctx, s.book, s.log, p.ID, p.TxHash, from, to, patch)
 	}
 	if !s.cfg.Now().Before(unixTime(a.ValidBefore)) {
 		// Expired and unused: no one can ever move this money now.
@@ -179,8 +187,7 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 		if p.Status == ledger.StatusPending {
 			to, reason = ledger.StatusFailed, "the facilitator's transaction never landed and the authorization expired unused"
 		}
-		_, err := s.book.Transition(ctx, p.ID, []ledger.Status{p.Status}, to, ledger.Patch{ErrorReason: reason})
-		return err
+		return recordOutcome(ctx, s.book, s.log, p.ID, "", from, to, ledger.Patch{ErrorReason: reason})
 	}
 	if p.Status != ledger.StatusSettling {
 		return nil // pending with a transaction in flight: wait for it, or for the expiry
@@ -193,28 +200,182 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	return ignoreRefusal(err)
 }
 
-// findUse finds the transaction that used a's nonce, from its AuthorizationUsed event in the
-// last LogWindow blocks, and returns its receipt.
-func (s *FacilitatorSettler) findUse(ctx context.Context, a chain.Authorization) (*types.Receipt, error) {
-	head, err := s.chain.BlockNumber(ctx)
+// authorizationCanceledTopic is keccak256("AuthorizationCanceled(address,bytes32)").
+var authorizationCanceledTopic = crypto.Keccak256Hash([]byte("AuthorizationCanceled(address,bytes32)"))
+
+// reasonCanceled is the failure of a payment whose authorization its payer canceled unused.
+const reasonCanceled = "the payer canceled the authorization before it was used"
+
+// logReader reads event logs and the head block's number.
+type logReader interface {
+	ethereum.LogFilterer
+	BlockNumber(ctx context.Context) (uint64, error)
+}
+
+// useFinder asks the chain what became of an authorization: whether the token holds its
+// nonce used (or canceled), and which transaction used it. An EIP-3009 authorization may be
+// sent by anyone who holds it (a facilitator's replacement transaction, the payer, one of our
+// transactions taken for dead), so before a payment is recorded failed, or its authorization
+// signed again, the chain is asked: money that moved is recorded from the transaction that
+// moved it.
+type useFinder struct {
+	token    common.Address
+	nonces   nonceState
+	logs     logReader
+	receipts chain.ReceiptReader
+	window   uint64 // how many recent blocks are searched for the event
+}
+
+// authorizationUse is what the chain says of one authorization.
+type authorizationUse struct {
+	Used     bool           // the token holds its nonce used or canceled
+	Receipt  *types.Receipt // the transaction that used it (its AuthorizationUsed event)
+	Canceled bool           // its payer canceled it (AuthorizationCanceled): it never moved money
+}
+
+// find reads the authorization's state and, when it is used, the event that used or canceled
+// it. A nonce used with neither event in the window is an error: an operator must look.
+func (f *useFinder) find(ctx context.Context, a chain.Authorization) (authorizationUse, error) {
+	used, err := f.nonces.AuthorizationState(ctx, f.token, a.From, a.Nonce)
+	if err != nil || !used {
+		return authorizationUse{}, err
+	}
+	head, err := f.logs.BlockNumber(ctx)
 	if err != nil {
-		return nil, err
+		return authorizationUse{}, err
 	}
 	from := uint64(0)
-	if head > s.cfg.LogWindow {
-		from = head - s.cfg.LogWindow
+	if head > f.window {
+		from = head - f.window
 	}
-	logs, err := s.chain.FilterLogs(ctx, ethereum.FilterQuery{
-		FromBlock: new(big.Int).SetUint64(from), ToBlock: new(big.Int).SetUint64(head), Addresses: []common.Address{s.cfg.Token},
-		Topics: [][]common.Hash{{chain.AuthorizationUsedTopic}, {common.BytesToHash(a.From.Bytes())}, {a.Nonce}},
+	logs, err := f.logs.FilterLogs(ctx, ethereum.FilterQuery{
+		FromBlock: new(big.Int).SetUint64(from), ToBlock: new(big.Int).SetUint64(head), Addresses: []common.Address{f.token},
+		Topics: [][]common.Hash{{chain.AuthorizationUsedTopic, authorizationCanceledTopic}, {common.BytesToHash(a.From.Bytes())}, {a.Nonce}},
 	})
 	if err != nil {
-		return nil, err
+		return authorizationUse{}, err
 	}
-	if len(logs) == 0 {
-		return nil, fmt.Errorf("no AuthorizationUsed event in blocks %d..%d (canceled by the payer, or older): an operator must look", from, head)
+	canceled := false
+	for _, l := range logs {
+		switch {
+		case l.Removed || len(l.Topics) == 0:
+		case l.Topics[0] == chain.AuthorizationUsedTopic:
+			receipt, err := f.receipts.TransactionReceipt(ctx, l.TxHash)
+			if err != nil {
+				return authorizationUse{}, fmt.Errorf("the receipt of %s, which used the authorization: %w", l.TxHash.Hex(), err)
+			}
+			return authorizationUse{Used: true, Receipt: receipt}, nil
+		default:
+			canceled = true
+		}
 	}
-	return s.chain.TransactionReceipt(ctx, logs[0].TxHash)
+	if canceled {
+		return authorizationUse{Used: true, Canceled: true}, nil
+	}
+	return authorizationUse{}, fmt.Errorf("its authorization is used on chain, but no AuthorizationUsed event is in blocks %d..%d (older?): an operator must look", from, head)
+}
+
+// receiptOutcome is what the receipt of a transaction sent for authorization a decides of its
+// payment: settled by it when it carries the Transfer the authorization promised, failed by it
+// otherwise (but see decideReceipt).
+func receiptOutcome(token common.Address, a chain.Authorization, receipt *types.Receipt) (ledger.Status, ledger.Patch) {
+	patch := ledger.Patch{TxHash: receipt.TxHash.Hex()}
+	if chain.HasTransfer(receipt, token, a.From, a.To, a.Value) {
+		return ledger.StatusSettled, patch
+	}
+	patch.ErrorReason = ReasonTransferEventMismatch
+	if receipt.Status != types.ReceiptStatusSuccessful {
+		patch.ErrorReason = ReasonTransactionFailed
+	}
+	return ledger.StatusFailed, patch
+}
+
+// useOutcome is what the chain's use decides of a payment: the transaction that used its
+// authorization, or a failure when its payer canceled it; failure when it is unused.
+func useOutcome(token common.Address, a chain.Authorization, use authorizationUse, failure ledger.Patch) (ledger.Status, ledger.Patch) {
+	switch {
+	case use.Receipt != nil:
+		return receiptOutcome(token, a, use.Receipt)
+	case use.Canceled:
+		return ledger.StatusFailed, ledger.Patch{TxHash: failure.TxHash, ErrorReason: reasonCanceled}
+	}
+	return ledger.StatusFailed, failure
+}
+
+// decideReceipt is receiptOutcome, with a failure checked on chain (failUnlessUsed).
+func decideReceipt(ctx context.Context, f *useFinder, token common.Address, a chain.Authorization, receipt *types.Receipt) (ledger.Status, ledger.Patch, error) {
+	to, patch := receiptOutcome(token, a, receipt)
+	if to == ledger.StatusSettled {
+		return to, patch, nil
+	}
+	return failUnlessUsed(ctx, f, token, a, patch)
+}
+
+// failUnlessUsed decides a payment whose own transaction did not move its money (failure):
+// failed only if the chain shows its authorization unused, or canceled. A token checks an
+// authorization's window before its nonce, so even a refusal other than "used or canceled" may
+// hide a use by another transaction: when the chain shows one, that transaction decides. With
+// no chain to ask (f nil), it cannot be decided.
+func failUnlessUsed(ctx context.Context, f *useFinder, token common.Address, a chain.Authorization, failure ledger.Patch) (ledger.Status, ledger.Patch, error) {
+	if f == nil {
+		return "", ledger.Patch{}, errors.New("its settlement failed, and there is no chain reader to check that its authorization was not used by another transaction")
+	}
+	use, err := f.find(ctx, a)
+	if err != nil {
+		return "", ledger.Patch{}, fmt.Errorf("its settlement failed (%s), and whether its authorization was used elsewhere is unknown: %w", failure.ErrorReason, err)
+	}
+	to, patch := useOutcome(token, a, use, failure)
+	return to, patch, nil
+}
+
+// outcomeBook is what recording an outcome needs of the ledger.
+type outcomeBook interface {
+	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
+	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
+}
+
+// replacingBook records a payment settled or failed by another transaction than the one
+// recorded on it; *ledger.Ledger and *ledger.Memory satisfy it.
+type replacingBook interface {
+	TransitionReplacing(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, replaced string, patch ledger.Patch) (ledger.Payment, error)
+}
+
+// recordOutcome moves payment pid from one of from to to, with patch, whose TxHash (if any)
+// is the transaction the chain shows decided it. recorded is the transaction recorded on the
+// payment ("" for none); a different one gives way to patch.TxHash (TransitionReplacing): the
+// chain shows that it did not move the money. It returns nil once the payment is final:
+// moved now, or found final already (whoever moved it read the same chain). A conflict with a
+// payment that is not final is an error, for reconciliation to try again: never done.
+func recordOutcome(ctx context.Context, book outcomeBook, log *slog.Logger, pid uuid.UUID, recorded string, from []ledger.Status, to ledger.Status,
+	patch ledger.Patch) error {
+	var err error
+	if recorded != "" && patch.TxHash != "" && recorded != patch.TxHash {
+		rb, ok := book.(replacingBook)
+		if !ok {
+			return fmt.Errorf("x402: payment %s was decided by transaction %s, not the recorded %s, and its ledger cannot record a replacement",
+				pid, patch.TxHash, recorded)
+		}
+		_, err = rb.TransitionReplacing(ctx, pid, from, to, recorded, patch)
+	} else {
+		_, err = book.Transition(ctx, pid, from, to, patch)
+	}
+	if !errors.Is(err, ledger.ErrConflict) {
+		if err != nil {
+			return fmt.Errorf("x402: recording payment %s %s: %w", pid, to, err)
+		}
+		return nil
+	}
+	cur, gerr := book.Get(ctx, pid)
+	switch {
+	case gerr != nil:
+		return fmt.Errorf("x402: recording payment %s %s: %w", pid, to, errors.Join(err, gerr))
+	case !cur.Status.Terminal():
+		return fmt.Errorf("x402: payment %s is %s with transaction %q, and the chain says %s by %q: %w", pid, cur.Status, cur.TxHash, to, patch.TxHash, err)
+	case cur.Status != to || (patch.TxHash != "" && cur.TxHash != patch.TxHash):
+		log.Error("x402: a final payment disagrees with the chain", "payment", pid, "status", cur.Status, "tx", cur.TxHash,
+			"chain_says", to, "chain_tx", patch.TxHash)
+	}
+	return nil
 }
 
 // ignoreRefusal drops a refusal (already recorded on the payment) from a reconciliation's error.

@@ -103,15 +103,28 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return err
 	})
 	switch {
+	case errors.Is(err, chain.ErrExecutionReverted) && dead != "":
+		// The token refuses the authorization of a payment whose recorded transaction is dead:
+		// nothing was broadcast now. Failed only if the chain shows the authorization unused
+		// (or canceled); used, the transaction that used it decides.
+		reason := settleReason(chain.RevertReason(err))
+		to, patch, derr := failUnlessUsed(ctx, finderOf(s.sender, s.token), s.token, a, ledger.Patch{ErrorReason: reason})
+		if derr != nil {
+			return nil, fmt.Errorf("x402: payment %s: replacing dead transaction %s: the token refuses the authorization (%s): %w", pid, dead, reason, derr)
+		}
+		if err := recordOutcome(ctx, s.book, s.log, pid, dead, []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}, to, patch); err != nil {
+			return nil, err
+		}
+		if to == ledger.StatusSettled {
+			return &payments.Settlement{Status: payments.SettlementSettled, ID: pid.String(), TxHash: patch.TxHash, Reference: pid.String()}, nil
+		}
+		return nil, refuse(reason, "the token refused the authorization at settlement: "+chain.RevertReason(err))
 	case errors.Is(err, chain.ErrExecutionReverted):
 		// The token refuses the authorization (spent, expired, cancelled, moved funds): it
 		// can never settle, and nothing was broadcast, so nothing was charged.
 		reason := settleReason(chain.RevertReason(err))
-		from, to := []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusNotCharged
-		if dead != "" {
-			from, to = []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}, ledger.StatusFailed
-		}
-		if _, terr := s.book.Transition(ctx, pid, from, to, ledger.Patch{JobID: jobID, ErrorReason: reason}); terr != nil {
+		if _, terr := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusNotCharged,
+			ledger.Patch{JobID: jobID, ErrorReason: reason}); terr != nil {
 			s.log.Error("x402: recording a failed settlement", "payment", pid, "err", terr)
 		}
 		return nil, refuse(reason, "the token refused the authorization at settlement: "+chain.RevertReason(err))
@@ -183,28 +196,34 @@ func (s *ChainSettler) await(ctx context.Context, pid uuid.UUID, a chain.Authori
 
 // record turns a receipt into the payment's final state.
 func (s *ChainSettler) record(ctx context.Context, pid uuid.UUID, a chain.Authorization, receipt *types.Receipt) (*payments.Settlement, error) {
-	return recordReceipt(ctx, s.book, s.log, s.token, pid, a, receipt, []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending})
+	return recordReceipt(ctx, s.book, s.log, finderOf(s.sender, s.token), s.token, pid, receipt.TxHash.Hex(), a, receipt,
+		[]ledger.Status{ledger.StatusSubmitted, ledger.StatusPending})
 }
 
 // recordReceipt moves a payment from one of the statuses in from to settled when receipt
-// carries the Transfer the authorization promised, and to failed otherwise: whoever sent the
-// transaction, the chain's receipt is what decides.
-func recordReceipt(ctx context.Context, book paymentBook, log *slog.Logger, token common.Address, pid uuid.UUID, a chain.Authorization,
-	receipt *types.Receipt, from []ledger.Status) (*payments.Settlement, error) {
-	if !chain.HasTransfer(receipt, token, a.From, a.To, a.Value) {
-		reason := ReasonTransferEventMismatch
-		if receipt.Status != types.ReceiptStatusSuccessful {
-			reason = ReasonTransactionFailed
-		}
-		if _, err := book.Transition(ctx, pid, from, ledger.StatusFailed, ledger.Patch{TxHash: receipt.TxHash.Hex(), ErrorReason: reason}); err != nil {
-			log.Error("x402: recording a failed settlement", "payment", pid, "err", err)
-		}
-		return nil, refuse(reason, "settlement transaction "+receipt.TxHash.Hex()+" did not transfer the payment")
+// carries the Transfer the authorization promised, and to failed otherwise, unless the chain
+// shows the authorization used by another transaction (uses; see failUnlessUsed): whoever
+// sent the transaction, the chain decides. recorded is the transaction recorded on the
+// payment. It returns the call's answer; what cannot be recorded now is logged and left to
+// reconciliation (the payment stays where it is), and the answer says what the chain says.
+func recordReceipt(ctx context.Context, book paymentBook, log *slog.Logger, uses *useFinder, token common.Address, pid uuid.UUID, recorded string,
+	a chain.Authorization, receipt *types.Receipt, from []ledger.Status) (*payments.Settlement, error) {
+	to, patch, err := decideReceipt(ctx, uses, token, a, receipt)
+	if err != nil {
+		log.Warn("x402: settlement outcome unknown; left to reconciliation", "payment", pid, "tx", receipt.TxHash.Hex(), "err", err)
+		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String(), TxHash: receipt.TxHash.Hex()}, nil
 	}
-	if _, err := book.Transition(ctx, pid, from, ledger.StatusSettled, ledger.Patch{TxHash: receipt.TxHash.Hex()}); err != nil && !errors.Is(err, ledger.ErrConflict) {
-		log.Error("x402: recording a settlement", "payment", pid, "err", err)
+	if err := recordOutcome(ctx, book, log, pid, recorded, from, to, patch); err != nil {
+		log.Error("x402: recording a settlement", "payment", pid, "status", to, "err", err)
 	}
-	return &payments.Settlement{Status: payments.SettlementSettled, ID: pid.String(), TxHash: receipt.TxHash.Hex(), Reference: pid.String()}, nil
+	if to == ledger.StatusSettled {
+		return &payments.Settlement{Status: payments.SettlementSettled, ID: pid.String(), TxHash: patch.TxHash, Reference: pid.String()}, nil
+	}
+	reason := patch.ErrorReason
+	if reason == reasonCanceled {
+		reason = ReasonNonceAlreadyUsed // the token's "used or canceled"
+	}
+	return nil, refuse(reason, "settlement transaction "+receipt.TxHash.Hex()+" did not transfer the payment")
 }
 
 func containsFold(s, sub string) bool { return strings.Contains(strings.ToLower(s), sub) }

@@ -26,14 +26,49 @@ type batchBook interface {
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 }
 
-// recoveryBook is what the reconciler needs from the ledger.
+// recoveryBook is what the reconciler, and the recording of what the chain says, need from
+// the ledger. Recording a payment decided by another transaction than its recorded one also
+// needs replacingBook, which *ledger.Ledger and *ledger.Memory satisfy.
 type recoveryBook interface {
+	outcomeBook
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
 	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
+	RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
 	MoveBatch(ctx context.Context, from, to uuid.UUID) ([]ledger.Payment, error)
-	Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error)
 }
+
+// chainReads is what recovery reads from the node besides receipts: the token's
+// authorizationState and AuthorizationUsed logs. *ethclient.Client and the simulated chain's
+// client satisfy it.
+type chainReads interface {
+	ContractCaller
+	logReader
+}
+
+// finderOf is the useFinder over the node sender sends to (a *chain.Sender, or anything that
+// embeds one), reading receipts as the sender does; nil when that node cannot be read so.
+func finderOf(sender TxSender, token common.Address) *useFinder {
+	s, ok := sender.(interface {
+		Backend() chain.Backend
+		Receipts() chain.ReceiptReader
+	})
+	if !ok {
+		return nil
+	}
+	b, ok := s.Backend().(chainReads)
+	if !ok {
+		return nil
+	}
+	return &useFinder{token: token, nonces: NewRPCReader(b, 0), logs: b, receipts: s.Receipts(), window: defaultLogWindow}
+}
+
+// defaultLogWindow is how many recent blocks are searched for the event of an authorization's
+// use, a common RPC limit.
+const defaultLogWindow = 10_000
+
+// inFlight are the statuses of a payment with a transaction of ours in flight.
+var inFlight = []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}
 
 // exclusive runs background work on one replica at a time.
 type exclusive interface {
@@ -72,6 +107,7 @@ type Worker struct {
 	lock     exclusive
 	sender   TxSender
 	settler  *ChainSettler
+	uses     *useFinder // nil: no failure is recorded and no dead transaction replaced
 	gas      batchGas
 	log      *slog.Logger
 
@@ -103,8 +139,8 @@ func NewWorker(cfg WorkerConfig, l interface {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Worker{cfg: cfg, batches: l, recovery: l, lock: l, sender: sender, settler: settler, log: cfg.Logger,
-		stop: make(chan struct{}), done: make(chan struct{})}
+	return &Worker{cfg: cfg, batches: l, recovery: l, lock: l, sender: sender, settler: settler, uses: finderOf(sender, cfg.Network.Asset),
+		log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Start runs the worker until Close. Recovery runs first, so work a crash left is resumed
@@ -167,6 +203,7 @@ func (w *Worker) settleQueuedRemote(ctx context.Context) error {
 	var errs []error
 	for _, p := range ps {
 		errs = append(errs, w.cfg.Facilitator.reconcile(ctx, p))
+		w.releaseIfFinal(ctx, p)
 	}
 	return errors.Join(errs...)
 }
@@ -241,10 +278,18 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 		_, terr := w.batches.TransitionBatch(context.WithoutCancel(ctx), batchID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{TxHash: hash.Hex()})
 		errs := []error{fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr}
 		// Members already pending are touched too, so that the next pass reads other stuck
-		// payments first (recovery hands them here a page at a time, oldest touched first).
+		// payments first (recovery hands them here a page at a time, oldest touched first). One
+		// that came pending from an earlier batch (MoveBatch dropped that batch's transaction)
+		// is given this one's.
 		for _, p := range ps {
 			if p.Status != ledger.StatusPending {
 				continue
+			}
+			if p.TxHash == "" {
+				if _, err := w.recovery.RecordReference(context.WithoutCancel(ctx), p.ID, ledger.StatusPending, hash.Hex(), nil); err != nil &&
+					!errors.Is(err, ledger.ErrConflict) {
+					errs = append(errs, err)
+				}
 			}
 			if _, err := w.recovery.RecordAttempt(context.WithoutCancel(ctx), p.ID, ledger.StatusPending); err != nil && !errors.Is(err, ledger.ErrConflict) {
 				errs = append(errs, err)
@@ -258,14 +303,9 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 		// new batch, whose gas the node estimates; a revert the estimate also meets is refused
 		// there, before anything is broadcast.
 		w.gas.forget()
-		next := uuid.New()
 		w.log.Warn("x402: batch transaction reverted; settling its payments in a new batch", "batch", batchID, "tx", hash.Hex(),
-			"gas_used", receipt.GasUsed, "new_batch", next)
-		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
-		if err != nil || len(moved) == 0 {
-			return err
-		}
-		return w.sendBatch(ctx, next, moved)
+			"gas_used", receipt.GasUsed)
+		return w.resettle(ctx, batchID)
 	}
 	w.gas.learn(receipt.GasUsed, len(ps))
 	return w.recordBatch(ctx, ps, auths, receipt)
@@ -289,9 +329,11 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 			ok[k] = "reverted: " + r.Reason
 		}
 	}
-	from := []ledger.Status{ledger.StatusSubmitted, ledger.StatusPending}
 	// The members' moves run at once, so that the ledger writes them in one or two statements
-	// (its move writer batches concurrent moves) instead of one round trip each.
+	// (its move writer batches concurrent moves) instead of one round trip each. A member
+	// whose item failed is failed only if the chain shows its authorization unused: one used
+	// by another transaction is settled by it (failUnlessUsed). A move the ledger refuses for a
+	// member that is not final is an error, for reconciliation to finish.
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
@@ -308,9 +350,15 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 			}
 		}
 		wg.Go(func() {
-			if _, err := w.batches.Transition(ctx, p.ID, from, to, patch); err != nil && !errors.Is(err, ledger.ErrConflict) {
-				errs[i] = err
+			to, patch := to, patch
+			if to == ledger.StatusFailed {
+				var err error
+				if to, patch, err = failUnlessUsed(ctx, w.uses, w.cfg.Network.Asset, auths[i], patch); err != nil {
+					errs[i] = fmt.Errorf("x402: payment %s: %w", p.ID, err)
+					return
+				}
 			}
+			errs[i] = recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch)
 		})
 	}
 	wg.Wait()
@@ -346,6 +394,17 @@ func (w *Worker) release(ctx context.Context, ps ...ledger.Payment) {
 	}
 }
 
+// releaseIfFinal releases p's hold once the ledger holds p final (settled, failed, not
+// charged): after a reconciliation whose outcome the caller cannot tell.
+func (w *Worker) releaseIfFinal(ctx context.Context, p ledger.Payment) {
+	if w.cfg.Reservations == nil {
+		return
+	}
+	if cur, err := w.recovery.Get(ctx, p.ID); err == nil && cur.Status.Terminal() {
+		w.release(ctx, p)
+	}
+}
+
 // Reconcile finishes what a crash or a slow chain left: verified payments whose call never
 // completed are marked not charged; submitted and pending ones are re-broadcast from their
 // recorded bytes and settled from their receipts. It never signs a new transaction for a
@@ -376,6 +435,7 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 				continue
 			}
 			errs = append(errs, w.cfg.Facilitator.reconcile(ctx, p))
+			w.releaseIfFinal(ctx, p)
 		case w.sender == nil:
 			errs = append(errs, fmt.Errorf("x402: payment %s is %s with our own transaction, and there is no settlement key to finish it", p.ID, p.Status))
 		case p.BatchID != uuid.Nil:
@@ -400,10 +460,16 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 	}
 	hash, err := w.sender.Rebroadcast(ctx, p.RawTx)
 	if errors.Is(err, chain.ErrTxDead) {
-		// Another transaction took its nonce: it will never be mined, and the authorization
-		// is still unused. Sign a new one in its place (the ledger keeps the dead hash).
+		// Another transaction took its nonce: it will never be mined. Its authorization is
+		// signed again only if the chain shows it unused; used, the transaction that used it
+		// settled the payment.
+		done, err := w.settleUsed(ctx, p, a)
+		if err != nil || done {
+			return err
+		}
 		w.log.Warn("x402: settlement transaction is dead; replacing it", "payment", p.ID, "tx", p.TxHash)
-		_, err := w.settler.resend(ctx, p, a)
+		_, err = w.settler.resend(ctx, p, a)
+		w.releaseIfFinal(ctx, p)
 		return ignoreRefusal(err)
 	}
 	if err != nil {
@@ -425,8 +491,85 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 		}
 		return err
 	}
-	_, err = w.settler.record(ctx, p.ID, a, receipt)
-	return err
+	to, patch, err := decideReceipt(ctx, w.uses, w.cfg.Network.Asset, a, receipt)
+	if err != nil {
+		return fmt.Errorf("x402: payment %s: %w", p.ID, err)
+	}
+	if err := recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch); err != nil {
+		return err
+	}
+	w.release(ctx, p) // settled (the balance shows it now) or failed (it never moves)
+	return nil
+}
+
+// settleUsed asks the chain whether the authorization of p, whose transaction settled nothing
+// (dead, reverted, never sent), is still unused. Used, or canceled, p is recorded from what the
+// chain says (the transaction that used it, whoever sent it) and its hold released: done.
+// Unused, nothing is recorded: it may be signed again. Without a chain to ask, it may not.
+func (w *Worker) settleUsed(ctx context.Context, p ledger.Payment, a chain.Authorization) (done bool, err error) {
+	if w.uses == nil {
+		return false, fmt.Errorf("x402: payment %s: its transaction settled nothing, and there is no chain reader to check that its authorization is unused before signing it again", p.ID)
+	}
+	use, err := w.uses.find(ctx, a)
+	if err != nil {
+		return false, fmt.Errorf("x402: payment %s: %w", p.ID, err)
+	}
+	if !use.Used {
+		return false, nil
+	}
+	to, patch := useOutcome(w.cfg.Network.Asset, a, use, ledger.Patch{})
+	w.log.Warn("x402: the chain shows the authorization of a payment to sign again already used; recording what it says", "payment", p.ID,
+		"recorded_tx", p.TxHash, "tx", patch.TxHash, "status", to, "canceled", use.Canceled)
+	if err := recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch); err != nil {
+		return false, err
+	}
+	w.release(ctx, p)
+	return true, nil
+}
+
+// resettle settles in a new batch the unfinished members of batch from, whose transaction
+// settled none of them: it reverted as a whole, it can never be mined, or it was never
+// recorded. Each member's authorization is signed again only if the chain shows it unused
+// (settleUsed): one used elsewhere is recorded from the transaction that used it. If the chain
+// cannot say for some member, nothing is signed now: the members wait in the new batch, with no
+// transaction recorded, for the next pass.
+func (w *Worker) resettle(ctx context.Context, from uuid.UUID) error {
+	next := uuid.New()
+	moved, err := w.recovery.MoveBatch(ctx, from, next)
+	if err != nil || len(moved) == 0 {
+		return err
+	}
+	w.log.Info("x402: settling a batch's payments in a new batch", "batch", from, "new_batch", next, "payments", len(moved))
+	done := make([]bool, len(moved))
+	errs := make([]error, len(moved))
+	sem := make(chan struct{}, 8) // chain reads at once
+	var wg sync.WaitGroup
+	for i, p := range moved {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			a, err := authorizationOf(p)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			done[i], errs[i] = w.settleUsed(ctx, p, a)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("x402: batch %s: nothing signed again: %w", next, err)
+	}
+	unused := make([]ledger.Payment, 0, len(moved))
+	for i, p := range moved {
+		if !done[i] {
+			unused = append(unused, p)
+		}
+	}
+	if len(unused) == 0 {
+		return nil
+	}
+	return w.sendBatch(ctx, next, unused)
 }
 
 func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members []ledger.Payment) error {
@@ -437,12 +580,7 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		// recoverable payments holds; a transaction signed for those alone would be recorded
 		// for the whole batch, and the members it left out would be failed by its receipt.
 		// Moving them all to a new batch fetches every one.
-		next := uuid.New()
-		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
-		if err != nil || len(moved) == 0 {
-			return err
-		}
-		return w.sendBatch(ctx, next, moved)
+		return w.resettle(ctx, batchID)
 	}
 	if err != nil {
 		return err
@@ -458,14 +596,9 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 	hash, err := w.sender.Rebroadcast(ctx, b.RawTx)
 	if errors.Is(err, chain.ErrTxDead) {
 		// Another transaction took its nonce: it will never be mined and settled none of
-		// them. Its members go to a new batch, signed now for the first time.
-		next := uuid.New()
-		w.log.Warn("x402: batch transaction is dead; settling its payments in a new batch", "batch", batchID, "tx", b.TxHash, "new_batch", next)
-		moved, err := w.recovery.MoveBatch(ctx, batchID, next)
-		if err != nil || len(moved) == 0 {
-			return err
-		}
-		return w.sendBatch(ctx, next, moved)
+		// them. Its members go to a new batch.
+		w.log.Warn("x402: batch transaction is dead; settling its payments in a new batch", "batch", batchID, "tx", b.TxHash)
+		return w.resettle(ctx, batchID)
 	}
 	if err != nil {
 		return err

@@ -1,0 +1,111 @@
+package x402
+
+import (
+	"context"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// replacingFacilitator answers with the hash of a first transaction that it then replaced
+// (sped up, same nonce): the transfer landed in another transaction than the one it named.
+type replacingFacilitator struct{ c *FacilitatorClient }
+
+func (r replacingFacilitator) Settle(ctx context.Context, body []byte) (SettlementResponse, error) {
+	res, err := r.c.Settle(ctx, body)
+	if err == nil && res.Success {
+		res = SettlementResponse{Success: false, ErrorReason: ReasonSettlementPending, Transaction: common.Hash{0xde, 0xad}.Hex(), Network: res.Network}
+	}
+	return res, err
+}
+
+// facilitatorRig is a rail and worker settling through remote, with the rig's reservations.
+func (r *recoveryRig) facilitatorRig(t *testing.T, remote func(*FacilitatorClient) remoteSettler) (*Rail, *Worker, *fakeFacilitator) {
+	t.Helper()
+	f := newFakeFacilitator(t, r)
+	c, err := NewFacilitatorClient(f.srv.URL, FacilitatorOptions{SettleTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := NewRPCReader(r.dev.Client(), 3*time.Second)
+	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: r.net.Asset, ReceiptWait: 300 * time.Millisecond}, r.book, remote(c), r.dev.Client(), reader)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Facilitator: c, Reservations: r.reserved}, reader, r.book, r.book, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(WorkerConfig{Network: r.net, StaleAfter: time.Nanosecond, Facilitator: s, Reservations: r.reserved}, r.book, nil, nil)
+	return rail, w, f
+}
+
+// TestFacilitatorTransactionReplacedIsSettledByTheOneThatMovedTheMoney: the facilitator's
+// answer names transaction A, and the transfer landed in B (A was replaced). The payment is
+// pending with A; recovery finds B through the AuthorizationUsed event, records it in A's
+// place (A is kept among the replaced transactions) and settles the payment, releasing its
+// hold.
+func TestFacilitatorTransactionReplacedIsSettledByTheOneThatMovedTheMoney(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	rail, w, _ := r.facilitatorRig(t, func(c *FacilitatorClient) remoteSettler { return replacingFacilitator{c} })
+	before := r.balance(t)
+	a := r.verify(t, rail)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("settle: %+v %v", st, err)
+	}
+	named := common.Hash{0xde, 0xad}.Hex()
+	if p := r.payment(t, a); p.Status != ledger.StatusPending || p.TxHash != named {
+		t.Fatalf("after the answer: %s tx %s, want pending with the named transaction %s", p.Status, p.TxHash, named)
+	}
+	for pass := range 2 {
+		if err := w.Reconcile(ctx); err != nil {
+			t.Fatalf("reconcile pass %d: %v", pass, err)
+		}
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Cmp(big.NewInt(10_000)) != 0 {
+		t.Fatalf("payTo gained %v, want one payment", gained)
+	}
+	p := r.payment(t, a)
+	if p.Status != ledger.StatusSettled || p.TxHash == named || p.TxHash == "" {
+		t.Fatalf("the money moved but the payment is %s with tx %s", p.Status, p.TxHash)
+	}
+	receipt, err := r.dev.Client().TransactionReceipt(ctx, common.HexToHash(p.TxHash))
+	if err != nil || receipt.Status != 1 {
+		t.Fatalf("recorded transaction %s: %v %v", p.TxHash, receipt, err)
+	}
+	r.wantNoHolds(t, ctx, a)
+}
+
+// TestFacilitatorPaymentRecoveredReleasesItsHold: the facilitator settled the payment but its
+// answer was lost: the payment stays settling, holding its amount. Recovery finds the
+// transaction on chain, records it settled, and releases the hold.
+func TestFacilitatorPaymentRecoveredReleasesItsHold(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	rail, w, f := r.facilitatorRig(t, func(c *FacilitatorClient) remoteSettler { return c })
+	f.set("lose-answer")
+	before := r.balance(t)
+	a := r.verify(t, rail)
+	if st, err := rail.Settle(ctx, a); err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("settle: %+v %v; want pending", st, err)
+	}
+	if p := r.payment(t, a); p.Status != ledger.StatusSettling {
+		t.Fatalf("after a lost answer: %s, want settling", p.Status)
+	}
+	if err := w.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.payment(t, a); p.Status != ledger.StatusSettled {
+		t.Fatalf("recovered: %s, want settled", p.Status)
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Cmp(big.NewInt(10_000)) != 0 {
+		t.Fatalf("payTo gained %v, want one payment", gained)
+	}
+	r.wantNoHolds(t, ctx, a)
+}
