@@ -180,13 +180,17 @@ func (s *SchemaValidate) validate(ctx context.Context, raw json.RawMessage) (any
 		name string
 		v    any
 	}{{"schema", schemaDoc}, {"data", data}} {
-		if at, n, found := schemavalidateLongNumber(doc.v, s.cfg.MaxNumberLength); found {
+		if at, num, found := schemavalidateOddNumber(doc.v, s.cfg.MaxNumberLength); found {
 			where := "at " + strconv.Quote(schemavalidateClean(at, 256))
 			if at == "" {
 				where = "as its whole value"
 			}
-			return nil, Failf("number_too_long", "the %s has a number of %d characters %s, the limit is %d",
-				doc.name, n, where, s.cfg.MaxNumberLength)
+			if len(num) > s.cfg.MaxNumberLength {
+				return nil, Failf("number_too_long", "the %s has a number of %d characters %s, the limit is %d",
+					doc.name, len(num), where, s.cfg.MaxNumberLength)
+			}
+			return nil, Failf("number_out_of_range", "the %s has the number %s %s, whose exponent is beyond ±%d",
+				doc.name, num, where, schemavalidateMaxExponent)
 		}
 	}
 
@@ -564,36 +568,55 @@ func schemavalidateDepth(v any, depth, limit int) int {
 	return deepest
 }
 
-// schemavalidateLongNumber finds a number literal longer than limit in v and returns its JSON
-// pointer and length. Of several, it finds the same one every time (the smallest key at each
-// level), so that the error does not depend on map order.
-func schemavalidateLongNumber(v any, limit int) (string, int, bool) {
+// schemavalidateMaxExponent bounds a number's decimal exponent: the validator compares numbers
+// as exact fractions, and 1e-999999, a short literal, is a fraction whose denominator has a
+// million digits (about 40 ms to parse, every time a keyword looks at it). float64 reaches
+// neither end of this range.
+const schemavalidateMaxExponent = 400
+
+// schemavalidateOddNumber finds a number literal in v longer than limit or with an exponent
+// beyond ±schemavalidateMaxExponent, and returns its JSON pointer and the literal. Of several,
+// it finds the same one every time (the smallest key at each level), so that the error does
+// not depend on map order.
+func schemavalidateOddNumber(v any, limit int) (string, json.Number, bool) {
 	switch x := v.(type) {
 	case json.Number:
-		if len(x) > limit {
-			return "", len(x), true
+		if len(x) > limit || schemavalidateHugeExponent(string(x)) {
+			return "", x, true
 		}
 	case []any:
 		for i, c := range x {
-			if at, n, ok := schemavalidateLongNumber(c, limit); ok {
-				return "/" + strconv.Itoa(i) + at, n, true
+			if at, num, ok := schemavalidateOddNumber(c, limit); ok {
+				return "/" + strconv.Itoa(i) + at, num, true
 			}
 		}
 	case map[string]any:
-		key, at, n, found := "", "", 0, false
+		key, at, num, found := "", "", json.Number(""), false
 		for k, c := range x {
 			if found && k >= key {
 				continue
 			}
-			if a, m, ok := schemavalidateLongNumber(c, limit); ok {
-				key, at, n, found = k, a, m, true
+			if a, m, ok := schemavalidateOddNumber(c, limit); ok {
+				key, at, num, found = k, a, m, true
 			}
 		}
 		if found {
-			return "/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1") + at, n, true
+			return "/" + strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1") + at, num, true
 		}
 	}
-	return "", 0, false
+	return "", "", false
+}
+
+// schemavalidateHugeExponent reports whether the JSON number n has an exponent beyond
+// ±schemavalidateMaxExponent (n is at most MaxNumberLength characters by then, or reported
+// for that first).
+func schemavalidateHugeExponent(n string) bool {
+	i := strings.IndexAny(n, "eE")
+	if i < 0 {
+		return false
+	}
+	e, err := strconv.Atoi(strings.TrimPrefix(n[i+1:], "+"))
+	return err != nil || e > schemavalidateMaxExponent || e < -schemavalidateMaxExponent
 }
 
 func schemavalidateDraftName(v int) string {

@@ -363,6 +363,39 @@ func TestSchemaValidateLongNumbersRefused(t *testing.T) {
 	}
 }
 
+// TestSchemaValidateHugeExponentsRefused: 1e-999999 is short, but an exact fraction with a
+// million-digit denominator, parsed again by every keyword that looks at it (~40 ms each).
+func TestSchemaValidateHugeExponentsRefused(t *testing.T) {
+	reg := toolsBRegistry(t, NewSchemaValidate())
+	many := strings.TrimSuffix(strings.Repeat("1e-999999,", 50), ",")
+	for _, tc := range []struct{ name, args, where string }{
+		{"in the data", `{"schema":{"items":{"type":"integer","multipleOf":3}},"data":[` + many + `]}`, `the data has the number 1e-999999 at "/0"`},
+		{"in the schema", `{"schema":{"minimum":1E+401},"data":1}`, `the schema has the number 1E+401 at "/minimum"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := json.RawMessage(tc.args)
+			if _, err := reg.Validate("schema_validate", args); err != nil {
+				t.Fatalf("args should be valid: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var err error
+			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > 100*time.Millisecond {
+				t.Fatalf("ran %v (finished: %v)", took, ok)
+			}
+			var te *ToolError
+			if !errors.As(err, &te) || te.Code != "number_out_of_range" || !strings.Contains(te.Message, tc.where) {
+				t.Fatalf("error %v, want number_out_of_range %s", err, tc.where)
+			}
+		})
+	}
+	// An exponent float64 can reach is fine.
+	if out, err := toolsBCall(t, reg, NewSchemaValidate(), `{"schema":{"maximum":1e300},"data":2.5e-300}`); err != nil || !strings.Contains(string(out), `"valid":true`) {
+		t.Fatalf("got %s, %v", out, err)
+	}
+}
+
 // schemavalidateBounded runs schema_validate on args under a 50ms deadline and requires it to
 // end within half a second, at the deadline or with one of codes ("" for an answer).
 func schemavalidateBounded(t *testing.T, args []byte, codes ...string) {
