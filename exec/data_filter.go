@@ -138,8 +138,7 @@ var datafilterSchema = json.RawMessage(`{
   },
   "$defs": {
     "field": {"type": "string", "minLength": 1, "maxLength": 256,
-      "pattern": "^(?:0|[1-9][0-9]*|[^-+.0-9][^.]*|[-+0-9][^.]*[^.0-9][^.]*|[-+])?(?:\\.(?:0|[1-9][0-9]*|[^-+.0-9][^.]*|[-+0-9][^.]*[^.0-9][^.]*|[-+])?)*$",
-      "description": "dotted path, e.g. \"user.address.city\" or \"tags.0\"; a segment of digits is an array index, written without sign or leading zero (\"tags.01\" is refused)"},
+      "description": "dotted path, e.g. \"user.address.city\" or \"tags.0\"; in an object a segment is a key, in an array an index written without sign or leading zero (\"tags.01\" names no element)"},
     "cond": {
       "type": "object",
       "additionalProperties": false,
@@ -432,20 +431,14 @@ func datafilterPath(field string) ([]string, error) {
 		if seg == "" {
 			return nil, Failf("invalid_field", "field %q has an empty segment", field)
 		}
-		// "a.01", "a.+1" and "a.-0" would name the same element as "a.1" or "a.0" under
-		// different strings, so a select list (uniqueItems) could repeat one value 64 times.
-		if digits := strings.TrimLeft(seg, "+-"); len(seg)-len(digits) <= 1 && digits != "" && strings.Trim(digits, "0123456789") == "" {
-			if _, ok := datafilterIndex(seg); !ok {
-				return nil, Failf("invalid_field", "field %q: %q is not a canonical array index (digits only, no sign, no leading zero)", field, seg)
-			}
-		}
 	}
 	return path, nil
 }
 
 // datafilterIndex reads a path segment as an array index: only the canonical decimal form
-// ("0", "7", "12"), so that each element has exactly one name. An index too large for an int
-// names no element.
+// ("0", "7", "12"), so that each element has exactly one name ("a.01", "a.+1" name no element
+// of an array, though they may be keys of an object): otherwise a select list (uniqueItems)
+// could repeat one value under 64 spellings. An index too large for an int names no element.
 func datafilterIndex(seg string) (int, bool) {
 	if seg == "" || (seg[0] == '0' && len(seg) > 1) || strings.Trim(seg, "0123456789") != "" {
 		return 0, false

@@ -258,13 +258,13 @@ func TestDataFilterRegexBoundedByDeadline(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		var err error
-		took, ok := runWithin(3*time.Second, func() { _, err = NewDataFilter().Run(ctx, args) })
+		took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewDataFilter().Run(ctx, args) })
 		return err, took, ok
 	}
 
 	// 101 bytes, 10003 instructions: refused before any matching, naming the condition.
 	err, took, ok := run(strings.Repeat(`[^x]{1000}`, 10) + "x")
-	if !ok || took > time.Second {
+	if !ok || took > stretched(time.Second) {
 		t.Fatalf("over the instruction cap: ran %v (finished: %v) with a 50ms deadline", took, ok)
 	}
 	var te *ToolError
@@ -274,7 +274,7 @@ func TestDataFilterRegexBoundedByDeadline(t *testing.T) {
 
 	// Under the cap: the match stops at the deadline.
 	err, took, ok = run(datafilterSlowPattern)
-	if !ok || took > time.Second {
+	if !ok || took > stretched(time.Second) {
 		t.Fatalf("under the instruction cap: ran %v (finished: %v) with a 50ms deadline", took, ok)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -295,39 +295,41 @@ func TestDataFilterTimedOutRegexReleasesFreeShare(t *testing.T) {
 	if err != nil || status != StatusTimeout {
 		t.Fatalf("bomb: %s %v", status, err)
 	}
-	time.Sleep(200 * time.Millisecond) // well past the bomb's 50 ms timeout
+	time.Sleep(stretched(200 * time.Millisecond)) // well past the bomb's 50 ms timeout
 	_, _, err = r.Run(context.Background(), Call{Tool: "hash_generate", Args: json.RawMessage(`{"input":"x"}`), DryRun: true, Free: true})
 	if err != nil {
 		t.Fatalf("a free call 250ms after a 50ms-timeout call was refused: %v", err)
 	}
 }
 
-// A path segment of digits names an array element only in its canonical form: "a.0", "a.00",
-// "a.000", ... were different strings (so uniqueItems held) naming the same element, and a
-// 102 kB call returned one value 64 times per item. The schema refuses the other forms, and
-// so does the tool called without it.
+// An array element has one name: "a.00", "a.+1" or "a.-0" name no element of an array (so a
+// select list cannot repeat one value under 64 spellings), while the same strings are keys of
+// an object like any other.
 func TestDataFilterSelectCanonicalIndices(t *testing.T) {
 	reg := toolsBRegistry(t, NewDataFilter())
-	for _, f := range []string{"a.00", "a.01", "a.+1", "a.-0", "a.-1", "a.00.b"} {
-		args := `{"data": [{"a": [{"b": 1}, 2]}], "select": [` + toolsBQuote(f) + `]}`
-		if got := toolsBArgsField(t, reg, "data_filter", args); got != "/select/0" {
-			t.Fatalf("%s: schema refused %q, want /select/0", f, got)
-		}
-		_, err := NewDataFilter().Run(context.Background(), json.RawMessage(args))
-		var te *ToolError
-		if !errors.As(err, &te) || te.Code != "invalid_field" || !strings.Contains(te.Message, toolsBQuote(f)) {
-			t.Fatalf("%s: error %v, want invalid_field naming the path", f, err)
-		}
-	}
-	// Canonical indices, and object keys that are not numbers, still work.
-	args := `{"data": [{"a": [{"b": 1}, 2], "o": {"-": 3, "+x": 4, "1e3": 5, "0x1": 6, "+-1": 7}}],
-		"select": ["a.0.b", "a.1", "a.2", "o.-", "o.+x", "o.1e3", "o.0x1", "o.+-1"]}`
+	args := `{"data": [{"a": [{"b": 1}, 2], "o": {"01": 5, "-5": "x", "+1": 6, "007": 7, "-": 3, "+x": 4, "1e3": 8}}],
+		"select": ["a.0.b", "a.1", "a.2", "a.00", "a.01", "a.+1", "a.-0", "a.00.b", "o.01", "o.-5", "o.+1", "o.007", "o.-", "o.+x", "o.1e3"]}`
 	out, err := toolsBCall(t, reg, NewDataFilter(), args)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"items":[{"a.0.b":1,"a.1":2,"o.-":3,"o.+x":4,"o.1e3":5,"o.0x1":6,"o.+-1":7}],"total":1,"returned":1,"offset":0,"limit":100}`; string(out) != want {
+	if want := `{"items":[{"a.0.b":1,"a.1":2,"o.01":5,"o.-5":"x","o.+1":6,"o.007":7,"o.-":3,"o.+x":4,"o.1e3":8}],"total":1,"returned":1,"offset":0,"limit":100}`; string(out) != want {
 		t.Fatalf("got  %s\nwant %s", out, want)
+	}
+	// Conditions read object keys of digits too.
+	out, err = toolsBCall(t, reg, NewDataFilter(), `{"data": [{"m": {"01": 5}}, {"m": {"01": 7}}], "where": [{"field": "m.01", "op": "eq", "value": 5}]}`)
+	if err != nil || !strings.Contains(string(out), `"total":1`) {
+		t.Fatalf("where m.01 = 5: %s %v", out, err)
+	}
+	// 64 spellings of one element: one copy in the output.
+	sel := []string{}
+	for i := 1; i <= 64; i++ {
+		sel = append(sel, "a."+strings.Repeat("0", i))
+	}
+	selJSON, _ := json.Marshal(sel)
+	out, err = toolsBCall(t, reg, NewDataFilter(), `{"data":[{"a":["`+strings.Repeat("x", 10000)+`"]}],"select":`+string(selJSON)+`}`)
+	if err != nil || len(out) > 11000 {
+		t.Fatalf("64 spellings of a.0: %d bytes of output, %v", len(out), err)
 	}
 }
 
@@ -359,33 +361,7 @@ func TestDataFilterSelectStopsAtOutputCap(t *testing.T) {
 	if err != nil || status != StatusFailed || res.Error == nil || res.Error.Code != "output_too_large" {
 		t.Fatalf("status %s, err %v, result error %+v; want output_too_large", status, err, res.Error)
 	}
-	if alloc > 12 {
+	if alloc > 24 { // 9 MiB measured; 37 MiB without the running estimate
 		t.Errorf("a %d-byte call allocated %d MiB to produce an output refused at 1 MiB", len(args), alloc)
-	}
-}
-
-// The schema's field pattern refuses exactly the non-canonical index segments the tool does
-// (empty segments are left to the tool, which names them).
-func TestDataFilterFieldPatternAgreesWithTool(t *testing.T) {
-	reg := toolsBRegistry(t, NewDataFilter())
-	alphabet := []string{"0", "1", "+", "-", "a", "."}
-	fields := []string{""}
-	for n := 0; n < 4; n++ {
-		for _, f := range fields {
-			for _, c := range alphabet {
-				fields = append(fields, f+c)
-			}
-		}
-	}
-	for _, f := range fields {
-		if f == "" {
-			continue
-		}
-		_, schemaErr := reg.Validate("data_filter", json.RawMessage(`{"data": [], "select": [`+toolsBQuote(f)+`]}`))
-		_, toolErr := datafilterPath(f)
-		emptySegment := toolErr != nil && strings.Contains(toolErr.Error(), "empty segment")
-		if (schemaErr == nil) != (toolErr == nil) && !(emptySegment && schemaErr == nil) {
-			t.Errorf("field %q: schema says %v, tool says %v", f, schemaErr, toolErr)
-		}
 	}
 }

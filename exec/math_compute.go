@@ -559,16 +559,26 @@ const mathcomputeChargeFn = "__charge"
 // step is a closure body, some tens of nanoseconds; an element compared by in, a few.
 const mathcomputeScanPerStep = 32
 
-// mathcomputeChargeCall wraps n in the charge unless its static type rules out an array.
+// mathcomputeChargeAnyFn is the charge for an operand whose static type is unknown (a sum,
+// an aggregate, a reduce): its only signature keeps that type unknown. Through
+// mathcomputeChargeFn's first overload it would have become []int, and sum(xs) == 10 a
+// type error.
+const mathcomputeChargeAnyFn = "__charge_any"
+
+// mathcomputeChargeCall wraps n in the charge unless its static type rules out an array; the
+// charge keeps the operand's static type.
 func mathcomputeChargeCall(n ast.Node) ast.Node {
+	fn := mathcomputeChargeAnyFn
 	if t := n.Type(); t != nil {
 		switch t.Kind() {
-		case reflect.Slice, reflect.Array, reflect.Interface:
+		case reflect.Slice, reflect.Array:
+			fn = mathcomputeChargeFn
+		case reflect.Interface:
 		default:
 			return n
 		}
 	}
-	call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: mathcomputeChargeFn}, Arguments: []ast.Node{n}}
+	call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: fn}, Arguments: []ast.Node{n}}
 	call.SetLocation(n.Location())
 	return call
 }
@@ -622,6 +632,7 @@ func (r *mathcomputeRun) options(env map[string]any, cfg MathComputeConfig) []ex
 		expr.Function(mathcomputeScalarFn, mathcomputeScalar, new(func(any) any)),
 		expr.Function(mathcomputeChargeFn, r.charge, new(func([]int) []int), new(func([]float64) []float64),
 			new(func([]any) []any), new(func(any) any)),
+		expr.Function(mathcomputeChargeAnyFn, r.charge, new(func(any) any)),
 		expr.Function("sum", func(p ...any) (any, error) { return mathcomputeSum(r.ctx, p[0]) }, new(func(any) any)),
 		expr.Function("abs", mathcomputeAbs, new(func(int) int), new(func(float64) float64), new(func(any) any)),
 	}
@@ -902,8 +913,12 @@ func mathcomputeAggregate(ctx context.Context, name string, limit int, args []an
 			for i := 0; i < len(xs) && err == nil; i++ {
 				err = visit(xs[i])
 			}
-		default:
+		case int, float64:
 			err = visit(a)
+		default:
+			// An argument that is neither a number nor an array: expr's own aggregates refused
+			// it when compiling, so the expression is wrong, not its evaluation.
+			return nil, Failf("invalid_expression", "invalid argument for %s (%s)", name, mathcomputeKind(a))
 		}
 		if err != nil {
 			return nil, err

@@ -528,3 +528,6 @@ func runWithin(limit time.Duration, f func()) (time.Duration, bool) {
 		return time.Since(start), false
 	}
 }
+
+// stretched is a test's time bound d, stretched under the race detector (timingFactor).
+func stretched(d time.Duration) time.Duration { return d * timingFactor }

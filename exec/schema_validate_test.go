@@ -280,8 +280,8 @@ func TestSchemaValidatePatternBoundedByDeadline(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
 			var err error
-			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > time.Second {
+			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > stretched(time.Second) {
 				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
 			}
 			if tc.code == "" && !errors.Is(err, context.DeadlineExceeded) {
@@ -346,8 +346,8 @@ func TestSchemaValidateLongNumbersRefused(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
 			var err error
-			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > time.Second {
+			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > stretched(time.Second) {
 				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
 			}
 			var te *ToolError
@@ -380,8 +380,8 @@ func TestSchemaValidateHugeExponentsRefused(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var err error
-			took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > 100*time.Millisecond {
+			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
+			if !ok || took > stretched(100*time.Millisecond) {
 				t.Fatalf("ran %v (finished: %v)", took, ok)
 			}
 			var te *ToolError
@@ -406,8 +406,8 @@ func schemavalidateBounded(t *testing.T, args []byte, codes ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	var err error
-	took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
-	if !ok || took > 500*time.Millisecond {
+	took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
+	if !ok || took > stretched(500*time.Millisecond) {
 		t.Fatalf("a %d-byte call ran %v (finished: %v) with a 50ms deadline", len(args), took, ok)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) && !slices.Contains(codes, toolsBCode(err)) {
@@ -436,11 +436,11 @@ func TestSchemaValidateEnumBounded(t *testing.T) {
 	// were not counted: 50 references per item ran on to the deadline, whatever the budget.
 	args := []byte(`{"schema": {"$defs": {"e": {"enum": [` + zeros + `]}}, "items": {"allOf": [` +
 		strings.TrimSuffix(strings.Repeat(`{"$ref": "#/$defs/e"},`, 50), ",") + `]}}, "data": [` + ones + `]}`)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), stretched(2*time.Second))
 	defer cancel()
 	var err error
-	took, ok := runWithin(3*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, args) })
-	if !ok || took > 500*time.Millisecond || toolsBCode(err) != "evaluation_budget_exceeded" {
+	took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
+	if !ok || took > stretched(500*time.Millisecond) || toolsBCode(err) != "evaluation_budget_exceeded" {
 		t.Fatalf("enum behind $ref: ran %v (finished: %v): %v; want evaluation_budget_exceeded", took, ok, err)
 	}
 	// A few hundred values over a thousand items are well within the default budget, and the
@@ -460,7 +460,7 @@ func TestSchemaValidateEnumBounded(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"valid":true`) {
 		t.Fatalf("1000 values over 4000 items: %s, %v", out, err)
 	}
-	if took := time.Since(start); took > 500*time.Millisecond {
+	if took := time.Since(start); took > stretched(500*time.Millisecond) {
 		t.Errorf("1000 values over 4000 items took %v (twice)", took)
 	}
 	for data, want := range map[string]string{
@@ -535,11 +535,11 @@ func TestSchemaValidateFormatRegexBounded(t *testing.T) {
 	schemavalidateBounded(t, []byte(`{"schema": `+string(schema)+`, "data": {}}`), "evaluation_budget_exceeded")
 	// The hook of the format's own schema watches ctx, but the compiles were not counted:
 	// without a deadline, 240 of them ran 1.8 s where the budget allows a tenth of that.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), stretched(3*time.Second))
 	defer cancel()
 	var err error
-	took, finished := runWithin(4*time.Second, func() { _, err = NewSchemaValidate().Run(ctx, []byte(args)) })
-	if !finished || took > 500*time.Millisecond || toolsBCode(err) != "evaluation_budget_exceeded" {
+	took, finished := runWithin(stretched(4*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, []byte(args)) })
+	if !finished || took > stretched(500*time.Millisecond) || toolsBCode(err) != "evaluation_budget_exceeded" {
 		t.Fatalf("240 patterns in the data: ran %v (finished: %v): %v; want evaluation_budget_exceeded", took, finished, err)
 	}
 	// format "regex" still checks.

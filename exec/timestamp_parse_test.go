@@ -127,8 +127,8 @@ func TestTimestampParseLongNumberRefused(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	took, ok := runWithin(10*time.Second, func() { _, err = NewTimestampParse().Run(ctx, args) })
-	if !ok || took > 200*time.Millisecond {
+	took, ok := runWithin(stretched(10*time.Second), func() { _, err = NewTimestampParse().Run(ctx, args) })
+	if !ok || took > stretched(200*time.Millisecond) {
 		t.Fatalf("ran %v (finished: %v) with a 20ms deadline", took, ok)
 	}
 	if te, _ := err.(*ToolError); te == nil || te.Code != "invalid_input" || !strings.Contains(te.Message, "128") {
