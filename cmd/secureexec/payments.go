@@ -198,11 +198,11 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		if err != nil {
 			return err
 		}
-		res.KeepAfterRelease = x402.HoldAfterRelease
+		res.KeepSettled = x402.HoldAfterRelease
 		railCfg.Reservations = res
 	} else {
 		res := ledger.NewMemoryReservations()
-		res.KeepAfterRelease = x402.HoldAfterRelease
+		res.KeepSettled = x402.HoldAfterRelease
 		railCfg.Reservations = res
 	}
 	rail, err := x402.NewRail(railCfg,

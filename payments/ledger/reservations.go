@@ -37,12 +37,12 @@ type Reservations struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	timeout time.Duration
-	// KeepAfterRelease keeps a released hold counting this much longer. A payment's money
-	// moves on chain before its hold is released, but a balance read just before that, used
-	// by a reservation just after, would count the same money twice (as still in the
-	// balance, and no longer held). Kept a little past the release, the hold covers any such
-	// read (see x402.HoldAfterRelease). Zero releases at once.
-	KeepAfterRelease time.Duration
+	// KeepSettled keeps a hold given back by ReleaseSettled counting this much longer. A
+	// payment's money moves on chain before its hold is released, but a balance read just
+	// before that, used by a reservation just after, would count the same money twice (as
+	// still in the balance, and no longer held). Kept a little past the release, the hold
+	// covers any such read (see x402.HoldAfterRelease). Zero releases at once.
+	KeepSettled time.Duration
 }
 
 // NewReservations keeps reservations in rdb under prefix; each command is bounded by timeout
@@ -162,15 +162,25 @@ func reserveOutcome(ctx context.Context, scope string, held int, err error) erro
 	return nil
 }
 
-// Release gives back what the payments ids hold in scope: their money moved (the balance now
-// says so) or never will; after KeepAfterRelease, when set. Unknown ids are ignored.
+// Release gives back at once what the payments ids hold in scope: their money never moves
+// (refused, not charged). Unknown ids are ignored.
 func (r *Reservations) Release(ctx context.Context, scope string, ids ...string) error {
+	return r.release(ctx, scope, 0, ids)
+}
+
+// ReleaseSettled gives back what the payments ids hold in scope once their money has moved:
+// after KeepSettled, never later than the hold would have expired.
+func (r *Reservations) ReleaseSettled(ctx context.Context, scope string, ids ...string) error {
+	return r.release(ctx, scope, r.KeepSettled, ids)
+}
+
+func (r *Reservations) release(ctx context.Context, scope string, keepFor time.Duration, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	keep := int64(0)
-	if r.KeepAfterRelease > 0 {
-		keep = time.Now().Add(r.KeepAfterRelease).UnixMilli()
+	if keepFor > 0 {
+		keep = time.Now().Add(keepFor).UnixMilli()
 	}
 	args := make([]any, 0, len(ids)+1)
 	args = append(args, strconv.FormatInt(keep, 10))
@@ -215,7 +225,7 @@ func checkReservation(scope, id string, amount *big.Int) error {
 
 // MemoryReservations is Reservations in one process, for the embedded default.
 type MemoryReservations struct {
-	KeepAfterRelease time.Duration // as Reservations.KeepAfterRelease
+	KeepSettled time.Duration // as Reservations.KeepSettled
 
 	mu     sync.Mutex
 	scopes map[string]map[string]memoryHold
@@ -270,17 +280,26 @@ func (m *MemoryReservations) Reserve(_ context.Context, scope, id string, amount
 
 // Release is Reservations.Release in memory.
 func (m *MemoryReservations) Release(_ context.Context, scope string, ids ...string) error {
+	return m.release(scope, 0, ids)
+}
+
+// ReleaseSettled is Reservations.ReleaseSettled in memory.
+func (m *MemoryReservations) ReleaseSettled(_ context.Context, scope string, ids ...string) error {
+	return m.release(scope, m.KeepSettled, ids)
+}
+
+func (m *MemoryReservations) release(scope string, keepFor time.Duration, ids []string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	keep := time.Now().Add(m.KeepAfterRelease)
+	keep := time.Now().Add(keepFor)
 	for _, id := range ids {
 		h, ok := m.scopes[scope][id]
 		switch {
 		case !ok:
-		case m.KeepAfterRelease > 0 && keep.Before(h.expires):
+		case keepFor > 0 && keep.Before(h.expires):
 			h.expires = keep
 			m.scopes[scope][id] = h
-		case m.KeepAfterRelease <= 0:
+		case keepFor <= 0:
 			delete(m.scopes[scope], id)
 		}
 	}

@@ -104,23 +104,36 @@ func TestReservations(t *testing.T) {
 	})
 }
 
-// TestReservationsKeepAfterRelease: a released hold still counts for KeepAfterRelease (a
-// balance read before its settlement may still be in use), then no longer, and a release
-// never makes a hold last longer than it would have.
-func TestReservationsKeepAfterRelease(t *testing.T) {
+// TestReservationsKeepSettled: a hold released as settled still counts for KeepSettled (a
+// balance read before its settlement may still be in use), then no longer; a release never
+// makes a hold last longer than it would have; one released as never charged goes at once.
+func TestReservationsKeepSettled(t *testing.T) {
 	rdb, prefix := newRedis(t)
 	redisBook, err := NewReservations(rdb, prefix, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	redisBook.KeepAfterRelease = 400 * time.Millisecond
+	redisBook.KeepSettled = 400 * time.Millisecond
 	memBook := NewMemoryReservations()
-	memBook.KeepAfterRelease = 400 * time.Millisecond
-	for name, book := range map[string]reservationBook{"redis": redisBook, "memory": memBook} {
+	memBook.KeepSettled = 400 * time.Millisecond
+	for name, book := range map[string]interface {
+		reservationBook
+		ReleaseSettled(ctx context.Context, scope string, ids ...string) error
+	}{"redis": redisBook, "memory": memBook} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			scope := "1337:token:" + randomHex(4)
 			price, balance := big.NewInt(10_000), big.NewInt(10_000)
+			// Never charged: released at once.
+			if err := book.Reserve(ctx, "void:"+scope, "v", price, balance, time.Now().Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := book.Release(ctx, "void:"+scope, "v"); err != nil {
+				t.Fatal(err)
+			}
+			if err := book.Reserve(ctx, "void:"+scope, "w", price, balance, time.Now().Add(time.Minute)); err != nil {
+				t.Fatalf("a hold released as never charged still counts: %v", err)
+			}
 			if err := book.Reserve(ctx, scope, "a", price, balance, time.Now().Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
@@ -128,10 +141,10 @@ func TestReservationsKeepAfterRelease(t *testing.T) {
 			if err := book.Reserve(ctx, "short:"+scope, "s", price, balance, time.Now().Add(100*time.Millisecond)); err != nil {
 				t.Fatal(err)
 			}
-			if err := book.Release(ctx, scope, "a"); err != nil {
+			if err := book.ReleaseSettled(ctx, scope, "a"); err != nil {
 				t.Fatal(err)
 			}
-			if err := book.Release(ctx, "short:"+scope, "s"); err != nil {
+			if err := book.ReleaseSettled(ctx, "short:"+scope, "s"); err != nil {
 				t.Fatal(err)
 			}
 			if err := book.Reserve(ctx, scope, "b", price, balance, time.Now().Add(time.Minute)); !errors.Is(err, ErrInsufficientFunds) {
@@ -143,7 +156,7 @@ func TestReservationsKeepAfterRelease(t *testing.T) {
 			}
 			time.Sleep(300 * time.Millisecond)
 			if err := book.Reserve(ctx, scope, "b", price, balance, time.Now().Add(time.Minute)); err != nil {
-				t.Fatalf("after KeepAfterRelease: %v", err)
+				t.Fatalf("after KeepSettled: %v", err)
 			}
 		})
 	}

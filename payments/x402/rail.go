@@ -55,7 +55,8 @@ type paymentBook interface {
 // moves; *ledger.Reservations (Redis) and *ledger.MemoryReservations satisfy it.
 type reserver interface {
 	Reserve(ctx context.Context, scope, id string, amount, balance *big.Int, expires time.Time) error
-	Release(ctx context.Context, scope string, ids ...string) error
+	Release(ctx context.Context, scope string, ids ...string) error        // the money never moves
+	ReleaseSettled(ctx context.Context, scope string, ids ...string) error // the money moved (or may have)
 }
 
 // remoteVerifier is a facilitator's /verify; *FacilitatorClient satisfies it.
@@ -387,15 +388,20 @@ func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
 	return nil
 }
 
-// release gives back what payments of one payer held: their money moved, or never will. A
-// failure is only logged: the reservation expires by itself, holding funds back meanwhile,
-// never letting them be spent twice.
-func (r *Rail) release(ctx context.Context, p *pendingPayment) {
+// release gives back what a payment held of its payer's balance: at once when its money never
+// moves (refused, not charged), a little later when it has moved (ReleaseSettled: a balance
+// read before the settlement may still be in use). A failure is only logged: the reservation
+// expires by itself, holding funds back meanwhile, never letting them be spent twice.
+func (r *Rail) release(ctx context.Context, p *pendingPayment, moved bool) {
 	if r.cfg.Reservations == nil {
 		return
 	}
 	v := p.Verified
-	if err := r.cfg.Reservations.Release(context.WithoutCancel(ctx), reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey()); err != nil {
+	give := r.cfg.Reservations.Release
+	if moved {
+		give = r.cfg.Reservations.ReleaseSettled
+	}
+	if err := give(context.WithoutCancel(ctx), reservationScope(v.ChainID, v.Asset, v.Payer), v.NonceKey()); err != nil {
 		r.cfg.Logger.Warn("x402: releasing a reservation", "payment", p.ID, "err", err)
 	}
 }
@@ -426,7 +432,7 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 		if err := r.queue(ctx, p); err != nil {
 			if p.Late != nil {
 				// No row exists to reconcile later: the call must not be answered as paid.
-				r.release(ctx, p)
+				r.release(ctx, p, false)
 				return nil, fmt.Errorf("x402: recording payment %s: %w", p.ID, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))
 			}
 			return nil, fmt.Errorf("x402: queueing payment %s: %w", p.ID, err)
@@ -435,7 +441,7 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	}
 	s, err := r.settler.settle(ctx, p)
 	if err != nil {
-		r.release(ctx, p) // refused: the money never moves
+		r.release(ctx, p, false) // refused, or not recorded: the money never moves
 		var refused *payments.PaymentError
 		if errors.As(err, &refused) {
 			// The 402 that answers it says so in PAYMENT-RESPONSE too (core 2.6.0 and later).
@@ -447,7 +453,7 @@ func (r *Rail) Settle(ctx context.Context, a *payments.Authorization) (*payments
 	if s.Status == payments.SettlementPending {
 		return r.pendingSettlement(p, s.TxHash), nil // it may still move: keep holding it
 	}
-	r.release(ctx, p)
+	r.release(ctx, p, true)
 	s.Header = r.responseHeader(p.Verified, SettlementResponse{Success: true, Transaction: s.TxHash, Network: p.Verified.Network, Payer: p.Verified.Payer.Hex()})
 	return s, nil
 }
@@ -491,7 +497,7 @@ func (r *Rail) Void(ctx context.Context, a *payments.Authorization, reason strin
 		_, err = r.book.Transition(ctx, p.ID, []ledger.Status{ledger.StatusVerified}, ledger.StatusNotCharged, ledger.Patch{ErrorReason: reason, JobID: jobIDOf(a)})
 	}
 	if err == nil {
-		r.release(ctx, p)
+		r.release(ctx, p, false) // not charged: the money never moves
 	}
 	return err
 }

@@ -41,7 +41,7 @@ func TestBalanceReadBeforeASettlementIsNotCountedTwice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	r := newRecoveryRig(t)
-	r.reserved.KeepAfterRelease = HoldAfterRelease
+	r.reserved.KeepSettled = HoldAfterRelease
 	payerKey, _ := crypto.GenerateKey()
 	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
 	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(50_000)))
@@ -113,5 +113,38 @@ func TestStaleBalanceIsNotReserved(t *testing.T) {
 	_, err = rail.Verify(ctx, hreq, price)
 	if !errors.Is(err, payments.ErrUnavailable) || Reason(err) != "" {
 		t.Fatalf("a balance read %s ago = %v, want ErrUnavailable (503)", balanceFreshFor+time.Second, err)
+	}
+}
+
+// TestHoldOfAPaymentNeverChargedGoesAtOnce: only a settlement's hold is kept a little past its
+// release; a payment voided (its tool failed) gives its hold back at once, so that the payer's
+// retry fits in the same balance.
+func TestHoldOfAPaymentNeverChargedGoesAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	r.reserved.KeepSettled = HoldAfterRelease // as serve configures it
+	payerKey, _ := crypto.GenerateKey()
+	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
+	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(10_000))) // one call's price
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	rail := r.rail(t, SettleBatch, r.settler)
+	hreq, price := r.paidRequest(t, rail, payerKey, time.Hour)
+	a, err := rail.Verify(ctx, hreq, price)
+	if err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	a.JobID = uuid.NewString()
+	if err := rail.Void(ctx, a, "tool_failed"); err != nil {
+		t.Fatalf("Void: %v", err)
+	}
+	hreq, price = r.paidRequest(t, rail, payerKey, time.Hour)
+	if _, err := rail.Verify(ctx, hreq, price); err != nil {
+		t.Fatalf("retry after a call that was not charged: %v", err)
 	}
 }

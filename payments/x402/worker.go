@@ -388,7 +388,9 @@ func (w *Worker) release(ctx context.Context, ps ...ledger.Payment) {
 		byScope[scope] = append(byScope[scope], p.NonceKey)
 	}
 	for scope, keys := range byScope {
-		if err := w.cfg.Reservations.Release(context.WithoutCancel(ctx), scope, keys...); err != nil {
+		// As settled: the money of most of them moved, and keeping the hold of one that did
+		// not a few seconds longer holds back only what its payer had offered.
+		if err := w.cfg.Reservations.ReleaseSettled(context.WithoutCancel(ctx), scope, keys...); err != nil {
 			w.log.Warn("x402: releasing reservations", "scope", scope, "payments", len(keys), "err", err)
 		}
 	}
