@@ -345,9 +345,9 @@ func (r *Rail) checkBacklog(ctx context.Context, v *Verified) error {
 // A hold is released once its payment's money has moved, but a balance read just before the
 // settlement, used by a reservation just after the release, would count that money twice: as
 // still in the balance and no longer held. So a reservation uses only a balance read less than
-// balanceFreshFor ago, and released holds keep counting for HoldAfterRelease, which adds the
-// lag of a node behind the one that reported the receipt: every balance a reservation can use
-// after that was read after the settlement was visible.
+// balanceFreshFor ago (an older one is read again), and settled holds keep counting for
+// HoldAfterRelease, which adds the lag of a node behind the one that reported the receipt:
+// every balance a reservation can use after that was read after the settlement was visible.
 const (
 	balanceFreshFor  = 5 * time.Second
 	HoldAfterRelease = balanceFreshFor + 5*time.Second
@@ -360,8 +360,17 @@ const (
 // (ledger.Claims.ClaimHolding).
 func (r *Rail) reserveAndClaim(ctx context.Context, v *Verified) error {
 	if v.Balance != nil && r.cfg.Now().Sub(v.ReadAfter) > balanceFreshFor {
-		// A balance this old may predate a settlement whose hold is gone by now.
-		return fmt.Errorf("x402: the payer's balance was read %s ago: %w", r.cfg.Now().Sub(v.ReadAfter).Round(time.Millisecond), payments.ErrUnavailable)
+		// A balance this old (a slow node, a slow facilitator's /verify) may predate a
+		// settlement whose hold is gone by now: read it again.
+		readAfter := r.cfg.Now()
+		bal, err := r.reader.BalanceOf(ctx, v.Asset, v.Payer)
+		if err != nil {
+			return unavailable("read the payer's balance again", err)
+		}
+		if bal.Cmp(v.Value) < 0 {
+			return refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s is below %s", bal, v.Value))
+		}
+		v.Balance, v.ReadAfter = bal, readAfter
 	}
 	expires := v.ExpiresAt()
 	var err error
