@@ -295,6 +295,7 @@ func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, erro
 		// Projections can repeat a value (select "a" and "a.b" both hold a.b), so the output is
 		// measured as it is built, against the runner's cap.
 		limitBytes, size := outputCap(ctx), datafilterOutputOverhead
+		exact := false // items counted as they will be encoded (compacted), not as sent
 		page := matched[offset:min(len(matched), offset+limit)]
 		for _, it := range page {
 			item := it.raw
@@ -305,7 +306,17 @@ func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, erro
 				}
 				item = proj
 			}
-			if size += len(item) + 1; size > limitBytes {
+			if exact {
+				size += datafilterCompactLen(item) + 1
+			} else if size += len(item) + 1; size > limitBytes {
+				// An item as sent may hold whitespace its encoding will not: count what is
+				// in the output compacted before refusing it, and so from now on.
+				exact, size = true, datafilterOutputOverhead
+				for _, prev := range append(out.Items, item) {
+					size += datafilterCompactLen(prev) + 1
+				}
+			}
+			if size > limitBytes {
 				return nil, errOutputTooLarge(limitBytes)
 			}
 			out.Items = append(out.Items, item)
@@ -313,6 +324,15 @@ func (d *DataFilter) filter(ctx context.Context, raw json.RawMessage) (any, erro
 	}
 	out.Returned = len(out.Items)
 	return out, nil
+}
+
+// datafilterCompactLen is the length of the valid JSON v without whitespace outside strings.
+func datafilterCompactLen(v []byte) int {
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil {
+		return len(v)
+	}
+	return b.Len()
 }
 
 func (d *DataFilter) conditions(where []datafilterCondArgs, anyOf [][]datafilterCondArgs) ([]datafilterCond, [][]datafilterCond, error) {

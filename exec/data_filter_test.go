@@ -365,3 +365,26 @@ func TestDataFilterSelectStopsAtOutputCap(t *testing.T) {
 		t.Errorf("a %d-byte call allocated %d MiB to produce an output refused at 1 MiB", len(args), alloc)
 	}
 }
+
+// Items sent with whitespace are measured against the output cap as they will be encoded,
+// compacted: an answer that fits is not refused for the spaces of its request.
+func TestDataFilterOutputCapCountsItemsCompacted(t *testing.T) {
+	item := "{\n    \"name\":    \"" + strings.Repeat("x", 200) + "\",\n    \"n\":    1\n" + strings.Repeat(" ", 600) + "}"
+	items := make([]string, 100)
+	for i := range items {
+		items[i] = item
+	}
+	args := json.RawMessage(`{"data": [` + strings.Join(items, ",\n") + `], "limit": 100}`)
+	reg := toolsBRegistry(t, NewDataFilter())
+	if _, err := reg.Validate("data_filter", args); err != nil {
+		t.Fatalf("args should be valid: %v", err)
+	}
+	r := NewRunner(reg, Limits{MaxOutputBytes: 48 << 10}, nil) // as sent: ~90 kB; compacted: ~23 kB
+	res, status, err := r.Run(context.Background(), Call{Tool: "data_filter", Args: args, DryRun: true, Free: true})
+	if err != nil || status != StatusCompleted {
+		t.Fatalf("status %s, err %v, result error %+v; want the 100 items", status, err, res.Error)
+	}
+	if !strings.Contains(string(res.Output), `"returned":100`) {
+		t.Fatalf("output %.200s", res.Output)
+	}
+}
