@@ -574,6 +574,14 @@ func mathcomputeChargeCall(n ast.Node) ast.Node {
 		case reflect.Slice, reflect.Array:
 			fn = mathcomputeChargeFn
 		case reflect.Interface:
+		case reflect.Int:
+			// A computed int may be a float at run time: abs(max(a, b)) takes abs's first
+			// overload, func(int) int, whatever max returns. Typed int, == would compile to
+			// expr's integer-only comparison and fail on the float; unknown, it compares
+			// numbers. A literal is what it says.
+			if _, literal := n.(*ast.IntegerNode); literal {
+				return n
+			}
 		default:
 			return n
 		}

@@ -386,3 +386,30 @@ func TestMathComputeAggregateArgumentsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestMathComputeComputedIntsCompareAsNumbers: abs of an aggregate is typed int by abs's first
+// overload even when it is a float; == and != on it compare numbers, as expr's own max and
+// min (typed float for floats) let them.
+func TestMathComputeComputedIntsCompareAsNumbers(t *testing.T) {
+	tool := NewMathCompute()
+	vars := `{"a": 1.5, "b": 2.0, "fs": [1.5, 2.5, 3.0], "xs": [1, 2, 3]}`
+	for _, c := range []struct{ e, want string }{
+		{"abs(max(a, b) - 2) == 0", "true"},
+		{"abs(min(a, b)) != 1", "true"},
+		{"abs(max(1.5, 2.5)) == 2", "false"},
+		{"abs(sum(fs)) == 7", "true"},
+		{"abs(mean(xs)) == 2", "true"},
+		{"abs(max(fs)) == 3", "true"},
+		{"sum(fs) % 2 == 1", "true"},
+		{"abs(-3) == 3", "true"},
+	} {
+		out, err := tool.Run(context.Background(), json.RawMessage(`{"expression": `+toolsBQuote(c.e)+`, "variables": `+vars+`}`))
+		if err != nil {
+			t.Errorf("%s: %v (want %s)", c.e, err, c.want)
+			continue
+		}
+		if got := string(out.(MathComputeOutput).Result); got != c.want {
+			t.Errorf("%s = %s, want %s", c.e, got, c.want)
+		}
+	}
+}

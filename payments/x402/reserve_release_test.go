@@ -162,3 +162,34 @@ func TestHoldOfAPaymentNeverChargedGoesAtOnce(t *testing.T) {
 		t.Fatalf("retry after a call that was not charged: %v", err)
 	}
 }
+
+// TestAbandonedPaymentHoldGoesAtOnce: the reconciler closing a payment whose call never
+// completed gives its hold back at once too: its money never moves.
+func TestAbandonedPaymentHoldGoesAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	r.reserved.KeepSettled = HoldAfterRelease // as serve configures it
+	payerKey, _ := crypto.GenerateKey()
+	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
+	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(10_000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	rail := r.rail(t, SettleSync, r.settler) // sync: the payment is recorded verified before its call
+	hreq, price := r.paidRequest(t, rail, payerKey, time.Hour)
+	if _, err := rail.Verify(ctx, hreq, price); err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := r.worker.Reconcile(ctx); err != nil { // the rig's worker waits 1 ns: the call died
+		t.Fatalf("Reconcile: %v", err)
+	}
+	hreq, price = r.paidRequest(t, rail, payerKey, time.Hour)
+	if _, err := rail.Verify(ctx, hreq, price); err != nil {
+		t.Fatalf("retry after a payment closed not charged: %v", err)
+	}
+}

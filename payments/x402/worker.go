@@ -335,6 +335,7 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 	// by another transaction is settled by it (failUnlessUsed). A move the ledger refuses for a
 	// member that is not final is an error, for reconciliation to finish.
 	errs := make([]error, len(ps))
+	settled := make([]bool, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
 		var k [52]byte
@@ -359,22 +360,29 @@ func (w *Worker) recordBatch(ctx context.Context, ps []ledger.Payment, auths []c
 				}
 			}
 			errs[i] = recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch)
+			settled[i] = to == ledger.StatusSettled
 		})
 	}
 	wg.Wait()
-	var done []ledger.Payment
+	var moved, never []ledger.Payment
 	for i, p := range ps {
-		if errs[i] == nil {
-			done = append(done, p)
+		switch {
+		case errs[i] != nil:
+		case settled[i]:
+			moved = append(moved, p)
+		default:
+			never = append(never, p)
 		}
 	}
-	w.release(ctx, done...) // settled (the balance shows it now) or failed (it never moves)
+	w.release(ctx, true, moved...)
+	w.release(ctx, false, never...)
 	return errors.Join(errs...)
 }
 
-// release gives back what ps held of their payers' balances, one call per payer; a failure is
-// only logged, the reservation expires by itself.
-func (w *Worker) release(ctx context.Context, ps ...ledger.Payment) {
+// release gives back what ps held of their payers' balances, one call per payer: a little
+// later when their money moved (ReleaseSettled), at once when it never will. A failure is only
+// logged, the reservation expires by itself.
+func (w *Worker) release(ctx context.Context, moved bool, ps ...ledger.Payment) {
 	if w.cfg.Reservations == nil {
 		return
 	}
@@ -387,10 +395,12 @@ func (w *Worker) release(ctx context.Context, ps ...ledger.Payment) {
 		scope := reservationScope(chainID, common.HexToAddress(p.Asset), common.HexToAddress(p.Payer))
 		byScope[scope] = append(byScope[scope], p.NonceKey)
 	}
+	give := w.cfg.Reservations.Release
+	if moved {
+		give = w.cfg.Reservations.ReleaseSettled
+	}
 	for scope, keys := range byScope {
-		// As settled: the money of most of them moved, and keeping the hold of one that did
-		// not a few seconds longer holds back only what its payer had offered.
-		if err := w.cfg.Reservations.ReleaseSettled(context.WithoutCancel(ctx), scope, keys...); err != nil {
+		if err := give(context.WithoutCancel(ctx), scope, keys...); err != nil {
 			w.log.Warn("x402: releasing reservations", "scope", scope, "payments", len(keys), "err", err)
 		}
 	}
@@ -403,7 +413,7 @@ func (w *Worker) releaseIfFinal(ctx context.Context, p ledger.Payment) {
 		return
 	}
 	if cur, err := w.recovery.Get(ctx, p.ID); err == nil && cur.Status.Terminal() {
-		w.release(ctx, p)
+		w.release(ctx, cur.Status == ledger.StatusSettled, p)
 	}
 }
 
@@ -428,7 +438,7 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 			if err != nil && !errors.Is(err, ledger.ErrConflict) {
 				errs = append(errs, err)
 			} else if err == nil {
-				w.release(ctx, p)
+				w.release(ctx, false, p) // abandoned: its money never moves
 			}
 		case p.Status == ledger.StatusSettling || (p.Status == ledger.StatusPending && len(p.RawTx) == 0 && p.BatchID == uuid.Nil):
 			// Handed to a facilitator: no transaction of ours to re-broadcast.
@@ -500,7 +510,7 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 	if err := recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch); err != nil {
 		return err
 	}
-	w.release(ctx, p) // settled (the balance shows it now) or failed (it never moves)
+	w.release(ctx, to == ledger.StatusSettled, p)
 	return nil
 }
 
@@ -525,7 +535,7 @@ func (w *Worker) settleUsed(ctx context.Context, p ledger.Payment, a chain.Autho
 	if err := recordOutcome(ctx, w.recovery, w.log, p.ID, p.TxHash, inFlight, to, patch); err != nil {
 		return false, err
 	}
-	w.release(ctx, p)
+	w.release(ctx, to == ledger.StatusSettled, p)
 	return true, nil
 }
 
