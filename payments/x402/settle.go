@@ -92,6 +92,11 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		if recorded == "" {
 			_, err = s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusSubmitted,
 				ledger.Patch{JobID: jobID, TxHash: tx.Hash().Hex(), RawTx: raw, Attempt: true})
+			if err != nil && s.recordedAnyway(ctx, pid, tx.Hash().Hex()) {
+				// The write committed and its answer was lost: recovery would broadcast these
+				// bytes anyway, so refusing the call now would charge it without its result.
+				err = nil
+			}
 		} else {
 			// The sender signs again only after the node refused the recorded transaction as
 			// "nonce too low": that one can never be mined, so this one takes its place.
@@ -144,6 +149,13 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return deferSettlement(ctx, s.book, pid, jobID)
 	}
 	return s.await(ctx, pid, a, hash)
+}
+
+// recordedAnyway reports whether payment pid is recorded submitted with transaction hash,
+// read back after a write that reported an error (a timeout may come after the commit).
+func (s *ChainSettler) recordedAnyway(ctx context.Context, pid uuid.UUID, hash string) bool {
+	p, err := s.book.Get(context.WithoutCancel(ctx), pid)
+	return err == nil && p.Status == ledger.StatusSubmitted && p.TxHash == hash
 }
 
 // deferSettlement queues a verified payment whose settlement could not start now (Postgres

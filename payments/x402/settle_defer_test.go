@@ -3,11 +3,13 @@ package x402
 import (
 	"context"
 	"errors"
+	"math/big"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/google/uuid"
 
 	"github.com/secureexec/secureexec/chain"
 	"github.com/secureexec/secureexec/payments"
@@ -82,5 +84,44 @@ func TestSettleOfAPaymentClosedWhileItsCallRan(t *testing.T) {
 			t.Errorf("deferring %v: payTo's balance moved", deferring)
 		}
 		cancel()
+	}
+}
+
+// lostCommit is a ledger whose move to submitted commits and then reports an error, as a
+// write whose answer was lost.
+type lostCommit struct{ *ledger.Memory }
+
+func (l lostCommit) Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error) {
+	p, err := l.Memory.Transition(ctx, id, from, to, patch)
+	if err == nil && to == ledger.StatusSubmitted {
+		return ledger.Payment{}, errors.New("ledger: write payment: timeout: the answer was lost")
+	}
+	return p, err
+}
+
+// A settlement whose record committed but whose answer was lost goes on (recovery would send
+// the recorded bytes anyway): the call is answered and paid, not refused and charged later.
+func TestSettlementRecordedDespiteALostAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	book := lostCommit{r.book}
+	settler := NewChainSettler(book, r.sender, r.net.Asset, 10*time.Second, nil)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleSync, Reservations: r.reserved},
+		NewRPCReader(r.dev.Client(), 3*time.Second), r.book, book, settler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.verify(t, rail)
+	before := r.balance(t)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementSettled {
+		t.Fatalf("Settle = %+v, %v; want settled (the record committed)", st, err)
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Int64() != 10_000 {
+		t.Fatalf("payTo gained %v, want the price once", gained)
+	}
+	if s := r.status(t, a); s != ledger.StatusSettled {
+		t.Fatalf("status %s, want settled", s)
 	}
 }
