@@ -41,15 +41,7 @@ func TestBalanceReadBeforeASettlementIsNotCountedTwice(t *testing.T) {
 	defer cancel()
 	r := newRecoveryRig(t)
 	r.reserved.KeepSettled = HoldAfterRelease
-	payerKey, _ := crypto.GenerateKey()
-	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
-	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(50_000)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	payerKey := r.fundedPayer(t, ctx, 50_000)
 	reader := &slowBalance{RPCReader: NewRPCReader(r.dev.Client(), 3*time.Second), read: make(chan struct{}), release: make(chan struct{})}
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved}, reader, r.book, r.book, r.settler)
 	if err != nil {
@@ -138,15 +130,7 @@ func TestHoldOfAPaymentNeverChargedGoesAtOnce(t *testing.T) {
 	defer cancel()
 	r := newRecoveryRig(t)
 	r.reserved.KeepSettled = HoldAfterRelease // as serve configures it
-	payerKey, _ := crypto.GenerateKey()
-	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
-	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(10_000))) // one call's price
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	payerKey := r.fundedPayer(t, ctx, 10_000)
 	rail := r.rail(t, SettleBatch, r.settler)
 	hreq, price := r.paidRequest(t, rail, payerKey, time.Hour)
 	a, err := rail.Verify(ctx, hreq, price)
@@ -170,15 +154,7 @@ func TestAbandonedPaymentHoldGoesAtOnce(t *testing.T) {
 	defer cancel()
 	r := newRecoveryRig(t)
 	r.reserved.KeepSettled = HoldAfterRelease // as serve configures it
-	payerKey, _ := crypto.GenerateKey()
-	payer := crypto.PubkeyToAddress(payerKey.PublicKey)
-	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(payer, big.NewInt(10_000)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	payerKey := r.fundedPayer(t, ctx, 10_000)
 	rail := r.rail(t, SettleSync, r.settler) // sync: the payment is recorded verified before its call
 	hreq, price := r.paidRequest(t, rail, payerKey, time.Hour)
 	if _, err := rail.Verify(ctx, hreq, price); err != nil {
@@ -192,4 +168,18 @@ func TestAbandonedPaymentHoldGoesAtOnce(t *testing.T) {
 	if _, err := rail.Verify(ctx, hreq, price); err != nil {
 		t.Fatalf("retry after a payment closed not charged: %v", err)
 	}
+}
+
+// fundedPayer is a new payer holding amount of the rig's token.
+func (r *recoveryRig) fundedPayer(t *testing.T, ctx context.Context, amount int64) *ecdsa.PrivateKey {
+	t.Helper()
+	key, _ := crypto.GenerateKey()
+	h, err := r.sender.Send(ctx, r.net.Asset, chain.PackMint(crypto.PubkeyToAddress(key.PublicKey), big.NewInt(amount)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sender.WaitReceipt(ctx, h, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
