@@ -150,6 +150,9 @@ func TestTransitionTable(t *testing.T) {
 			t.Run(fmt.Sprintf("%s->%s", from, to), func(t *testing.T) {
 				p := driveTo(t, l, from)
 				patch := patchFor(to)
+				if to == StatusSettled && (from == StatusVerified || from == StatusQueued) {
+					patch.TxHash = "0x" + randomHex(32) // settled by a transaction not ours
+				}
 				got, err := l.Transition(ctx, p.ID, []Status{from}, to, patch)
 				if !want {
 					if !errors.Is(err, ErrIllegalTransition) {
@@ -191,8 +194,8 @@ func TestTransitionTable(t *testing.T) {
 			}
 		}
 	}
-	if legal != 16 {
-		t.Fatalf("%d legal edges, want the 16 of the state machine", legal)
+	if legal != 18 {
+		t.Fatalf("%d legal edges, want the 18 of the state machine", legal)
 	}
 }
 
@@ -207,11 +210,20 @@ func TestTransitionsMatchTrigger(t *testing.T) {
 		for _, to := range AllStatuses {
 			p := driveTo(t, l, from)
 			_, err := pool.Exec(ctx, `UPDATE payments SET status = $2, settled_at = now(), error_reason = 'x',
-				raw_tx = COALESCE(raw_tx, '\x01'::bytea) WHERE id = $1::uuid`, p.ID.String(), string(to))
+				raw_tx = COALESCE(raw_tx, '\x01'::bytea), tx_hash = COALESCE(tx_hash, '0xmoved') WHERE id = $1::uuid`, p.ID.String(), string(to))
 			if ok := err == nil; ok != (CanTransition(from, to) || from == to) {
 				t.Errorf("trigger %s -> %s: err %v; Go says legal=%v", from, to, err, CanTransition(from, to))
 			}
 		}
+	}
+	// Settled straight from verified only with the transaction that moved the money, on both
+	// sides.
+	v := driveTo(t, l, StatusVerified)
+	if _, err := pool.Exec(ctx, `UPDATE payments SET status = 'settled' WHERE id = $1::uuid`, v.ID.String()); err == nil {
+		t.Error("trigger: verified -> settled with no transaction was allowed")
+	}
+	if _, err := l.Transition(ctx, v.ID, []Status{StatusVerified}, StatusSettled, Patch{}); err == nil {
+		t.Error("Go: verified -> settled with no transaction was allowed")
 	}
 	// A payment starts where Go says it may (entryStatuses), and its identity and signed
 	// transaction never change.

@@ -50,8 +50,11 @@ func TestMemoryStateMachine(t *testing.T) {
 	if err := m.Create(ctx, memPayment("n1")); !errors.Is(err, ErrNonceUsed) {
 		t.Fatalf("a second payment with the same nonce key: %v", err)
 	}
-	if _, err := m.Transition(ctx, p.ID, []Status{StatusVerified}, StatusSettled, Patch{}); !errors.Is(err, ErrIllegalTransition) {
-		t.Fatalf("verified -> settled must be illegal: %v", err)
+	if _, err := m.Transition(ctx, p.ID, []Status{StatusVerified}, StatusPending, Patch{TxHash: "0x01"}); !errors.Is(err, ErrIllegalTransition) {
+		t.Fatalf("verified -> pending must be illegal: %v", err)
+	}
+	if _, err := m.Transition(ctx, p.ID, []Status{StatusVerified}, StatusSettled, Patch{}); err == nil {
+		t.Fatal("verified -> settled without the transaction that moved the money must be refused")
 	}
 	if _, err := m.Transition(ctx, p.ID, []Status{StatusVerified}, StatusQueued, Patch{}); err != nil {
 		t.Fatal(err)

@@ -35,8 +35,10 @@ const (
 // transitions is the state machine: from -> the statuses it may move to. migrations/
 // 002_payments.sql enforces the same edges in a trigger (TestTransitionsMatchTrigger).
 var transitions = map[Status][]Status{
-	StatusVerified:  {StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling},
-	StatusQueued:    {StatusSubmitted, StatusSettling, StatusNotCharged}, // not charged: the token refused it before broadcast
+	// settled straight from verified or queued: by a transaction not ours, which used the
+	// authorization before our first send (migrations/009); it must name that transaction.
+	StatusVerified:  {StatusNotCharged, StatusQueued, StatusSubmitted, StatusSettling, StatusSettled},
+	StatusQueued:    {StatusSubmitted, StatusSettling, StatusNotCharged, StatusSettled}, // not charged: the token refused it before broadcast
 	StatusSubmitted: {StatusSettled, StatusPending, StatusFailed},
 	StatusSettling:  {StatusSettled, StatusPending, StatusFailed, StatusNotCharged}, // not charged: refused, nothing sent
 	StatusPending:   {StatusSettled, StatusFailed},
@@ -92,6 +94,12 @@ func checkTransition(from []Status, to Status, patch Patch) error {
 	case StatusFailed:
 		if patch.ErrorReason == "" {
 			return invalid("a move to failed needs an ErrorReason")
+		}
+	case StatusSettled:
+		for _, f := range from {
+			if (f == StatusVerified || f == StatusQueued) && patch.TxHash == "" {
+				return invalid("a move from %s to settled needs the transaction that moved the money (TxHash)", f)
+			}
 		}
 	}
 	return nil

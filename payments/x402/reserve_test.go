@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
@@ -187,15 +188,24 @@ func TestRefusalsSayWhyInTheOffer(t *testing.T) {
 		}
 	}
 
-	// The payer spends the authorization on chain between verify and settle.
+	// The payer moves its whole balance away between verify and settle. (Had it spent the
+	// authorization itself, the money would have reached payTo: that settles the payment,
+	// TestFirstSendFindsTheAuthorizationUsedByAnother.)
 	a := r.verify(t, rail)
-	data, err := chain.PackTransferWithAuthorization(a.State.(*pendingPayment).Auth)
+	payer := crypto.PubkeyToAddress(r.payer.PublicKey)
+	bal, err := chain.TokenBalance(ctx, r.dev.Client(), r.net.Asset, payer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := r.sender.Send(ctx, r.net.Asset, data)
+	payerSender, err := chain.NewSender(r.dev.Client(), r.payer, r.dev.ChainID(), chain.SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transfer := append(common.FromHex("0xa9059cbb"), common.LeftPadBytes(r.dev.Accounts()[4].Address.Bytes(), 32)...) // transfer(address,uint256)
+	transfer = append(transfer, common.LeftPadBytes(bal.Bytes(), 32)...)
+	h, err := payerSender.Send(ctx, r.net.Asset, transfer)
 	if err == nil {
-		_, err = r.sender.WaitReceipt(ctx, h, 10*time.Millisecond)
+		_, err = payerSender.WaitReceipt(ctx, h, 10*time.Millisecond)
 	}
 	if err != nil {
 		t.Fatal(err)

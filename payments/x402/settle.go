@@ -126,8 +126,14 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return nil, refuse(reason, "the token refused the authorization at settlement: "+chain.RevertReason(err))
 	case errors.Is(err, chain.ErrExecutionReverted):
 		// The token refuses the authorization (spent, expired, cancelled, moved funds): it
-		// can never settle, and nothing was broadcast, so nothing was charged.
+		// can never settle, and nothing was broadcast, so nothing was charged by us. But the
+		// payer, or anyone holding the payment header, may have sent it to the token first:
+		// when the chain shows the transaction that used it moving the price to payTo, that
+		// transaction settles the payment, and the call was paid.
 		reason := settleReason(chain.RevertReason(err))
+		if st, ok := s.settledByAnother(ctx, pid, jobID, a, reason); ok {
+			return st, nil
+		}
 		if _, terr := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusNotCharged,
 			ledger.Patch{JobID: jobID, ErrorReason: reason}); terr != nil {
 			s.log.Error("x402: recording a failed settlement", "payment", pid, "err", terr)
@@ -149,6 +155,23 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 		return deferSettlement(ctx, s.book, pid, jobID)
 	}
 	return s.await(ctx, pid, a, hash)
+}
+
+// settledByAnother records payment pid settled by the transaction the chain shows used its
+// authorization, when that transaction moved the price to payTo; ok reports it did. Anything
+// else (unused, canceled, no chain to ask, the ledger refusing) leaves the payment as it was.
+func (s *ChainSettler) settledByAnother(ctx context.Context, pid, jobID uuid.UUID, a chain.Authorization, reason string) (*payments.Settlement, bool) {
+	to, patch, err := failUnlessUsed(ctx, finderOf(s.sender, s.token), s.token, a, ledger.Patch{ErrorReason: reason})
+	if err != nil || to != ledger.StatusSettled {
+		return nil, false
+	}
+	patch.JobID = jobID
+	if _, err := s.book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified, ledger.StatusQueued}, ledger.StatusSettled, patch); err != nil {
+		s.log.Error("x402: recording a payment settled by another transaction", "payment", pid, "tx", patch.TxHash, "err", err)
+		return nil, false
+	}
+	s.log.Warn("x402: a payment's authorization was used by another transaction before ours; it settled the payment", "payment", pid, "tx", patch.TxHash)
+	return &payments.Settlement{Status: payments.SettlementSettled, ID: pid.String(), TxHash: patch.TxHash, Reference: pid.String()}, true
 }
 
 // recordedAnyway reports whether payment pid is recorded submitted with transaction hash,

@@ -125,3 +125,26 @@ func TestSettlementRecordedDespiteALostAnswer(t *testing.T) {
 		t.Fatalf("status %s, want settled", s)
 	}
 }
+
+// The payer (or anyone holding the payment header) sends the authorization to the token before
+// our first send: the money reached payTo by that transaction, so it settles the payment and
+// the call is answered as paid, not refused as "nonce already used".
+func TestFirstSendFindsTheAuthorizationUsedByAnother(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	rail := r.rail(t, SettleSync, r.settler)
+	a := r.verify(t, rail)
+	before := r.balance(t)
+	h := r.useDirectly(t, ctx, a)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementSettled || st.TxHash != h.Hex() {
+		t.Fatalf("Settle = %+v, %v; want settled by %s", st, err, h.Hex())
+	}
+	if s := r.status(t, a); s != ledger.StatusSettled {
+		t.Fatalf("status %s, want settled", s)
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Int64() != 10_000 {
+		t.Fatalf("payTo gained %v, want the price once", gained)
+	}
+}
