@@ -26,6 +26,10 @@ var (
 	ErrNoBaseFee = errors.New("chain_without_base_fee")
 	// ErrFeeCapExceeded means the computed max fee per gas is above the configured cap.
 	ErrFeeCapExceeded = errors.New("fee_cap_exceeded")
+	// ErrNonceTaken means a replacement found the nonce of the transaction it was to replace
+	// already mined (that transaction, or another of the key's): nothing was signed at another
+	// nonce, and the caller reads the receipts of what it had sent.
+	ErrNonceTaken = errors.New("nonce_taken")
 )
 
 // RevertReason returns the Error(string) message carried by a node's "execution reverted"

@@ -224,19 +224,11 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, gas 
 		gas = est + est*s.marginPct/100
 	}
 
-	select {
-	case s.lock <- struct{}{}:
-	case <-ctx.Done():
-		return common.Hash{}, fmt.Errorf("chain: waiting to send: %w", ctx.Err())
+	unlock, err := s.acquire(ctx)
+	if err != nil {
+		return common.Hash{}, err
 	}
-	defer func() { <-s.lock }()
-	if s.sharedLock != nil {
-		unlock, err := s.sharedLock(ctx)
-		if err != nil {
-			return common.Hash{}, fmt.Errorf("chain: taking the shared send lock: %w", err)
-		}
-		defer unlock()
-	}
+	defer unlock()
 	// Ask the node every time: a cached nonce goes stale whenever anything else sends with
 	// this key (another replica, a recovery re-broadcast), and a stale nonce makes a
 	// persisted send sign a second transaction for the same payment.
@@ -290,26 +282,54 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, gas 
 	}
 }
 
+// acquire takes the send lock (and the shared one, when configured): every sign-and-broadcast
+// of the key happens under it, so nonces reach the node in order.
+func (s *Sender) acquire(ctx context.Context) (unlock func(), err error) {
+	select {
+	case s.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("chain: waiting to send: %w", ctx.Err())
+	}
+	if s.sharedLock == nil {
+		return func() { <-s.lock }, nil
+	}
+	shared, err := s.sharedLock(ctx)
+	if err != nil {
+		<-s.lock
+		return nil, fmt.Errorf("chain: taking the shared send lock: %w", err)
+	}
+	return func() { shared(); <-s.lock }, nil
+}
+
 // fees prices an EIP-1559 transaction: the node's suggested tip, and a cap of twice the head's
 // base fee plus the tip, which survives six full blocks of base-fee growth. It also returns the
 // head's gas limit, the most gas one transaction can be given.
 func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, blockGas uint64, err error) {
-	tip, err = s.backend.SuggestGasTipCap(ctx)
+	tip, head, err := s.market(ctx)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("chain: suggest gas tip: %w", err)
-	}
-	head, err := s.backend.HeaderByNumber(ctx, nil)
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("chain: head header: %w", err)
-	}
-	if head.BaseFee == nil {
-		return nil, nil, 0, fmt.Errorf("chain: head %d: %w", head.Number, ErrNoBaseFee)
+		return nil, nil, 0, err
 	}
 	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
 	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
 		return nil, nil, 0, fmt.Errorf("chain: max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
 	}
 	return tip, feeCap, head.GasLimit, nil
+}
+
+// market reads what the node asks now: its suggested tip, and the head, whose base fee is set.
+func (s *Sender) market(ctx context.Context) (tip *big.Int, head *types.Header, err error) {
+	tip, err = s.backend.SuggestGasTipCap(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chain: suggest gas tip: %w", err)
+	}
+	head, err = s.backend.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chain: head header: %w", err)
+	}
+	if head.BaseFee == nil {
+		return nil, nil, fmt.Errorf("chain: head %d: %w", head.Number, ErrNoBaseFee)
+	}
+	return tip, head, nil
 }
 
 // isNonceStale matches geth's and anvil's rejections of a nonce that is already taken.
