@@ -26,6 +26,10 @@ var (
 	ErrNoBaseFee = errors.New("chain_without_base_fee")
 	// ErrFeeCapExceeded means the computed max fee per gas is above the configured cap.
 	ErrFeeCapExceeded = errors.New("fee_cap_exceeded")
+	// ErrUnderpriced means the node refused a signed transaction because its fee cap is below
+	// the base fee: the market outbid it, and it waits for a block that is cheap enough, or
+	// for Sender.Replace.
+	ErrUnderpriced = errors.New("transaction_underpriced")
 	// ErrNonceTaken means a replacement found the nonce of the transaction it was to replace
 	// already mined (that transaction, or another of the key's): nothing was signed at another
 	// nonce, and the caller reads the receipts of what it had sent.

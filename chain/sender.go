@@ -151,7 +151,8 @@ func (s *Sender) SendPersisted(ctx context.Context, to common.Address, data []by
 // Rebroadcast sends an already signed transaction again (recovery after a crash). A
 // transaction the node already knows, or whose nonce is already used, is not an error: the
 // caller looks for its receipt next. One whose nonce is used and whose receipt cannot be found
-// for ReceiptLag is ErrTxDead: another transaction took its nonce.
+// for ReceiptLag is ErrTxDead: another transaction took its nonce. One whose fee cap the base
+// fee outgrew is ErrUnderpriced: Replace it.
 func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error) {
 	var tx types.Transaction
 	if err := tx.UnmarshalBinary(raw); err != nil {
@@ -171,6 +172,8 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 		return tx.Hash(), nil // mined (the caller reads the receipt), or the node cannot say now
 	case isNonceStale(err):
 		return tx.Hash(), nil // another pending transaction holds the nonce: wait and see
+	case isFeeCapTooLow(err):
+		return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w: %w", tx.Hash().Hex(), ErrUnderpriced, err)
 	default:
 		return tx.Hash(), fmt.Errorf("chain: rebroadcast %s: %w", tx.Hash().Hex(), err)
 	}
@@ -342,6 +345,12 @@ func isNonceStale(err error) bool {
 // be mined.
 func isNonceTooLow(err error) bool {
 	return strings.Contains(strings.ToLower(err.Error()), "nonce too low")
+}
+
+// isFeeCapTooLow matches geth's and anvil's refusal of a transaction whose fee cap is below
+// the base fee it would be mined at.
+func isFeeCapTooLow(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "max fee per gas less than block base fee")
 }
 
 // isAlreadyKnown matches a resubmission of a transaction the pool already holds.

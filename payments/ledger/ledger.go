@@ -519,9 +519,11 @@ func checkReference(status Status, ref string, payload json.RawMessage) error {
 
 // ReplaceTx records raw (hash) as the settlement transaction of a submitted or pending payment
 // in place of deadHash, which must be its recorded transaction, and keeps deadHash in the
-// row's replaced_txs. Call it only for a transaction that can never be mined: the node refused
-// it as "nonce too low" (another transaction of the settlement key took its nonce) and no
-// receipt of it exists. The status stays; the trigger allows no other change of a recorded
+// row's replaced_txs. Call it for a transaction that can never be mined (the node refused it
+// as "nonce too low": another transaction of the settlement key took its nonce, and no
+// receipt of it exists), or for one the market outbid, whose successor signed at its nonce
+// competes with it (chain.Sender.Replace): at most one of the two is mined, and recovery
+// records whichever the chain shows used the authorization. The status stays; the trigger allows no other change of a recorded
 // transaction. A payment whose transaction is no longer deadHash is ErrConflict. It needs
 // Postgres: unreachable is ErrUnavailable.
 func (l *Ledger) ReplaceTx(ctx context.Context, id uuid.UUID, deadHash string, raw []byte, hash string) (Payment, error) {

@@ -18,11 +18,14 @@ import (
 )
 
 // TxSender is what settlement needs from a chain: sign and persist before broadcast, wait
-// for the receipt, and re-broadcast after a crash. *chain.Sender satisfies it.
+// for the receipt, re-broadcast after a crash, and sign again at its nonce a transaction the
+// market outbid. *chain.Sender satisfies it.
 type TxSender interface {
 	SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error)
 	WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error)
 	Rebroadcast(ctx context.Context, raw []byte) (common.Hash, error)
+	Outbid(ctx context.Context, raw []byte) (bool, error)
+	Replace(ctx context.Context, raw []byte, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error)
 }
 
 // settlementBook is the payment book of a settler that signs: it may also replace a dead
@@ -74,6 +77,26 @@ func (s *ChainSettler) settle(ctx context.Context, p *pendingPayment) (*payments
 // still ours to settle, once.
 func (s *ChainSettler) resend(ctx context.Context, p ledger.Payment, a chain.Authorization) (*payments.Settlement, error) {
 	return s.send(ctx, p.ID, uuid.Nil, a, p.TxHash)
+}
+
+// replace signs again, at its nonce and with fees that win, the recorded transaction of a
+// submitted or pending payment p that the market outbid, and records the successor in its
+// place (the recorded one kept in replaced_txs). The two compete for one nonce, so at most one
+// is mined: recovery waits for the successor, and when the node calls it dead the chain's
+// record of the authorization's use names the one that was.
+func (s *ChainSettler) replace(ctx context.Context, p ledger.Payment, a chain.Authorization) (common.Hash, error) {
+	data, err := chain.PackTransferWithAuthorization(a)
+	if err != nil {
+		return common.Hash{}, fmt.Errorf("x402: packing the transfer: %w", err)
+	}
+	return s.sender.Replace(ctx, p.RawTx, s.token, data, 0, func(tx *types.Transaction) error {
+		raw, err := tx.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		_, err = s.book.ReplaceTx(ctx, p.ID, p.TxHash, raw, tx.Hash().Hex())
+		return err
+	})
 }
 
 // send signs, records and broadcasts transferWithAuthorization for payment pid. dead is the

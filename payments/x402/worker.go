@@ -237,12 +237,14 @@ func (w *Worker) SettleBatch(ctx context.Context) (int, error) {
 	if err != nil || len(ps) == 0 {
 		return 0, err
 	}
-	return len(ps), w.sendBatch(ctx, batchID, ps)
+	return len(ps), w.sendBatch(ctx, batchID, ps, nil)
 }
 
 // sendBatch signs, records and broadcasts the batch transaction for payments already moved
-// to submitted under batchID, then records each one's outcome.
-func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.Payment) error {
+// to submitted under batchID, then records each one's outcome. With outbid set (the signed
+// transaction of an earlier batch of theirs, which the market outbid), it signs at outbid's
+// nonce, with fees that win, so that the two compete for one nonce and at most one is mined.
+func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.Payment, outbid []byte) error {
 	auths := make([]chain.Authorization, 0, len(ps))
 	for _, p := range ps {
 		a, err := authorizationOf(p)
@@ -255,25 +257,41 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 	if err != nil {
 		return err
 	}
-	hash, err := w.sender.SendPersisted(ctx, w.cfg.Batcher, data, w.gas.limit(len(ps)), func(tx *types.Transaction) error {
-		raw, err := tx.MarshalBinary()
-		if err != nil {
+	var raw []byte
+	persist := func(tx *types.Transaction) (err error) {
+		if raw, err = tx.MarshalBinary(); err != nil {
 			return err
 		}
 		return w.batches.RecordBatchTx(ctx, batchID, raw, tx.Hash().Hex())
-	})
+	}
+	var hash common.Hash
+	if outbid == nil {
+		hash, err = w.sender.SendPersisted(ctx, w.cfg.Batcher, data, w.gas.limit(len(ps)), persist)
+	} else {
+		hash, err = w.sender.Replace(ctx, outbid, w.cfg.Batcher, data, 0, persist)
+	}
 	if err != nil {
 		// Nothing broadcast, or unknown: the members stay submitted under a batch with or
-		// without a recorded transaction, and recovery finishes them.
+		// without a recorded transaction, and recovery finishes them. A replacement whose
+		// nonce was taken meanwhile (chain.ErrNonceTaken) is dead: recovery then finds the
+		// transaction that used the authorizations.
 		return fmt.Errorf("x402: batch %s: %w", batchID, err)
 	}
-	return w.awaitBatch(ctx, batchID, hash, ps, auths)
+	// A replacement is not replaced again in the same pass: if the market outruns it too,
+	// the next pass of recovery outbids it.
+	return w.awaitBatch(ctx, batchID, hash, raw, outbid == nil, ps, auths)
 }
 
-func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.Hash, ps []ledger.Payment, auths []chain.Authorization) error {
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReceiptTimeout)
-	defer cancel()
-	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
+// awaitBatch waits for the receipt of batch batchID's transaction hash (signed as raw) and
+// records its members' outcomes. A receipt that does not come leaves them pending, unless the
+// market outbid the transaction and mayReplace: then its members are settled by a successor
+// at its nonce (replaceOutbid).
+func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.Hash, raw []byte, mayReplace bool, ps []ledger.Payment, auths []chain.Authorization) error {
+	receipt, err := w.waitReceipt(ctx, hash)
+	if err != nil && mayReplace && w.outbid(ctx, raw, err) {
+		w.log.Warn("x402: batch transaction outbid by the market; settling its payments at its nonce with higher fees", "batch", batchID, "tx", hash.Hex())
+		return w.resettle(ctx, batchID, raw)
+	}
 	if err != nil {
 		_, terr := w.batches.TransitionBatch(context.WithoutCancel(ctx), batchID, []ledger.Status{ledger.StatusSubmitted}, ledger.StatusPending, ledger.Patch{TxHash: hash.Hex()})
 		errs := []error{fmt.Errorf("x402: batch %s receipt: %w", batchID, err), terr}
@@ -305,7 +323,7 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 		w.gas.forget()
 		w.log.Warn("x402: batch transaction reverted; settling its payments in a new batch", "batch", batchID, "tx", hash.Hex(),
 			"gas_used", receipt.GasUsed)
-		return w.resettle(ctx, batchID)
+		return w.resettle(ctx, batchID, nil)
 	}
 	w.gas.learn(receipt.GasUsed, len(ps))
 	return w.recordBatch(ctx, ps, auths, receipt)
@@ -484,12 +502,25 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 		w.releaseIfFinal(ctx, p)
 		return ignoreRefusal(err)
 	}
-	if err != nil {
+	outbid := errors.Is(err, chain.ErrUnderpriced) // the node refuses it now: the base fee outgrew it
+	if err != nil && !outbid {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReceiptTimeout)
-	defer cancel()
-	receipt, err := w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
+	var receipt *types.Receipt
+	if !outbid {
+		receipt, err = w.waitReceipt(ctx, hash)
+		outbid = err != nil && w.outbid(ctx, p.RawTx, err)
+	}
+	if outbid {
+		w.log.Warn("x402: settlement transaction outbid by the market; signing it again at its nonce with higher fees", "payment", p.ID, "tx", p.TxHash)
+		if hash, err = w.settler.replace(ctx, p, a); err != nil {
+			// Nothing broadcast, or the nonce taken meanwhile: the next pass reads what the
+			// ledger recorded (the successor, or still the first) and goes on from there.
+			return fmt.Errorf("x402: payment %s: replacing outbid transaction %s: %w", p.ID, p.TxHash, err)
+		}
+		p.TxHash = hash.Hex()
+		receipt, err = w.waitReceipt(ctx, hash)
+	}
 	if err != nil {
 		// Still no receipt: pending, and touched, so that the next pass reads other stuck
 		// payments first instead of waiting on the same page again.
@@ -541,11 +572,13 @@ func (w *Worker) settleUsed(ctx context.Context, p ledger.Payment, a chain.Autho
 
 // resettle settles in a new batch the unfinished members of batch from, whose transaction
 // settled none of them: it reverted as a whole, it can never be mined, or it was never
-// recorded. Each member's authorization is signed again only if the chain shows it unused
-// (settleUsed): one used elsewhere is recorded from the transaction that used it. If the chain
-// cannot say for some member, nothing is signed now: the members wait in the new batch, with no
-// transaction recorded, for the next pass.
-func (w *Worker) resettle(ctx context.Context, from uuid.UUID) error {
+// recorded; or, with outbid set (from's signed transaction), it has not been mined and the
+// market outbid it, so the new batch's transaction takes its nonce (sendBatch). Each member's
+// authorization is signed again only if the chain shows it unused (settleUsed): one used
+// elsewhere is recorded from the transaction that used it. If the chain cannot say for some
+// member, nothing is signed now: the members wait in the new batch, with no transaction
+// recorded, for the next pass.
+func (w *Worker) resettle(ctx context.Context, from uuid.UUID, outbid []byte) error {
 	next := uuid.New()
 	moved, err := w.recovery.MoveBatch(ctx, from, next)
 	if err != nil || len(moved) == 0 {
@@ -581,7 +614,7 @@ func (w *Worker) resettle(ctx context.Context, from uuid.UUID) error {
 	if len(unused) == 0 {
 		return nil
 	}
-	return w.sendBatch(ctx, next, unused)
+	return w.sendBatch(ctx, next, unused, outbid)
 }
 
 func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members []ledger.Payment) error {
@@ -592,7 +625,7 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		// recoverable payments holds; a transaction signed for those alone would be recorded
 		// for the whole batch, and the members it left out would be failed by its receipt.
 		// Moving them all to a new batch fetches every one.
-		return w.resettle(ctx, batchID)
+		return w.resettle(ctx, batchID, nil)
 	}
 	if err != nil {
 		return err
@@ -606,16 +639,44 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		auths = append(auths, a)
 	}
 	hash, err := w.sender.Rebroadcast(ctx, b.RawTx)
-	if errors.Is(err, chain.ErrTxDead) {
+	switch {
+	case errors.Is(err, chain.ErrTxDead):
 		// Another transaction took its nonce: it will never be mined and settled none of
 		// them. Its members go to a new batch.
 		w.log.Warn("x402: batch transaction is dead; settling its payments in a new batch", "batch", batchID, "tx", b.TxHash)
-		return w.resettle(ctx, batchID)
+		return w.resettle(ctx, batchID, nil)
+	case errors.Is(err, chain.ErrUnderpriced):
+		// The node refuses it now: the base fee outgrew it. Its members are settled by a
+		// successor at its nonce.
+		w.log.Warn("x402: batch transaction outbid by the market; settling its payments at its nonce with higher fees", "batch", batchID, "tx", b.TxHash)
+		return w.resettle(ctx, batchID, b.RawTx)
 	}
 	if err != nil {
 		return err
 	}
-	return w.awaitBatch(ctx, batchID, hash, members, auths)
+	return w.awaitBatch(ctx, batchID, hash, b.RawTx, true, members, auths)
+}
+
+// waitReceipt waits ReceiptTimeout at most for the receipt of hash.
+func (w *Worker) waitReceipt(ctx context.Context, hash common.Hash) (*types.Receipt, error) {
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.ReceiptTimeout)
+	defer cancel()
+	return w.sender.WaitReceipt(wctx, hash, 20*time.Millisecond)
+}
+
+// outbid reports whether a wait for the receipt of the signed transaction raw ended in
+// waitErr because the market outbid it: the wait timed out and the node now asks more than raw
+// offers. A node that cannot say is not a reason to sign again.
+func (w *Worker) outbid(ctx context.Context, raw []byte, waitErr error) bool {
+	if len(raw) == 0 || ctx.Err() != nil || !errors.Is(waitErr, chain.ErrReceiptTimeout) {
+		return false
+	}
+	outbid, err := w.sender.Outbid(ctx, raw)
+	if err != nil {
+		w.log.Warn("x402: cannot tell whether the market outbid a settlement transaction", "err", err)
+		return false
+	}
+	return outbid
 }
 
 // authorizationOf decodes the authorization the rail stored with a payment.
