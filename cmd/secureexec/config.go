@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
@@ -57,6 +58,7 @@ type Config struct {
 	X402MaxTimeout  time.Duration // X402_MAX_TIMEOUT_S: the offer's maxTimeoutSeconds
 	SettlementKey   string        // SETTLEMENT_PRIVATE_KEY: signs settlement transactions (pays gas)
 	ReceiptTimeout  time.Duration // SETTLEMENT_RECEIPT_TIMEOUT_S: past it a settlement is pending
+	MaxFeePerGas    *big.Int      // SETTLEMENT_MAX_FEE_PER_GAS_WEI: the most a settlement transaction offers per gas; nil: no cap
 	FacilitatorURL  string        // X402_FACILITATOR_URL: settle through this remote facilitator instead of our own key
 	FacilitatorKey  string        // X402_FACILITATOR_API_KEY: sent as "Authorization: Bearer <key>"
 	FacilitatorWait time.Duration // X402_FACILITATOR_TIMEOUT_S: bound on one /settle
@@ -118,6 +120,7 @@ var settings = []struct{ name, def, help string }{
 	{"X402_MAX_TIMEOUT_S", "60", "maxTimeoutSeconds offered to x402 payers"},
 	{"SETTLEMENT_PRIVATE_KEY", "", "hex key that sends settlement transactions (it pays gas, never receives payments)"},
 	{"SETTLEMENT_RECEIPT_TIMEOUT_S", "30", "how long to wait for a settlement receipt before answering pending"},
+	{"SETTLEMENT_MAX_FEE_PER_GAS_WEI", "", "the most a settlement transaction offers per gas, in wei, also when it outbids a busy chain (empty: no cap)"},
 	{"X402_FACILITATOR_URL", "", "settle through this remote x402 facilitator (/verify, /settle, /supported) instead of SETTLEMENT_PRIVATE_KEY; sync mode, needs ETH_RPC_URL"},
 	{"X402_FACILITATOR_API_KEY", "", "sent to the facilitator as Authorization: Bearer <key>, when it needs one"},
 	{"X402_FACILITATOR_TIMEOUT_S", "60", "bound on one facilitator /settle; past it the payment is pending and reconciled"},
@@ -274,6 +277,14 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	c.X402MaxTimeout = time.Duration(num("X402_MAX_TIMEOUT_S", 10, 3600)) * time.Second
 	c.SettlementKey = get("SETTLEMENT_PRIVATE_KEY")
 	c.ReceiptTimeout = time.Duration(num("SETTLEMENT_RECEIPT_TIMEOUT_S", 1, 600)) * time.Second
+	if v := get("SETTLEMENT_MAX_FEE_PER_GAS_WEI"); v != "" {
+		fee, ok := new(big.Int).SetString(v, 10)
+		if !ok || fee.Sign() <= 0 || fee.BitLen() > 128 {
+			bad("SETTLEMENT_MAX_FEE_PER_GAS_WEI", "want a positive whole number of wei")
+		} else {
+			c.MaxFeePerGas = fee
+		}
+	}
 	c.FacilitatorURL, c.FacilitatorKey = get("X402_FACILITATOR_URL"), get("X402_FACILITATOR_API_KEY")
 	c.FacilitatorWait = time.Duration(num("X402_FACILITATOR_TIMEOUT_S", 1, 600)) * time.Second
 	c.DevAccountsFile = get("DEVCHAIN_ACCOUNTS_FILE")

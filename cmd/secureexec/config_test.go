@@ -114,6 +114,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{env: map[string]string{"TOOL_MAX_FREE_CONCURRENT": "256"}, want: "TOOL_MAX_FREE_CONCURRENT: want an integer from 0 to 255"},
 		{env: map[string]string{"TOOL_MAX_CONCURRENT": "1", "TOOL_MAX_FREE_CONCURRENT": "1"}, want: "TOOL_MAX_FREE_CONCURRENT: want an integer from 0 to 0"},
 		{env: map[string]string{"POLICY_ALLOW_REAL": "perhaps"}, want: "POLICY_ALLOW_REAL"},
+		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "1.5"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI: want a positive whole number of wei"},
+		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "0"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI"},
+		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "-5"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "pk_test_publishable"}), want: "STRIPE_SECRET_KEY"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_test_has space"}), want: "STRIPE_SECRET_KEY"},
 		{env: mppEnv(map[string]string{"MPP_CHALLENGE_SECRET": ""}), want: "MPP_CHALLENGE_SECRET: required"},
@@ -253,5 +256,17 @@ func TestConfigFacilitator(t *testing.T) {
 		if _, err := loadConfig(envOf(with(tc.env)), ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err %v, want one naming %s", tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestConfigSettlementFeeCap: the cap is read in wei, whole, and absent means no cap.
+func TestConfigSettlementFeeCap(t *testing.T) {
+	c, err := loadConfig(envOf(nil), "")
+	if err != nil || c.MaxFeePerGas != nil {
+		t.Fatalf("default cap %v (%v); want none", c.MaxFeePerGas, err)
+	}
+	c, err = loadConfig(envOf(map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "250000000000"}), "")
+	if err != nil || c.MaxFeePerGas == nil || c.MaxFeePerGas.String() != "250000000000" {
+		t.Fatalf("cap %v (%v); want 250000000000 wei", c.MaxFeePerGas, err)
 	}
 }
