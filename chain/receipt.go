@@ -74,6 +74,65 @@ func WaitReceipt(ctx context.Context, r ReceiptReader, hash common.Hash, pollEve
 	}
 }
 
+// HeadReader reads the chain's head; every ethclient-compatible client has it.
+type HeadReader interface {
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+}
+
+// WaitConfirmed is WaitReceipt for a receipt with confirmations blocks mined on top of its
+// block. Once the head is that far ahead it reads the receipt again: a receipt the chain no
+// longer holds, or holds from another block (a reorg dropped or moved the transaction), is
+// waited for again, so what it returns is in the canonical chain, that deep, when it returns.
+// Its deadline is ctx's, as WaitReceipt's.
+func WaitConfirmed(ctx context.Context, r ReceiptReader, heads HeadReader, hash common.Hash, confirmations uint64, pollEvery time.Duration) (*types.Receipt, error) {
+	if pollEvery <= 0 {
+		pollEvery = DefaultPollEvery
+	}
+	ctx, cancel := withDefaultTimeout(ctx, DefaultReceiptTimeout)
+	defer cancel()
+	for {
+		rcpt, err := WaitReceipt(ctx, r, hash, pollEvery)
+		if err != nil {
+			return nil, err
+		}
+		want := new(big.Int).Add(rcpt.BlockNumber, new(big.Int).SetUint64(confirmations))
+		if err := waitHead(ctx, heads, want, pollEvery); err != nil {
+			return nil, fmt.Errorf("chain: receipt %s in block %v, waiting for %d confirmations: %w", hash.Hex(), rcpt.BlockNumber, confirmations, err)
+		}
+		again, err := r.TransactionReceipt(ctx, hash)
+		switch {
+		case err == nil && again != nil && again.BlockHash == rcpt.BlockHash:
+			return again, nil
+		case err == nil, errors.Is(err, ethereum.NotFound):
+			// Reorged out, or into another block: wait for it, and its depth, again.
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("chain: receipt %s: %w: %w", hash.Hex(), ErrReceiptTimeout, ctx.Err())
+		default:
+			// The node cannot say now; ask again after a poll.
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("chain: receipt %s: %w: %w", hash.Hex(), ErrReceiptTimeout, ctx.Err())
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
+// waitHead polls until the chain's head is at least block want. Its timeout is ErrReceiptTimeout.
+func waitHead(ctx context.Context, heads HeadReader, want *big.Int, pollEvery time.Duration) error {
+	for {
+		head, err := heads.HeaderByNumber(ctx, nil)
+		if err == nil && head.Number.Cmp(want) >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrReceiptTimeout, ctx.Err())
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
 // HasTransfer reports whether a successful receipt carries Transfer(from, to, value) emitted by
 // token: the proof settlement needs that money moved, independent of what the sender intended.
 func HasTransfer(r *types.Receipt, token, from, to common.Address, value *big.Int) bool {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/big"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
@@ -180,5 +182,88 @@ func TestReplaceRespectsTheFeeCap(t *testing.T) {
 	_, err = s.Replace(context.Background(), raw, to, nil, 0, func(*types.Transaction) error { persisted = true; return nil })
 	if !errors.Is(err, ErrFeeCapExceeded) || persisted {
 		t.Fatalf("Replace above the cap: %v, persisted %v; want ErrFeeCapExceeded and nothing signed", err, persisted)
+	}
+}
+
+// firstReceiptSignal is a receipts reader that says when it first hands out a receipt.
+type firstReceiptSignal struct {
+	ReceiptReader
+	once sync.Once
+	seen chan struct{}
+}
+
+func (f *firstReceiptSignal) TransactionReceipt(ctx context.Context, h common.Hash) (*types.Receipt, error) {
+	r, err := f.ReceiptReader.TransactionReceipt(ctx, h)
+	if err == nil && r != nil {
+		f.once.Do(func() { close(f.seen) })
+	}
+	return r, err
+}
+
+// TestWaitReceiptWithConfirmationsOutlivesAReorg: a receipt seen in a block that a reorg then
+// drops is not returned; the wait goes on until the transaction is mined again and buried
+// under the confirmations asked for, and returns the receipt of the canonical block.
+func TestWaitReceiptWithConfirmationsOutlivesAReorg(t *testing.T) {
+	c := manualAnvil(t)
+	ctx := testCtx(t)
+	rc := c.Client()
+	seen := &firstReceiptSignal{ReceiptReader: c, seen: make(chan struct{})}
+	s, err := NewSender(c, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{Confirmations: 2, Receipts: seen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snapshot hexutil.Big
+	if err := rc.CallContext(ctx, &snapshot, "evm_snapshot"); err != nil {
+		t.Fatal(err)
+	}
+	h, raw := sendRecorded(t, s, common.HexToAddress("0x000000000000000000000000000000000000dEaD"))
+	mine(t, c)
+
+	type result struct {
+		r   *types.Receipt
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := s.WaitReceipt(ctx, h, 5*time.Millisecond)
+		done <- result{r, err}
+	}()
+	<-seen.seen // the wait holds the receipt at depth 0 and waits for two more blocks
+
+	// The block is reorged away and the chain grows past the depth without the transaction.
+	var reverted bool
+	if err := rc.CallContext(ctx, &reverted, "evm_revert", &snapshot); err != nil || !reverted {
+		t.Fatalf("evm_revert: %v %v", reverted, err)
+	}
+	for range 3 {
+		mine(t, c)
+	}
+	select {
+	case res := <-done:
+		if res.err != nil {
+			t.Fatalf("WaitReceipt: %v", res.err)
+		}
+		t.Fatalf("WaitReceipt returned the receipt in block %v (%s), which a reorg dropped", res.r.BlockNumber, res.r.BlockHash.Hex())
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	// It is broadcast again (recovery re-broadcasts the recorded bytes) and mined, deep enough.
+	if _, err := s.Rebroadcast(ctx, raw); err != nil {
+		t.Fatalf("Rebroadcast: %v", err)
+	}
+	for range 3 {
+		mine(t, c)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("WaitReceipt: %v", res.err)
+	}
+	canonical, err := c.HeaderByNumber(ctx, res.r.BlockNumber)
+	if err != nil || canonical.Hash() != res.r.BlockHash {
+		t.Fatalf("receipt in block %s; the canonical block at %v is %v (%v)", res.r.BlockHash.Hex(), res.r.BlockNumber, canonical, err)
+	}
+	head, _ := c.HeaderByNumber(ctx, nil)
+	if new(big.Int).Sub(head.Number, res.r.BlockNumber).Int64() < 2 {
+		t.Fatalf("receipt at block %v returned with the head at %v; want 2 confirmations", res.r.BlockNumber, head.Number)
 	}
 }

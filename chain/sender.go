@@ -50,6 +50,11 @@ type SenderOptions struct {
 	// node refused as "nonce too low" before it calls it dead [2s]: a node behind a load
 	// balancer can know a transaction's nonce is taken before it serves its receipt.
 	ReceiptLag time.Duration
+	// Confirmations is how many blocks must be mined on top of a receipt's block before
+	// WaitReceipt returns it (0: the receipt as soon as it exists). Each wait then re-reads the
+	// receipt: one a reorg dropped is waited for again, so a settlement is never recorded from
+	// a block the chain gave up.
+	Confirmations uint64
 }
 
 // DefaultReceiptLag is SenderOptions.ReceiptLag's default.
@@ -67,6 +72,7 @@ type Sender struct {
 	marginPct uint64
 	maxFee    *big.Int
 	lag       time.Duration
+	confirm   uint64
 	log       *slog.Logger
 
 	// lock is a one-slot semaphore rather than a sync.Mutex so that waiting for it honours
@@ -109,6 +115,7 @@ func NewSender(backend Backend, key *ecdsa.PrivateKey, chainID *big.Int, opts Se
 		marginPct:  margin,
 		maxFee:     opts.MaxFeePerGas,
 		lag:        lag,
+		confirm:    opts.Confirmations,
 		log:        lg,
 		lock:       make(chan struct{}, 1),
 		sharedLock: opts.Lock,
@@ -201,10 +208,14 @@ func (s *Sender) receiptMissing(ctx context.Context, hash common.Hash) bool {
 	}
 }
 
-// WaitReceipt waits for hash to be mined, polling every pollEvery; see the package-level
-// WaitReceipt for the ErrReceiptTimeout contract.
+// WaitReceipt waits for hash to be mined and confirmed by SenderOptions.Confirmations blocks,
+// polling every pollEvery; see the package-level WaitReceipt for the ErrReceiptTimeout
+// contract.
 func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error) {
-	return WaitReceipt(ctx, s.receipts, hash, pollEvery)
+	if s.confirm == 0 {
+		return WaitReceipt(ctx, s.receipts, hash, pollEvery)
+	}
+	return WaitConfirmed(ctx, s.receipts, s.backend, hash, s.confirm, pollEvery)
 }
 
 // send handles calls and (to == nil) contract creations.

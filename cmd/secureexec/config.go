@@ -59,6 +59,7 @@ type Config struct {
 	SettlementKey   string        // SETTLEMENT_PRIVATE_KEY: signs settlement transactions (pays gas)
 	ReceiptTimeout  time.Duration // SETTLEMENT_RECEIPT_TIMEOUT_S: past it a settlement is pending
 	MaxFeePerGas    *big.Int      // SETTLEMENT_MAX_FEE_PER_GAS_WEI: the most a settlement transaction offers per gas; nil: no cap
+	Confirmations   uint64        // SETTLEMENT_CONFIRMATIONS: blocks on top of a settlement's before it counts
 	FacilitatorURL  string        // X402_FACILITATOR_URL: settle through this remote facilitator instead of our own key
 	FacilitatorKey  string        // X402_FACILITATOR_API_KEY: sent as "Authorization: Bearer <key>"
 	FacilitatorWait time.Duration // X402_FACILITATOR_TIMEOUT_S: bound on one /settle
@@ -120,6 +121,7 @@ var settings = []struct{ name, def, help string }{
 	{"X402_MAX_TIMEOUT_S", "60", "maxTimeoutSeconds offered to x402 payers"},
 	{"SETTLEMENT_PRIVATE_KEY", "", "hex key that sends settlement transactions (it pays gas, never receives payments)"},
 	{"SETTLEMENT_RECEIPT_TIMEOUT_S", "30", "how long to wait for a settlement receipt before answering pending"},
+	{"SETTLEMENT_CONFIRMATIONS", "0", "blocks mined on top of a settlement's before it is recorded settled (a reorg that drops it is waited out); not on the dev chain"},
 	{"SETTLEMENT_MAX_FEE_PER_GAS_WEI", "", "the most a settlement transaction offers per gas, in wei, also when it outbids a busy chain (empty: no cap)"},
 	{"X402_FACILITATOR_URL", "", "settle through this remote x402 facilitator (/verify, /settle, /supported) instead of SETTLEMENT_PRIVATE_KEY; sync mode, needs ETH_RPC_URL"},
 	{"X402_FACILITATOR_API_KEY", "", "sent to the facilitator as Authorization: Bearer <key>, when it needs one"},
@@ -277,6 +279,7 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	c.X402MaxTimeout = time.Duration(num("X402_MAX_TIMEOUT_S", 10, 3600)) * time.Second
 	c.SettlementKey = get("SETTLEMENT_PRIVATE_KEY")
 	c.ReceiptTimeout = time.Duration(num("SETTLEMENT_RECEIPT_TIMEOUT_S", 1, 600)) * time.Second
+	c.Confirmations = uint64(num("SETTLEMENT_CONFIRMATIONS", 0, 64))
 	if v := get("SETTLEMENT_MAX_FEE_PER_GAS_WEI"); v != "" {
 		fee, ok := new(big.Int).SetString(v, 10)
 		if !ok || fee.Sign() <= 0 || fee.BitLen() > 128 {
@@ -295,6 +298,9 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	}
 	if c.X402Mode != "sync" && c.X402Mode != "batch" {
 		bad("X402_SETTLEMENT_MODE", "want sync or batch")
+	}
+	if c.X402Network == "dev" && c.Confirmations > 0 {
+		bad("SETTLEMENT_CONFIRMATIONS", "the dev chain mines only when there are transactions to mine; leave it 0 there")
 	}
 	switch c.X402Network {
 	case "off", "dev":

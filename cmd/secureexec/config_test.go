@@ -116,6 +116,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{env: map[string]string{"POLICY_ALLOW_REAL": "perhaps"}, want: "POLICY_ALLOW_REAL"},
 		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "1.5"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI: want a positive whole number of wei"},
 		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "0"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI"},
+		{env: map[string]string{"SETTLEMENT_CONFIRMATIONS": "65"}, want: "SETTLEMENT_CONFIRMATIONS: want an integer from 0 to 64"},
+		{env: map[string]string{"SETTLEMENT_CONFIRMATIONS": "2"}, want: "SETTLEMENT_CONFIRMATIONS: the dev chain mines only"},
 		{env: map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "-5"}, want: "SETTLEMENT_MAX_FEE_PER_GAS_WEI"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "pk_test_publishable"}), want: "STRIPE_SECRET_KEY"},
 		{env: mppEnv(map[string]string{"STRIPE_SECRET_KEY": "sk_test_has space"}), want: "STRIPE_SECRET_KEY"},
@@ -268,5 +270,16 @@ func TestConfigSettlementFeeCap(t *testing.T) {
 	c, err = loadConfig(envOf(map[string]string{"SETTLEMENT_MAX_FEE_PER_GAS_WEI": "250000000000"}), "")
 	if err != nil || c.MaxFeePerGas == nil || c.MaxFeePerGas.String() != "250000000000" {
 		t.Fatalf("cap %v (%v); want 250000000000 wei", c.MaxFeePerGas, err)
+	}
+}
+
+// TestConfigSettlementConfirmations: read as a block count off the dev chain.
+func TestConfigSettlementConfirmations(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"X402_NETWORK": "off", "SETTLEMENT_CONFIRMATIONS": "3"}), "")
+	if err != nil || c.Confirmations != 3 {
+		t.Fatalf("confirmations %d (%v); want 3", c.Confirmations, err)
+	}
+	if c, err = loadConfig(envOf(nil), ""); err != nil || c.Confirmations != 0 {
+		t.Fatalf("default confirmations %d (%v); want 0", c.Confirmations, err)
 	}
 }

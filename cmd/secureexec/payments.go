@@ -163,7 +163,7 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		// sends, so they never race for a nonce.
 		lockName := "settlement-key:" + crypto.PubkeyToAddress(key.PublicKey).Hex()
 		sender, err = chain.NewSender(backend, key, new(big.Int).SetUint64(network.ChainID), chain.SenderOptions{
-			Logger: log, Receipts: receipts, MaxFeePerGas: cfg.MaxFeePerGas,
+			Logger: log, Receipts: receipts, MaxFeePerGas: cfg.MaxFeePerGas, Confirmations: cfg.Confirmations,
 			Lock: func(ctx context.Context) (func(), error) { return book.Lock(ctx, lockName) },
 		})
 		if err != nil {
