@@ -74,9 +74,9 @@ func WaitReceipt(ctx context.Context, r ReceiptReader, hash common.Hash, pollEve
 	}
 }
 
-// HeadReader reads the chain's head; every ethclient-compatible client has it.
+// HeadReader reads the number of the chain's head; every ethclient-compatible client has it.
 type HeadReader interface {
-	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+	BlockNumber(ctx context.Context) (uint64, error)
 }
 
 // WaitConfirmed is WaitReceipt for a receipt with confirmations blocks mined on top of its
@@ -95,8 +95,10 @@ func WaitConfirmed(ctx context.Context, r ReceiptReader, heads HeadReader, hash 
 		if err != nil {
 			return nil, err
 		}
-		want := new(big.Int).Add(rcpt.BlockNumber, new(big.Int).SetUint64(confirmations))
-		if err := waitHead(ctx, heads, want, pollEvery); err != nil {
+		if !rcpt.BlockNumber.IsUint64() {
+			return nil, fmt.Errorf("chain: receipt %s in block %v, beyond any head", hash.Hex(), rcpt.BlockNumber)
+		}
+		if err := waitHead(ctx, heads, rcpt.BlockNumber.Uint64()+confirmations, pollEvery); err != nil {
 			return nil, fmt.Errorf("chain: receipt %s in block %v, waiting for %d confirmations: %w", hash.Hex(), rcpt.BlockNumber, confirmations, err)
 		}
 		again, err := r.TransactionReceipt(ctx, hash)
@@ -119,10 +121,10 @@ func WaitConfirmed(ctx context.Context, r ReceiptReader, heads HeadReader, hash 
 }
 
 // waitHead polls until the chain's head is at least block want. Its timeout is ErrReceiptTimeout.
-func waitHead(ctx context.Context, heads HeadReader, want *big.Int, pollEvery time.Duration) error {
+func waitHead(ctx context.Context, heads HeadReader, want uint64, pollEvery time.Duration) error {
 	for {
-		head, err := heads.HeaderByNumber(ctx, nil)
-		if err == nil && head.Number.Cmp(want) >= 0 {
+		head, err := heads.BlockNumber(ctx)
+		if err == nil && head >= want {
 			return nil
 		}
 		select {

@@ -128,6 +128,9 @@ func (s *Sender) Address() common.Address { return s.from }
 // Backend is the node the Sender sends to; recovery reads the chain through it too.
 func (s *Sender) Backend() Backend { return s.backend }
 
+// Confirmations is SenderOptions.Confirmations: how deep a receipt must be to count.
+func (s *Sender) Confirmations() uint64 { return s.confirm }
+
 // Receipts is the reader the Sender reads receipts with (SenderOptions.Receipts).
 func (s *Sender) Receipts() ReceiptReader { return s.receipts }
 
@@ -215,7 +218,18 @@ func (s *Sender) WaitReceipt(ctx context.Context, hash common.Hash, pollEvery ti
 	if s.confirm == 0 {
 		return WaitReceipt(ctx, s.receipts, hash, pollEvery)
 	}
-	return WaitConfirmed(ctx, s.receipts, s.backend, hash, s.confirm, pollEvery)
+	return WaitConfirmed(ctx, s.receipts, headNumber{s.backend}, hash, s.confirm, pollEvery)
+}
+
+// headNumber reads the head's number through a Backend's HeaderByNumber.
+type headNumber struct{ b Backend }
+
+func (h headNumber) BlockNumber(ctx context.Context) (uint64, error) {
+	head, err := h.b.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	return head.Number.Uint64(), nil
 }
 
 // send handles calls and (to == nil) contract creations.

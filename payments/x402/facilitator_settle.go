@@ -48,8 +48,11 @@ type FacilitatorSettlerConfig struct {
 	// LogWindow is how many recent blocks recovery searches for the AuthorizationUsed event of
 	// a payment whose facilitator answer was lost [10,000, a common RPC limit].
 	LogWindow uint64
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// Confirmations is how many blocks must be mined on top of the facilitator's
+	// transaction before its receipt counts (SETTLEMENT_CONFIRMATIONS) [0].
+	Confirmations uint64
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // FacilitatorSettler settles through a remote facilitator: the facilitator signs and sends
@@ -81,7 +84,7 @@ func NewFacilitatorSettler(cfg FacilitatorSettlerConfig, book paymentBook, remot
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	uses := &useFinder{token: cfg.Token, nonces: nonces, logs: c, receipts: c, window: cfg.LogWindow}
+	uses := &useFinder{token: cfg.Token, nonces: nonces, logs: c, receipts: c, window: cfg.LogWindow, confirmations: cfg.Confirmations}
 	return &FacilitatorSettler{cfg: cfg, book: book, remote: remote, chain: c, nonces: nonces, uses: uses, log: cfg.Logger}
 }
 
@@ -130,11 +133,19 @@ func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Aut
 	return nil, refuse(res.ErrorReason, "the facilitator refused the settlement: "+orText(res.ErrorMessage, res.ErrorReason))
 }
 
+// waitReceipt waits for the receipt of hash, buried Confirmations deep.
+func (s *FacilitatorSettler) waitReceipt(ctx context.Context, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error) {
+	if s.cfg.Confirmations == 0 {
+		return chain.WaitReceipt(ctx, s.chain, hash, pollEvery)
+	}
+	return chain.WaitConfirmed(ctx, s.chain, s.chain, hash, s.cfg.Confirmations, pollEvery)
+}
+
 // await checks the receipt of the facilitator's transaction. Not found in ReceiptWait: the
 // payment is pending with that transaction, reconciled later.
 func (s *FacilitatorSettler) await(ctx context.Context, pid uuid.UUID, a chain.Authorization, hash common.Hash) (*payments.Settlement, error) {
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptWait)
-	receipt, err := chain.WaitReceipt(wctx, s.chain, hash, 50*time.Millisecond)
+	receipt, err := s.waitReceipt(wctx, hash, 50*time.Millisecond)
 	cancel()
 	if err != nil {
 		if _, terr := s.book.Transition(context.WithoutCancel(ctx), pid, []ledger.Status{ledger.StatusSettling}, ledger.StatusPending,
@@ -160,7 +171,7 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	from := []ledger.Status{p.Status}
 	if p.TxHash != "" {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptWait)
-		receipt, err := chain.WaitReceipt(rctx, s.chain, common.HexToHash(p.TxHash), 100*time.Millisecond)
+		receipt, err := s.waitReceipt(rctx, common.HexToHash(p.TxHash), 100*time.Millisecond)
 		cancel()
 		if err == nil {
 			to, patch, err := decideReceipt(ctx, s.uses, s.cfg.Token, a, receipt)
@@ -224,7 +235,14 @@ type useFinder struct {
 	logs     logReader
 	receipts chain.ReceiptReader
 	window   uint64 // how many recent blocks are searched for the event
+	// confirmations is how many blocks must be on top of the event's before it decides
+	// anything: a use less deep could still be reorged away (SETTLEMENT_CONFIRMATIONS).
+	confirmations uint64
 }
+
+// errUseUnconfirmed: the chain shows an authorization's use, but not yet deep enough to
+// decide its payment; the next pass asks again.
+var errUseUnconfirmed = errors.New("authorization_use_unconfirmed")
 
 // authorizationUse is what the chain says of one authorization.
 type authorizationUse struct {
@@ -259,6 +277,9 @@ func (f *useFinder) find(ctx context.Context, a chain.Authorization) (authorizat
 	for _, l := range logs {
 		switch {
 		case l.Removed || len(l.Topics) == 0:
+		case l.BlockNumber+f.confirmations > head:
+			return authorizationUse{}, fmt.Errorf("its authorization was used or canceled in block %d, not yet %d blocks deep (head %d): %w",
+				l.BlockNumber, f.confirmations, head, errUseUnconfirmed)
 		case l.Topics[0] == chain.AuthorizationUsedTopic:
 			receipt, err := f.receipts.TransactionReceipt(ctx, l.TxHash)
 			if err != nil {

@@ -437,3 +437,44 @@ func FuzzFacilitatorAnswer(f *testing.F) {
 func typesSender(tx *types.Transaction) (common.Address, error) {
 	return types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
 }
+
+// TestFacilitatorSettlementWaitsForConfirmations: with Confirmations set, the facilitator's
+// mined transaction does not settle the payment until that many blocks are on top of it: the
+// call is answered pending, and recovery records it settled once the chain has grown.
+func TestFacilitatorSettlementWaitsForConfirmations(t *testing.T) {
+	ctx := context.Background()
+	rig := newRecoveryRig(t)
+	fac := newFakeFacilitator(t, rig)
+	c, err := NewFacilitatorClient(fac.srv.URL, FacilitatorOptions{SettleTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := NewRPCReader(rig.dev.Client(), 3*time.Second)
+	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: rig.net.Asset, ReceiptWait: 500 * time.Millisecond, Confirmations: 2},
+		rig.book, c, rig.dev.Client(), reader)
+	rail, err := NewRail(Config{Network: rig.net, PayTo: rig.payTo, Facilitator: c}, reader, rig.book, rig.book, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := NewWorker(WorkerConfig{Network: rig.net, StaleAfter: time.Nanosecond, Facilitator: s}, rig.book, nil, nil)
+
+	a := rig.verify(t, rail)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementPending || st.TxHash == "" {
+		t.Fatalf("Settle with the transaction at depth 0 = %+v, %v; want pending with its transaction", st, err)
+	}
+	if err := worker.Reconcile(ctx); err != nil && !errors.Is(err, errUseUnconfirmed) {
+		t.Fatal(err)
+	}
+	if p := rig.payment(t, a); p.Status != ledger.StatusPending {
+		t.Fatalf("still at depth 0 after recovery: %s; want pending", p.Status)
+	}
+	rig.dev.Commit()
+	rig.dev.Commit()
+	if err := worker.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := rig.payment(t, a); p.Status != ledger.StatusSettled || p.TxHash != st.TxHash {
+		t.Fatalf("two blocks on top: %s by %s; want settled by %s", p.Status, p.TxHash, st.TxHash)
+	}
+}

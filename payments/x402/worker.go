@@ -52,6 +52,7 @@ func finderOf(sender TxSender, token common.Address) *useFinder {
 	s, ok := sender.(interface {
 		Backend() chain.Backend
 		Receipts() chain.ReceiptReader
+		Confirmations() uint64
 	})
 	if !ok {
 		return nil
@@ -60,7 +61,8 @@ func finderOf(sender TxSender, token common.Address) *useFinder {
 	if !ok {
 		return nil
 	}
-	return &useFinder{token: token, nonces: NewRPCReader(b, 0), logs: b, receipts: s.Receipts(), window: defaultLogWindow}
+	return &useFinder{token: token, nonces: NewRPCReader(b, 0), logs: b, receipts: s.Receipts(), window: defaultLogWindow,
+		confirmations: s.Confirmations()}
 }
 
 // defaultLogWindow is how many recent blocks are searched for the event of an authorization's
