@@ -70,6 +70,20 @@ func (o *outbidRig) rail(t *testing.T, mode SettleMode) *Rail {
 	return rail
 }
 
+// queue verifies n payments through a batch-mode rail and queues them.
+func (o *outbidRig) queue(t *testing.T, ctx context.Context, rail *Rail, n int) []*payments.Authorization {
+	t.Helper()
+	var auths []*payments.Authorization
+	for range n {
+		a := o.verify(t, rail)
+		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("batch settle: %+v %v", s, err)
+		}
+		auths = append(auths, a)
+	}
+	return auths
+}
+
 // congest mines a block every 50 ms, each with a base fee of 100 gwei (a hundred times the
 // base fee the settlement was priced at), until the test ends or stop is called.
 func (o *outbidRig) congest(t *testing.T) (stop func()) {
@@ -146,14 +160,8 @@ func TestBatchOutbidWhileAwaitedIsReplacedAtOnce(t *testing.T) {
 	defer cancel()
 	o := newOutbidRig(t)
 	rail := o.rail(t, SettleBatch)
-	var auths []*payments.Authorization
-	for range 3 {
-		a := o.verify(t, rail)
-		if _, err := rail.Settle(ctx, a); err != nil {
-			t.Fatal(err)
-		}
-		auths = append(auths, a)
-	}
+	payToBefore := o.tokenBalance(t, addr1)
+	auths := o.queue(t, ctx, rail, 3)
 	sender := &congestAfterSend{Sender: o.sender, congest: func() { o.congest(t) }}
 	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: time.Second, Reservations: o.reserved}, o.book, sender, o.settler)
 	if n, err := w.SettleBatch(ctx); n != 3 || err != nil {
@@ -167,6 +175,9 @@ func TestBatchOutbidWhileAwaitedIsReplacedAtOnce(t *testing.T) {
 		}
 		by = p.TxHash
 	}
+	if got := new(big.Int).Sub(o.tokenBalance(t, addr1), payToBefore); got.Cmp(big.NewInt(3*10_000)) != 0 {
+		t.Fatalf("payTo gained %v; want 30000, once", got)
+	}
 }
 
 // TestOutbidBatchMinedBeforeItsSuccessor: the outbid batch transaction is mined just before its
@@ -179,14 +190,7 @@ func TestOutbidBatchMinedBeforeItsSuccessor(t *testing.T) {
 	o := newOutbidRig(t)
 	rail := o.rail(t, SettleBatch)
 	payToBefore := o.tokenBalance(t, addr1)
-	var auths []*payments.Authorization
-	for range 3 {
-		a := o.verify(t, rail)
-		if _, err := rail.Settle(ctx, a); err != nil {
-			t.Fatal(err)
-		}
-		auths = append(auths, a)
-	}
+	auths := o.queue(t, ctx, rail, 3)
 	if n, err := o.worker.SettleBatch(ctx); n != 3 || err == nil {
 		t.Fatalf("SettleBatch = %d, %v; want 3 and a receipt timeout", n, err)
 	}
@@ -264,14 +268,7 @@ func TestOutbidBatchIsSettledAtItsNonce(t *testing.T) {
 	o := newOutbidRig(t)
 	rail := o.rail(t, SettleBatch)
 	payerBefore, payToBefore := o.tokenBalance(t, addr2), o.tokenBalance(t, addr1)
-	var auths []*payments.Authorization
-	for range 3 {
-		a := o.verify(t, rail)
-		if s, err := rail.Settle(ctx, a); err != nil || s.Status != payments.SettlementPending {
-			t.Fatalf("batch settle: %+v %v", s, err)
-		}
-		auths = append(auths, a)
-	}
+	auths := o.queue(t, ctx, rail, 3)
 
 	// Sent while blocks are cheap, not mined (the miner is off): the receipt wait times out.
 	// The market has not moved, so the batch only goes pending.
