@@ -2,9 +2,11 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 )
@@ -23,9 +25,9 @@ func bumped(v *big.Int) *big.Int {
 	return eighth.Add(eighth, v)
 }
 
-// Outbid reports whether the market asks more now than the signed transaction raw offers:
-// its fee cap is below the head's base fee plus the node's suggested tip, or its tip is below
-// that tip.
+// Outbid reports whether the market asks more now than the signed transaction raw offers,
+// and raw is not mined: its fee cap is below the head's base fee plus the node's suggested tip,
+// or its tip is below that tip.
 func (s *Sender) Outbid(ctx context.Context, raw []byte) (bool, error) {
 	old, err := decodeTx(raw)
 	if err != nil {
@@ -33,6 +35,14 @@ func (s *Sender) Outbid(ctx context.Context, raw []byte) (bool, error) {
 	}
 	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
 	defer cancel()
+	// A mined transaction (one waiting for its confirmations, say) is never outbid: a
+	// successor could only be refused, and recovery would record what the chain shows from a
+	// block less deep than asked.
+	if _, err := s.receipts.TransactionReceipt(ctx, old.Hash()); err == nil {
+		return false, nil
+	} else if !errors.Is(err, ethereum.NotFound) {
+		return false, fmt.Errorf("chain: receipt of %s: %w", old.Hash().Hex(), err)
+	}
 	tip, head, err := s.market(ctx)
 	if err != nil {
 		return false, err

@@ -184,7 +184,16 @@ func (s *ChainSettler) send(ctx context.Context, pid, jobID uuid.UUID, a chain.A
 // authorization, when that transaction moved the price to payTo; ok reports it did. Anything
 // else (unused, canceled, no chain to ask, the ledger refusing) leaves the payment as it was.
 func (s *ChainSettler) settledByAnother(ctx context.Context, pid, jobID uuid.UUID, a chain.Authorization, reason string) (*payments.Settlement, bool) {
-	to, patch, err := failUnlessUsed(ctx, finderOf(s.sender, s.token), s.token, a, ledger.Patch{ErrorReason: reason})
+	// The call is being answered now, and the transaction that used the authorization is the
+	// only one there will be: it decides at any depth. Waiting for SETTLEMENT_CONFIRMATIONS
+	// here would refuse the call and close its payment not charged while its money moved.
+	uses := finderOf(s.sender, s.token)
+	if uses != nil {
+		shallow := *uses
+		shallow.confirmations = 0
+		uses = &shallow
+	}
+	to, patch, err := failUnlessUsed(ctx, uses, s.token, a, ledger.Patch{ErrorReason: reason})
 	if err != nil || to != ledger.StatusSettled {
 		return nil, false
 	}

@@ -148,3 +148,25 @@ func TestFirstSendFindsTheAuthorizationUsedByAnother(t *testing.T) {
 		t.Fatalf("payTo gained %v, want the price once", gained)
 	}
 }
+
+// TestFirstSendFindsTheAuthorizationUsedByAnotherWithConfirmations: the same with
+// SETTLEMENT_CONFIRMATIONS set. The call is being answered now and the payer's own
+// transaction is the only one there will be: it settles the payment at once, rather than
+// leaving it refused (not charged) while its money moved.
+func TestFirstSendFindsTheAuthorizationUsedByAnotherWithConfirmations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	confirming, err := chain.NewSender(r.dev.Client(), r.dev.OperatorKey(), r.dev.ChainID(), chain.SenderOptions{Confirmations: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settler := NewChainSettler(r.book, confirming, r.net.Asset, 10*time.Second, nil)
+	rail := r.rail(t, SettleSync, settler)
+	a := r.verify(t, rail)
+	h := r.useDirectly(t, ctx, a)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementSettled || st.TxHash != h.Hex() {
+		t.Fatalf("Settle = %+v, %v; want settled by %s", st, err, h.Hex())
+	}
+}
