@@ -121,10 +121,12 @@ func verifyCmd() *cobra.Command {
 			switch {
 			case file != "" && len(args) == 0:
 				raw, err = os.ReadFile(file)
-			case file == "" && len(args) == 1:
+			case file == "" && len(args) == 1 && args[0] != "":
 				raw, err = fetchJob(cmd.Context(), server, args[0])
-			default:
+			case file != "" && len(args) > 0:
 				return errors.New("give either a jobId or --file, not both")
+			default:
+				return errors.New("give the jobId to verify, or --file with a saved job document")
 			}
 			if err != nil {
 				return err

@@ -104,3 +104,20 @@ func TestVerifyBindsTheRecordToTheJob(t *testing.T) {
 		t.Errorf("the true document: %v %s", err, out)
 	}
 }
+
+// TestVerifyArgumentsNameWhatIsMissing: no job id (or an empty one) asks for one; a job id and
+// --file together are refused as both.
+func TestVerifyArgumentsNameWhatIsMissing(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "give the jobId to verify"},
+		{[]string{""}, "give the jobId to verify"},
+		{[]string{verifyJobA, "--file", "x.json"}, "not both"},
+	} {
+		if _, err := runVerify(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("verify %q: %v; want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+}
