@@ -361,6 +361,7 @@ type ledgerAll interface {
 	RecordBatchTx(ctx context.Context, batchID uuid.UUID, rawTx []byte, txHash string) error
 	TransitionBatch(ctx context.Context, batchID uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) ([]ledger.Payment, error)
 	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	ListStale(ctx context.Context, age ledger.Staleness, limit int) ([]ledger.Payment, error)
 	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 	RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)

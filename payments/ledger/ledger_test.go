@@ -498,6 +498,40 @@ func TestListRecoverable(t *testing.T) {
 	if one, err := l.ListRecoverable(ctx, 10*time.Minute, 1); err != nil || len(one) != 1 {
 		t.Fatalf("limit 1 = %d, %v", len(one), err)
 	}
+
+	// Each status is held to its own age: payments with a transaction on chain were touched
+	// five minutes ago, the others an hour ago.
+	if _, err := pool.Exec(ctx, `UPDATE payments SET updated_at = now() - interval '5 minutes' WHERE status IN ('submitted', 'pending')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		age  Staleness
+		want []Status
+	}{
+		{Staleness{Working: 10 * time.Minute, OnChain: time.Minute}, []Status{StatusVerified, StatusSettling, StatusSubmitted, StatusPending}},
+		{Staleness{Working: 10 * time.Minute, OnChain: 10 * time.Minute}, []Status{StatusVerified, StatusSettling}},
+		{Staleness{Working: 2 * time.Hour, OnChain: time.Minute}, []Status{StatusSubmitted, StatusPending}},
+	} {
+		got, err := l.ListStale(ctx, tc.age, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var statuses []Status
+		for _, p := range got {
+			if p.ID != fresh.ID {
+				statuses = append(statuses, p.Status)
+			}
+		}
+		slices.Sort(statuses)
+		want := slices.Clone(tc.want)
+		slices.Sort(want)
+		if !slices.Equal(statuses, want) {
+			t.Errorf("ListStale(%+v) = %v; want %v", tc.age, statuses, want)
+		}
+	}
+	if _, err := l.ListStale(ctx, Staleness{Working: time.Minute, OnChain: -time.Second}, 10); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a negative age: %v; want ErrInvalid", err)
+	}
 }
 
 func TestRunExclusive(t *testing.T) {

@@ -208,10 +208,15 @@ func (m *Memory) claimQueued(limit int, to Status, patch Patch, scope Scope) ([]
 
 // ListRecoverable returns verified, submitted, settling and pending payments untouched for
 // olderThan, least recently touched first (as Ledger.ListRecoverable).
-func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
+func (m *Memory) ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
+	return m.ListStale(ctx, Staleness{Working: olderThan, OnChain: olderThan}, limit)
+}
+
+// ListStale is Ledger.ListStale in memory.
+func (m *Memory) ListStale(_ context.Context, age Staleness, limit int) ([]Payment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cutoff := time.Now().Add(-olderThan)
+	now := time.Now()
 	var out []Payment
 	all := m.sorted()
 	sort.Slice(all, func(i, j int) bool {
@@ -224,11 +229,8 @@ func (m *Memory) ListRecoverable(_ context.Context, olderThan time.Duration, lim
 		if len(out) == limit {
 			break
 		}
-		switch p.Status {
-		case StatusVerified, StatusSubmitted, StatusSettling, StatusPending:
-			if p.UpdatedAt.Before(cutoff) {
-				out = append(out, p)
-			}
+		if age.isStale(p, now) {
+			out = append(out, p)
 		}
 	}
 	return out, nil

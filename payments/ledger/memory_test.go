@@ -120,3 +120,31 @@ func TestMemoryRunExclusive(t *testing.T) {
 		t.Fatal("the first run did not run")
 	}
 }
+
+// TestStalenessByStatus: verified and settling payments wait Working, submitted and pending
+// ones OnChain; final and queued ones are never stale.
+func TestStalenessByStatus(t *testing.T) {
+	now := time.Now()
+	age := Staleness{Working: 10 * time.Minute, OnChain: time.Minute}
+	for _, tc := range []struct {
+		status Status
+		idle   time.Duration
+		want   bool
+	}{
+		{StatusVerified, 5 * time.Minute, false},
+		{StatusVerified, 11 * time.Minute, true},
+		{StatusSettling, 5 * time.Minute, false},
+		{StatusSettling, 11 * time.Minute, true},
+		{StatusSubmitted, 30 * time.Second, false},
+		{StatusSubmitted, 5 * time.Minute, true},
+		{StatusPending, 5 * time.Minute, true},
+		{StatusQueued, time.Hour, false},
+		{StatusSettled, time.Hour, false},
+		{StatusNotCharged, time.Hour, false},
+	} {
+		p := Payment{Status: tc.status, UpdatedAt: now.Add(-tc.idle)}
+		if got := age.isStale(p, now); got != tc.want {
+			t.Errorf("%s idle %v: stale = %v; want %v", tc.status, tc.idle, got, tc.want)
+		}
+	}
+}

@@ -73,6 +73,35 @@ func (l *Ledger) claimQueued(ctx context.Context, limit int, to Status, patch Pa
 	return out, nil
 }
 
+// Staleness is how long recovery lets a payment sit untouched before it takes it up.
+type Staleness struct {
+	// Working covers verified payments, whose call may still be running, and settling ones,
+	// whose facilitator may still be answering the call's request.
+	Working time.Duration
+	// OnChain covers submitted and pending payments, whose transaction is recorded: once no
+	// request or batch lane awaits its receipt, recovery can read the chain (and outbid a
+	// transaction the market left behind) without waiting as long as the longest call.
+	OnChain time.Duration
+}
+
+func (a Staleness) check() error {
+	if a.Working < 0 || a.OnChain < 0 {
+		return invalid("staleness %+v is negative", a)
+	}
+	return nil
+}
+
+// isStale reports whether p, last touched at updated, is older than its status's age at now.
+func (a Staleness) isStale(p Payment, now time.Time) bool {
+	switch p.Status {
+	case StatusVerified, StatusSettling:
+		return p.UpdatedAt.Before(now.Add(-a.Working))
+	case StatusSubmitted, StatusPending:
+		return p.UpdatedAt.Before(now.Add(-a.OnChain))
+	}
+	return false
+}
+
 // ListRecoverable returns up to limit payments that nobody has moved for olderThan, oldest
 // first: verified ones (the call never finished: mark them not_charged), submitted or
 // pending ones (reconcile them against the chain, re-broadcasting RawTx or the batch's
@@ -80,17 +109,27 @@ func (l *Ledger) claimQueued(ctx context.Context, limit int, to Status, patch Pa
 // updated_at, which a spooled payment gets when it reaches Postgres, so an outage does not
 // make a payment that is still being worked on look abandoned.
 func (l *Ledger) ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]Payment, error) {
-	if olderThan < 0 {
-		return nil, invalid("olderThan %v is negative", olderThan)
+	return l.ListStale(ctx, Staleness{Working: olderThan, OnChain: olderThan}, limit)
+}
+
+// ListStale is ListRecoverable with two ages: Working for verified and settling payments,
+// OnChain for submitted and pending ones.
+func (l *Ledger) ListStale(ctx context.Context, age Staleness, limit int) ([]Payment, error) {
+	if err := age.check(); err != nil {
+		return nil, err
 	}
 	if limit <= 0 || limit > 10000 {
 		return nil, invalid("list limit %d is outside 1 .. 10000", limit)
 	}
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
+	// The first bound (the younger age) lets the recoverable index range over updated_at; the
+	// second holds each status to its own age.
 	rows, err := l.pool.Query(qctx, `SELECT `+paymentColumns("")+` FROM payments
-		WHERE status IN ('verified', 'submitted', 'settling', 'pending') AND updated_at < now() - $1::bigint * interval '1 microsecond'
-		ORDER BY updated_at, id LIMIT $2`, olderThan.Microseconds(), limit)
+		WHERE status IN ('verified', 'submitted', 'settling', 'pending')
+		  AND updated_at < now() - LEAST($1::bigint, $2::bigint) * interval '1 microsecond'
+		  AND updated_at < now() - (CASE WHEN status IN ('submitted', 'pending') THEN $2::bigint ELSE $1::bigint END) * interval '1 microsecond'
+		ORDER BY updated_at, id LIMIT $3`, age.Working.Microseconds(), age.OnChain.Microseconds(), limit)
 	if err != nil {
 		return nil, dbError(ctx, "list recoverable payments", err)
 	}

@@ -477,3 +477,36 @@ func TestStuckPaymentsAreTouchedEachPass(t *testing.T) {
 		last = p
 	}
 }
+
+// TestPendingSettlementIsRecoveredSoonerThanAnAbandonedCall: recovery takes up a payment whose
+// transaction is recorded (pending) after OnChainAfter, without waiting the longest call
+// (StaleAfter), which only a verified payment's call may still need.
+func TestPendingSettlementIsRecoveredSoonerThanAnAbandonedCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	slow := &slowFirstReceipt{Sender: r.sender}
+	settler := NewChainSettler(r.book, slow, r.net.Asset, 10*time.Second, nil)
+	rail := r.rail(t, SettleSync, settler)
+	a := r.verify(t, rail)
+	if st, err := rail.Settle(ctx, a); err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("Settle = %+v, %v; want pending (the receipt wait timed out)", st, err)
+	}
+	for _, tc := range []struct {
+		onChainAfter time.Duration
+		want         ledger.Status
+	}{
+		{time.Hour, ledger.StatusPending},
+		{time.Millisecond, ledger.StatusSettled},
+	} {
+		time.Sleep(5 * time.Millisecond)
+		w := NewWorker(WorkerConfig{Network: r.net, Batcher: r.dev.Addresses().Batcher, StaleAfter: time.Hour, OnChainAfter: tc.onChainAfter,
+			ReceiptTimeout: 10 * time.Second, Reservations: r.reserved}, r.book, r.sender, r.settler)
+		if err := w.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s := r.status(t, a); s != tc.want {
+			t.Fatalf("OnChainAfter %v, StaleAfter 1h: %s; want %s", tc.onChainAfter, s, tc.want)
+		}
+	}
+}

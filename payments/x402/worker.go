@@ -31,7 +31,7 @@ type batchBook interface {
 // needs replacingBook, which *ledger.Ledger and *ledger.Memory satisfy.
 type recoveryBook interface {
 	outcomeBook
-	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	ListStale(ctx context.Context, age ledger.Staleness, limit int) ([]ledger.Payment, error)
 	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 	RecordReference(ctx context.Context, id uuid.UUID, status ledger.Status, ref string, payload json.RawMessage) (ledger.Payment, error)
 	GetBatch(ctx context.Context, batchID uuid.UUID) (ledger.Batch, error)
@@ -85,9 +85,15 @@ type WorkerConfig struct {
 	// InFlight is how many batch transactions may await their receipts at once (default 4):
 	// a chain that mines a block every second or two then takes several batches per block.
 	// Sends stay one at a time, in nonce order (the Sender's lock).
-	InFlight       int
-	Interval       time.Duration // how often to look for work (default 250 ms)
-	StaleAfter     time.Duration // a payment untouched this long is recovered (default 2 min)
+	InFlight   int
+	Interval   time.Duration // how often to look for work (default 250 ms)
+	StaleAfter time.Duration // a verified or settling payment untouched this long is recovered (default 2 min)
+	// OnChainAfter is how long a submitted or pending payment (its transaction recorded) is
+	// left untouched before recovery reads the chain for it, re-broadcasts it or outbids it
+	// (default: ReceiptTimeout plus a send's bound, chain.DefaultSendTimeout, plus 30 s, so
+	// that no request or batch lane is still sending or awaiting it; never more than
+	// StaleAfter).
+	OnChainAfter   time.Duration
 	ReceiptTimeout time.Duration // how long to wait for a receipt before "pending" (default 30 s)
 	// Facilitator, when set, settles through a remote facilitator: queued payments are handed
 	// to it one by one and settling ones are recovered through it. Without a settlement key
@@ -138,6 +144,10 @@ func NewWorker(cfg WorkerConfig, l interface {
 	if cfg.ReceiptTimeout <= 0 {
 		cfg.ReceiptTimeout = 30 * time.Second
 	}
+	if cfg.OnChainAfter <= 0 {
+		cfg.OnChainAfter = cfg.ReceiptTimeout + chain.DefaultSendTimeout + 30*time.Second
+	}
+	cfg.OnChainAfter = min(cfg.OnChainAfter, cfg.StaleAfter)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -442,7 +452,7 @@ func (w *Worker) releaseIfFinal(ctx context.Context, p ledger.Payment) {
 // recorded bytes and settled from their receipts. It never signs a new transaction for a
 // payment that has one recorded.
 func (w *Worker) Reconcile(ctx context.Context) error {
-	ps, err := w.recovery.ListRecoverable(ctx, w.cfg.StaleAfter, 200)
+	ps, err := w.recovery.ListStale(ctx, ledger.Staleness{Working: w.cfg.StaleAfter, OnChain: w.cfg.OnChainAfter}, 200)
 	if err != nil {
 		return err
 	}
