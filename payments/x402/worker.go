@@ -626,7 +626,17 @@ func (w *Worker) resettle(ctx context.Context, from uuid.UUID, outbid []byte) er
 	if len(unused) == 0 {
 		return nil
 	}
-	return w.sendBatch(ctx, next, unused, outbid)
+	// The reads above are not bounded by the send and receipt timeouts that OnChainAfter
+	// covers, and the move was the members' last touch: recovery (another replica) may have
+	// found next with no recorded transaction meanwhile and signed them itself. Take them
+	// again, atomically, just before signing: this move restarts their age, and finds nothing
+	// if they are no longer ours.
+	final := uuid.New()
+	again, err := w.recovery.MoveBatch(ctx, next, final)
+	if err != nil || len(again) == 0 {
+		return err
+	}
+	return w.sendBatch(ctx, final, again, outbid)
 }
 
 func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members []ledger.Payment) error {
