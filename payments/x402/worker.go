@@ -90,9 +90,9 @@ type WorkerConfig struct {
 	StaleAfter time.Duration // a verified or settling payment untouched this long is recovered (default 2 min)
 	// OnChainAfter is how long a submitted or pending payment (its transaction recorded) is
 	// left untouched before recovery reads the chain for it, re-broadcasts it or outbids it
-	// (default: ReceiptTimeout plus a send's bound, chain.DefaultSendTimeout, plus 30 s, so
-	// that no request or batch lane is still sending or awaiting it; never more than
-	// StaleAfter).
+	// (default: ReceiptTimeout, plus twice a send's bound, chain.DefaultSendTimeout (the send,
+	// then the outbid check after the wait), plus 30 s, so that no request or batch lane is
+	// still sending or awaiting it; never more than StaleAfter).
 	OnChainAfter   time.Duration
 	ReceiptTimeout time.Duration // how long to wait for a receipt before "pending" (default 30 s)
 	// Facilitator, when set, settles through a remote facilitator: queued payments are handed
@@ -145,7 +145,7 @@ func NewWorker(cfg WorkerConfig, l interface {
 		cfg.ReceiptTimeout = 30 * time.Second
 	}
 	if cfg.OnChainAfter <= 0 {
-		cfg.OnChainAfter = cfg.ReceiptTimeout + chain.DefaultSendTimeout + 30*time.Second
+		cfg.OnChainAfter = cfg.ReceiptTimeout + 2*chain.DefaultSendTimeout + 30*time.Second
 	}
 	cfg.OnChainAfter = min(cfg.OnChainAfter, cfg.StaleAfter)
 	if cfg.Logger == nil {
