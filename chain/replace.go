@@ -113,15 +113,22 @@ func (s *Sender) Replace(ctx context.Context, raw []byte, to common.Address, dat
 // replacementFees prices the successor of old: the market's fees, but never less than old's
 // raised by an eighth, and never above the configured cap.
 func (s *Sender) replacementFees(ctx context.Context, old *types.Transaction) (tip, feeCap *big.Int, err error) {
-	tip, feeCap, _, err = s.fees(ctx) // above the cap, so is any replacement
+	tip, head, err := s.market(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
+	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
 	tip = bigMax(tip, bumped(old.GasTipCap()))
 	feeCap = bigMax(feeCap, bumped(old.GasFeeCap()))
 	feeCap = bigMax(feeCap, tip)
 	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
-		return nil, nil, fmt.Errorf("chain: replacement max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
+		// The cap caps the offer: it is refused only when even the cap cannot win now (pay
+		// the head's base fee and the tip, and outbid old by the pool's bump).
+		need := bigMax(new(big.Int).Add(head.BaseFee, tip), bumped(old.GasFeeCap()))
+		if need.Cmp(s.maxFee) > 0 || tip.Cmp(s.maxFee) > 0 {
+			return nil, nil, fmt.Errorf("chain: replacement max fee %s above cap %s: %w", need, s.maxFee, ErrFeeCapExceeded)
+		}
+		feeCap = new(big.Int).Set(s.maxFee)
 	}
 	return tip, feeCap, nil
 }

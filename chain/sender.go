@@ -38,7 +38,9 @@ type SenderOptions struct {
 	// GasMarginPercent is added to the node's gas estimate (default 25): estimates are taken
 	// against the pending state, which can change before the tx is mined.
 	GasMarginPercent uint64
-	// MaxFeePerGas caps the fee the sender will offer; nil means no cap.
+	// MaxFeePerGas caps the fee the sender will offer: a transaction offers it when twice the
+	// base fee plus the tip is more, and none is sent (ErrFeeCapExceeded) while the base fee
+	// plus the tip is more; nil means no cap.
 	MaxFeePerGas *big.Int
 	// Logger receives one debug line per sent transaction; nil means slog.Default().
 	Logger *slog.Logger
@@ -330,7 +332,8 @@ func (s *Sender) acquire(ctx context.Context) (unlock func(), err error) {
 }
 
 // fees prices an EIP-1559 transaction: the node's suggested tip, and a cap of twice the head's
-// base fee plus the tip, which survives six full blocks of base-fee growth. It also returns the
+// base fee plus the tip, which survives six full blocks of base-fee growth, lowered to
+// MaxFeePerGas when that is less (refused when the cap cannot pay base fee and tip now). It also returns the
 // head's gas limit, the most gas one transaction can be given.
 func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, blockGas uint64, err error) {
 	tip, head, err := s.market(ctx)
@@ -339,7 +342,12 @@ func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, blockGas uint6
 	}
 	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
 	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
-		return nil, nil, 0, fmt.Errorf("chain: max fee %s above cap %s: %w", feeCap, s.maxFee, ErrFeeCapExceeded)
+		// The cap caps the offer: refused only when even the cap cannot pay the head's base
+		// fee and the tip.
+		if need := new(big.Int).Add(head.BaseFee, tip); need.Cmp(s.maxFee) > 0 {
+			return nil, nil, 0, fmt.Errorf("chain: base fee and tip %s above cap %s: %w", need, s.maxFee, ErrFeeCapExceeded)
+		}
+		feeCap = new(big.Int).Set(s.maxFee)
 	}
 	return tip, feeCap, head.GasLimit, nil
 }

@@ -255,7 +255,7 @@ func buildFacilitator(ctx context.Context, cfg Config, network x402.Network, boo
 		return nil, nil, fmt.Errorf("X402_FACILITATOR_URL: %s does not settle x402 v2 exact payments on %s (GET /supported lists %d other kinds)",
 			cfg.FacilitatorURL, network.CAIP2, len(sup.Kinds))
 	}
-	settler := x402.NewFacilitatorSettler(x402.FacilitatorSettlerConfig{Token: network.Asset, Confirmations: cfg.Confirmations, Logger: log}, book, c, backend, x402.NewRPCReader(backend, 3*time.Second))
+	settler := x402.NewFacilitatorSettler(x402.FacilitatorSettlerConfig{Token: network.Asset, ReceiptWait: cfg.ReceiptTimeout, Confirmations: cfg.Confirmations, Logger: log}, book, c, backend, x402.NewRPCReader(backend, 3*time.Second))
 	return c, settler, nil
 }
 

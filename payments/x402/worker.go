@@ -283,6 +283,9 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 		hash, err = w.sender.Replace(ctx, outbid, w.cfg.Batcher, data, 0, persist)
 	}
 	if err != nil {
+		if raw == nil {
+			w.keepOutbid(ctx, batchID, outbid) // nothing signed in its place
+		}
 		// Nothing broadcast, or unknown: the members stay submitted under a batch with or
 		// without a recorded transaction, and recovery finishes them. A replacement whose
 		// nonce was taken meanwhile (chain.ErrNonceTaken) is dead: recovery then finds the
@@ -615,6 +618,7 @@ func (w *Worker) resettle(ctx context.Context, from uuid.UUID, outbid []byte) er
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		w.keepOutbid(ctx, next, outbid)
 		return fmt.Errorf("x402: batch %s: nothing signed again: %w", next, err)
 	}
 	unused := make([]ledger.Payment, 0, len(moved))
@@ -633,6 +637,9 @@ func (w *Worker) resettle(ctx context.Context, from uuid.UUID, outbid []byte) er
 	// if they are no longer ours.
 	final := uuid.New()
 	again, err := w.recovery.MoveBatch(ctx, next, final)
+	if err != nil {
+		w.keepOutbid(ctx, next, outbid)
+	}
 	if err != nil || len(again) == 0 {
 		return err
 	}
@@ -677,6 +684,28 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		return err
 	}
 	return w.awaitBatch(ctx, batchID, hash, b.RawTx, true, members, auths)
+}
+
+// keepOutbid records outbid, the signed transaction that still holds the nonce of batch id's
+// members, as id's transaction when nothing was signed in its place: the next pass then
+// re-broadcasts it and outbids it again, instead of signing the members at a later nonce,
+// behind it (a pool keeps an outbid transaction, and every later one of the key waits).
+func (w *Worker) keepOutbid(ctx context.Context, id uuid.UUID, outbid []byte) {
+	if outbid == nil {
+		return
+	}
+	tx, err := chainTx(outbid)
+	if err == nil {
+		err = w.batches.RecordBatchTx(context.WithoutCancel(ctx), id, outbid, tx.Hash().Hex())
+	}
+	if err != nil && !errors.Is(err, ledger.ErrConflict) {
+		w.log.Warn("x402: recording an outbid batch transaction for its payments' new batch", "batch", id, "err", err)
+	}
+}
+
+func chainTx(raw []byte) (*types.Transaction, error) {
+	var tx types.Transaction
+	return &tx, tx.UnmarshalBinary(raw)
 }
 
 // waitReceipt waits ReceiptTimeout at most for the receipt of hash.

@@ -1,0 +1,89 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"math/big"
+	"testing"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+)
+
+// busyNode is a node whose head base fee and suggested tip the test sets; it accepts every
+// transaction and has no receipts.
+type busyNode struct {
+	base, tip *big.Int
+	sent      []*types.Transaction
+}
+
+func (b *busyNode) TransactionReceipt(context.Context, common.Hash) (*types.Receipt, error) {
+	return nil, ethereum.NotFound
+}
+func (b *busyNode) PendingNonceAt(context.Context, common.Address) (uint64, error) { return 0, nil }
+func (b *busyNode) EstimateGas(context.Context, ethereum.CallMsg) (uint64, error)  { return 21000, nil }
+func (b *busyNode) SuggestGasTipCap(context.Context) (*big.Int, error)             { return b.tip, nil }
+func (b *busyNode) HeaderByNumber(context.Context, *big.Int) (*types.Header, error) {
+	return &types.Header{Number: big.NewInt(10), BaseFee: b.base, GasLimit: 30_000_000}, nil
+}
+func (b *busyNode) SendTransaction(_ context.Context, tx *types.Transaction) error {
+	b.sent = append(b.sent, tx)
+	return nil
+}
+
+// TestReplaceUnderTheCapWhenTheCapWins: with SETTLEMENT_MAX_FEE_PER_GAS_WEI at 100 gwei, a
+// transaction priced at 41 gwei is outbid when the base fee reaches 60 gwei. A successor
+// offering the cap (100 gwei: above base fee + tip, and more than an eighth above the old
+// offer) would be mined at once; the cap must cap the successor's fee, not refuse it because
+// twice the base fee is above the cap.
+func TestReplaceUnderTheCapWhenTheCapWins(t *testing.T) {
+	gwei := func(n int64) *big.Int { return new(big.Int).Mul(big.NewInt(n), big.NewInt(1e9)) }
+	node := &busyNode{base: gwei(20), tip: gwei(1)}
+	s, err := NewSender(node, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{MaxFeePerGas: gwei(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	_, raw := sendRecorded(t, s, to) // fee cap 2*20+1 = 41 gwei
+	node.base = gwei(60)             // the market outgrows it
+	if out, err := s.Outbid(testCtx(t), raw); err != nil || !out {
+		t.Fatalf("Outbid = %v, %v; want true", out, err)
+	}
+	_, err = s.Replace(testCtx(t), raw, to, nil, 0, nil)
+	if err != nil {
+		t.Fatalf("Replace with a cap of 100 gwei at a base fee of 60 gwei: %v; want a successor at the cap", err)
+	}
+	repl := node.sent[len(node.sent)-1]
+	if repl.GasFeeCap().Cmp(gwei(100)) > 0 || repl.GasFeeCap().Cmp(gwei(61)) < 0 {
+		t.Fatalf("successor fee cap %v; want between base+tip (61 gwei) and the cap", repl.GasFeeCap())
+	}
+	// Above what the cap can pay, it is still refused before anything is signed.
+	node.base = gwei(150)
+	if _, err := s.Replace(testCtx(t), raw, to, nil, 0, nil); !errors.Is(err, ErrFeeCapExceeded) {
+		t.Fatalf("Replace at a base fee above the cap: %v; want ErrFeeCapExceeded", err)
+	}
+}
+
+// TestFirstSendOffersTheCapWhenTheCapPays: a first send offers twice the base fee plus the tip,
+// lowered to the cap when that is less, and is refused only when the cap cannot pay the base
+// fee and the tip.
+func TestFirstSendOffersTheCapWhenTheCapPays(t *testing.T) {
+	gwei := func(n int64) *big.Int { return new(big.Int).Mul(big.NewInt(n), big.NewInt(1e9)) }
+	node := &busyNode{base: gwei(60), tip: gwei(1)}
+	s, err := NewSender(node, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{MaxFeePerGas: gwei(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	if _, err := s.Send(testCtx(t), to, nil); err != nil {
+		t.Fatalf("Send at a base fee of 60 gwei under a cap of 100: %v", err)
+	}
+	if fc := node.sent[len(node.sent)-1].GasFeeCap(); fc.Cmp(gwei(100)) != 0 {
+		t.Fatalf("fee cap %v; want the cap, 100 gwei (2*60+1 is more)", fc)
+	}
+	node.base = gwei(100)
+	if _, err := s.Send(testCtx(t), to, nil); !errors.Is(err, ErrFeeCapExceeded) {
+		t.Fatalf("Send at a base fee of 100 gwei under a cap of 100: %v; want ErrFeeCapExceeded", err)
+	}
+}
