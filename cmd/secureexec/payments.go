@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -31,15 +33,16 @@ import (
 
 // paymentStack is every enabled rail and what it runs in the background.
 type paymentStack struct {
-	rails   []payments.Rail
-	reader  gateway.PaymentReader
-	idem    gateway.IdempotencyStore
-	webhook http.Handler          // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
-	flags   gateway.FlagChecker   // payers flagged by that webhook; nil without the MPP rail
-	rdb     redis.UniversalClient // the claims' Redis; nil on the in-process ledger
-	payTo   string
-	network string // shown in the 402's network field
-	closers []func()
+	rails      []payments.Rail
+	reader     gateway.PaymentReader
+	idem       gateway.IdempotencyStore
+	webhook    http.Handler          // POST /webhooks/stripe; nil unless the MPP rail has STRIPE_WEBHOOK_SECRET
+	flags      gateway.FlagChecker   // payers flagged by that webhook; nil without the MPP rail
+	rdb        redis.UniversalClient // the claims' Redis; nil on the in-process ledger
+	payTo      string
+	network    string                 // shown in the 402's network field
+	collectors []prometheus.Collector // the rails' background work, for /metrics
+	closers    []func()
 }
 
 func (p *paymentStack) Close() {
@@ -221,6 +224,7 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 		book, workerSender, chainSettle)
 	worker.Start()
 	st.closers = append(st.closers, worker.Close)
+	st.collectors = append(st.collectors, worker.Collector())
 	st.network = network.CAIP2
 	if network.V1Name != "" {
 		st.network = network.V1Name // "base", as the seed's 402 says

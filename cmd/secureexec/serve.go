@@ -184,7 +184,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	srv, err := gateway.New(gcfg, gateway.Deps{
 		Runner: runner, IAM: authz, Audit: writer, Rails: pays.rails, Payments: pays.reader, Idempotent: pays.idem,
-		StripeWebhook: pays.webhook, Logger: log, Registry: promReg, Collectors: []prometheus.Collector{writer.Collector()},
+		StripeWebhook: pays.webhook, Logger: log, Registry: promReg, Collectors: append([]prometheus.Collector{writer.Collector()}, pays.collectors...),
 	})
 	if err != nil {
 		return err

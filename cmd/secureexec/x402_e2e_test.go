@@ -23,6 +23,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -1044,6 +1045,24 @@ func (f *x402Fixture) batchSettlement(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	f.expectMoved(t, before, map[string]int64{"payer2": -calls * priceDryRun, "payTo": (calls + 2) * priceDryRun})
+
+	// The worker's counters reach /metrics: batches were sent, none needed replacing.
+	mresp, err := http.Get(gc.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(io.LimitReader(mresp.Body, 1<<20))
+	mresp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := regexp.MustCompile(`(?m)^secureexec_x402_batches_sent_total ([0-9.e+]+)$`).FindSubmatch(metrics)
+	if sent == nil || string(sent[1]) == "0" {
+		t.Fatalf("/metrics: secureexec_x402_batches_sent_total %q; want at least one batch", sent)
+	}
+	if !regexp.MustCompile(`(?m)^secureexec_x402_settlements_replaced_total 0$`).Match(metrics) {
+		t.Fatal("/metrics: want secureexec_x402_settlements_replaced_total 0")
+	}
 }
 
 // redisUnreachable (6): without Redis no nonce can be claimed, so a paid call is a 503 with

@@ -57,6 +57,9 @@ func TestBatchGasIsLearnedAndARevertedBatchIsSettledAgain(t *testing.T) {
 	if n, err := r.worker.SettleBatch(ctx); err != nil || n != len(second) {
 		t.Fatalf("SettleBatch with too little gas = %d, %v", n, err)
 	}
+	if st := r.worker.Stats(); st.BatchesSent != 3 || st.BatchesReverted != 1 {
+		t.Fatalf("worker stats %+v; want 3 batches sent (the first, the reverted one, its successor), 1 reverted", st)
+	}
 	var batches []uuid.UUID
 	for _, a := range second {
 		p := batchOf(a)

@@ -225,6 +225,12 @@ func TestOutbidBatchMinedBeforeItsSuccessor(t *testing.T) {
 	if err := o.worker.Reconcile(ctx); err != nil {
 		t.Fatalf("second Reconcile: %v", err)
 	}
+	if st := w.Stats(); st.Replaced != 0 {
+		t.Fatalf("racing worker stats %+v; want no replacement counted (its nonce was taken)", st)
+	}
+	if st := o.worker.Stats(); st.Dead != 1 {
+		t.Fatalf("worker stats %+v; want the successor found dead once", st)
+	}
 	for _, a := range auths {
 		p := o.payment(t, a)
 		if p.Status != ledger.StatusSettled || p.TxHash != first.TxHash {
@@ -285,6 +291,9 @@ func TestOutbidBatchIsSettledAtItsNonce(t *testing.T) {
 	if err := o.worker.Reconcile(ctx); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
+	if st := o.worker.Stats(); st.BatchesSent != 1 || st.Replaced != 1 || st.Dead != 0 {
+		t.Fatalf("worker stats %+v; want one batch sent, then replaced once", st)
+	}
 	var successor string
 	for _, a := range auths {
 		p := o.payment(t, a)
@@ -338,6 +347,9 @@ func TestOutbidSyncSettlementIsSignedAgainAtItsNonce(t *testing.T) {
 	o.congest(t)
 	if err := o.worker.Reconcile(ctx); err != nil {
 		t.Fatalf("Reconcile: %v", err)
+	}
+	if st := o.worker.Stats(); st.Replaced != 1 || st.BatchesSent != 0 {
+		t.Fatalf("worker stats %+v; want one replacement and no batch", st)
 	}
 	p := o.payment(t, a)
 	if p.Status != ledger.StatusSettled || p.TxHash == first.TxHash || string(p.RawTx) == string(first.RawTx) {

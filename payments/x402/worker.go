@@ -117,6 +117,7 @@ type Worker struct {
 	uses     *useFinder // nil: no failure is recorded and no dead transaction replaced
 	gas      batchGas
 	log      *slog.Logger
+	counts   workerCounters
 
 	stop chan struct{}
 	done chan struct{}

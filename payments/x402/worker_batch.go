@@ -71,10 +71,15 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 		return w.batches.RecordBatchTx(ctx, batchID, raw, tx.Hash().Hex())
 	}
 	var hash common.Hash
+	counter := &w.counts.batchesSent
 	if outbid == nil {
 		hash, err = w.sender.SendPersisted(ctx, w.cfg.Batcher, data, w.gas.limit(len(ps)), persist)
 	} else {
 		hash, err = w.sender.Replace(ctx, outbid, w.cfg.Batcher, data, 0, persist)
+		counter = &w.counts.replaced
+	}
+	if err == nil {
+		counter.Add(1)
 	}
 	if err != nil {
 		if raw == nil {
@@ -130,6 +135,7 @@ func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.
 		// new batch, whose gas the node estimates; a revert the estimate also meets is refused
 		// there, before anything is broadcast.
 		w.gas.forget()
+		w.counts.batchesReverted.Add(1)
 		w.log.Warn("x402: batch transaction reverted; settling its payments in a new batch", "batch", batchID, "tx", hash.Hex(),
 			"gas_used", receipt.GasUsed)
 		return w.resettle(ctx, batchID, nil)

@@ -70,6 +70,7 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 		// Another transaction took its nonce: it will never be mined. Its authorization is
 		// signed again only if the chain shows it unused; used, the transaction that used it
 		// settled the payment.
+		w.counts.dead.Add(1)
 		done, err := w.settleUsed(ctx, p, a)
 		if err != nil || done {
 			return err
@@ -95,6 +96,7 @@ func (w *Worker) reconcileSingle(ctx context.Context, p ledger.Payment) error {
 			// ledger recorded (the successor, or still the first) and goes on from there.
 			return fmt.Errorf("x402: payment %s: replacing outbid transaction %s: %w", p.ID, p.TxHash, err)
 		}
+		w.counts.replaced.Add(1)
 		p.TxHash = hash.Hex()
 		receipt, err = w.waitReceipt(ctx, hash)
 	}
@@ -174,6 +176,7 @@ func (w *Worker) reconcileBatch(ctx context.Context, batchID uuid.UUID, members 
 		// Another transaction took its nonce: it will never be mined and settled none of
 		// them. Its members go to a new batch.
 		w.log.Warn("x402: batch transaction is dead; settling its payments in a new batch", "batch", batchID, "tx", b.TxHash)
+		w.counts.dead.Add(1)
 		return w.resettle(ctx, batchID, nil)
 	case errors.Is(err, chain.ErrUnderpriced):
 		// The node refuses it now: the base fee outgrew it. Its members are settled by a

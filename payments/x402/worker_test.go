@@ -2,10 +2,12 @@ package x402
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/secureexec/secureexec/chain"
 	"github.com/secureexec/secureexec/payments"
@@ -53,5 +55,28 @@ func TestBatchesAreSentWhileEarlierOnesAwaitTheirReceipts(t *testing.T) {
 	}
 	if len(blocks) != 1 {
 		t.Fatalf("the 3 batches were mined in %d blocks; sent one after another's receipt they cannot share one", len(blocks))
+	}
+}
+
+// TestWorkerCollectorReportsItsCounters: /metrics shows what Stats counts, by name.
+func TestWorkerCollectorReportsItsCounters(t *testing.T) {
+	w := NewWorker(WorkerConfig{}, ledger.NewMemory(), nil, nil)
+	w.counts.batchesSent.Add(3)
+	w.counts.replaced.Add(2)
+	w.counts.dead.Add(1)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(w.Collector())
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+	}
+	want := map[string]float64{"secureexec_x402_batches_sent_total": 3, "secureexec_x402_batches_reverted_total": 0,
+		"secureexec_x402_settlements_replaced_total": 2, "secureexec_x402_settlements_dead_total": 1}
+	if !maps.Equal(got, want) {
+		t.Fatalf("gathered %v; want %v", got, want)
 	}
 }
