@@ -31,6 +31,16 @@ func (m *minedThenPricier) SendPersisted(ctx context.Context, to common.Address,
 	return h, err
 }
 
+// confirmingSender signs with the rig's settlement key and counts a receipt only n blocks deep.
+func (o *outbidRig) confirmingSender(t *testing.T, n uint64) *chain.Sender {
+	t.Helper()
+	s, err := chain.NewSender(o.c, key0, big.NewInt(31337), chain.SenderOptions{Confirmations: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestMinedUnconfirmedBatchIsNeverOutbid: with SETTLEMENT_CONFIRMATIONS set, a batch
 // transaction that is mined but not yet deep enough when the receipt wait runs out, while the
 // market has moved, is not "outbid" (it is mined): nothing is signed again, and its payment is
@@ -39,15 +49,8 @@ func TestMinedUnconfirmedBatchIsNeverOutbid(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	o := newOutbidRig(t)
-	rail := o.rail(t, SettleBatch)
-	a := o.verify(t, rail)
-	if _, err := rail.Settle(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	confirming, err := chain.NewSender(o.c, key0, big.NewInt(31337), chain.SenderOptions{Confirmations: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := o.queue(t, ctx, o.rail(t, SettleBatch), 1)[0]
+	confirming := o.confirmingSender(t, 20)
 	var snap hexutil.Big
 	sender := &minedThenPricier{Sender: confirming, after: func() {
 		if err := o.c.Client().CallContext(ctx, &snap, "evm_snapshot"); err != nil {
@@ -96,40 +99,14 @@ func TestOutbidMinedFirstIsSettledOnlyOnceDeepEnough(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	o := newOutbidRig(t)
-	rail := o.rail(t, SettleBatch)
-	a := o.verify(t, rail)
-	if _, err := rail.Settle(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	confirming, err := chain.NewSender(o.c, key0, big.NewInt(31337), chain.SenderOptions{Confirmations: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w0 := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
-		Reservations: o.reserved}, o.book, confirming, o.settler)
+	a := o.queue(t, ctx, o.rail(t, SettleBatch), 1)[0]
+	confirming := o.confirmingSender(t, 20)
+	w0 := o.recoveryWorker(confirming)
 	if n, err := w0.SettleBatch(ctx); n != 1 || err == nil {
 		t.Fatalf("SettleBatch = %d, %v; want 1 and a receipt timeout", n, err)
 	}
 	first := o.payment(t, a)
-	b, err := o.book.GetBatch(ctx, first.BatchID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var firstTx types.Transaction
-	if err := firstTx.UnmarshalBinary(b.RawTx); err != nil {
-		t.Fatal(err)
-	}
-	stop := o.congest(t)
-	racing := &minedBeforeReplace{Sender: confirming, before: func() {
-		stop()
-		o.mineCheap(t)
-		if err := o.c.SendTransaction(ctx, &firstTx); err != nil {
-			t.Errorf("broadcasting the first transaction again: %v", err)
-		}
-		o.mineCheap(t)
-	}}
-	w1 := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
-		Reservations: o.reserved}, o.book, racing, o.settler)
+	w1 := o.recoveryWorker(o.minedBeforeItsSuccessor(t, ctx, confirming, first.BatchID))
 	if err := w1.Reconcile(ctx); !errors.Is(err, chain.ErrNonceTaken) {
 		t.Fatalf("Reconcile 1 = %v; want the successor refused, its nonce taken", err)
 	}

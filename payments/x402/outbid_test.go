@@ -152,6 +152,38 @@ func (m *minedBeforeReplace) Replace(ctx context.Context, raw []byte, to common.
 	return m.Sender.Replace(ctx, raw, to, data, gas, persist)
 }
 
+// minedBeforeItsSuccessor congests the chain, so that batch's transaction is outbid, and
+// returns sender as a node where that transaction gets its block just before its successor is
+// broadcast: the market falls back, and the first transaction (which anvil dropped from its
+// pool while it could not pay the base fee) is broadcast again, by anyone, and mined.
+func (o *outbidRig) minedBeforeItsSuccessor(t *testing.T, ctx context.Context, sender *chain.Sender, batch uuid.UUID) *minedBeforeReplace {
+	t.Helper()
+	stop := o.congest(t)
+	b, err := o.book.GetBatch(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firstTx types.Transaction
+	if err := firstTx.UnmarshalBinary(b.RawTx); err != nil {
+		t.Fatal(err)
+	}
+	return &minedBeforeReplace{Sender: sender, before: func() {
+		stop()
+		o.mineCheap(t)
+		if err := o.c.SendTransaction(ctx, &firstTx); err != nil {
+			t.Errorf("broadcasting the first transaction again: %v", err)
+		}
+		o.mineCheap(t)
+	}}
+}
+
+// recoveryWorker is a worker of the rig's ledger settling through sender, whose recovery
+// takes up every unfinished payment at once.
+func (o *outbidRig) recoveryWorker(sender TxSender) *Worker {
+	return NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
+		Reservations: o.reserved}, o.book, sender, o.settler)
+}
+
 // TestBatchOutbidWhileAwaitedIsReplacedAtOnce: the market jumps while the worker waits for a
 // batch's receipt; when the wait runs out, the worker sees the batch outbid and settles its
 // payments with a successor at its nonce in the same pass.
@@ -195,27 +227,7 @@ func TestOutbidBatchMinedBeforeItsSuccessor(t *testing.T) {
 		t.Fatalf("SettleBatch = %d, %v; want 3 and a receipt timeout", n, err)
 	}
 	first := o.payment(t, auths[0])
-	stop := o.congest(t)
-	b, err := o.book.GetBatch(ctx, first.BatchID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var firstTx types.Transaction
-	if err := firstTx.UnmarshalBinary(b.RawTx); err != nil {
-		t.Fatal(err)
-	}
-	racing := &minedBeforeReplace{Sender: o.sender, before: func() {
-		// The market falls back, and the first transaction (which anvil dropped from its pool
-		// while it could not pay the base fee) is broadcast again, by anyone, and mined.
-		stop()
-		o.mineCheap(t)
-		if err := o.c.SendTransaction(ctx, &firstTx); err != nil {
-			t.Errorf("broadcasting the first transaction again: %v", err)
-		}
-		o.mineCheap(t)
-	}}
-	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
-		Reservations: o.reserved}, o.book, racing, o.settler)
+	w := o.recoveryWorker(o.minedBeforeItsSuccessor(t, ctx, o.sender, first.BatchID))
 	if err := w.Reconcile(ctx); !errors.Is(err, chain.ErrNonceTaken) {
 		t.Fatalf("Reconcile = %v; want the successor refused, its nonce taken", err)
 	}
