@@ -4,32 +4,15 @@ import (
 	"context"
 	"errors"
 	"math/big"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
-	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/secureexec/secureexec/chain"
 	"github.com/secureexec/secureexec/payments/ledger"
 )
-
-// minedThenPricier is a node where the batch transaction gets a block at once, and the next
-// block's base fee jumps: the transaction is mined, but not yet confirmations deep, when the
-// receipt wait runs out.
-type minedThenPricier struct {
-	*chain.Sender
-	after func()
-	once  sync.Once
-}
-
-func (m *minedThenPricier) SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
-	h, err := m.Sender.SendPersisted(ctx, to, data, gas, persist)
-	m.once.Do(m.after)
-	return h, err
-}
 
 // confirmingSender signs with the rig's settlement key and counts a receipt only n blocks deep.
 func (o *outbidRig) confirmingSender(t *testing.T, n uint64) *chain.Sender {
@@ -52,7 +35,7 @@ func TestMinedUnconfirmedBatchIsNeverOutbid(t *testing.T) {
 	a := o.queue(t, ctx, o.rail(t, SettleBatch), 1)[0]
 	confirming := o.confirmingSender(t, 20)
 	var snap hexutil.Big
-	sender := &minedThenPricier{Sender: confirming, after: func() {
+	sender := &afterFirstSend{Sender: confirming, then: func() {
 		if err := o.c.Client().CallContext(ctx, &snap, "evm_snapshot"); err != nil {
 			t.Fatal(err)
 		}

@@ -126,17 +126,17 @@ func (o *outbidRig) mineCheap(t *testing.T) {
 	}
 }
 
-// congestAfterSend is the settlement key's node, where the market jumps as soon as the first
-// transaction is broadcast.
-type congestAfterSend struct {
+// afterFirstSend is the settlement key's node, where something happens to the chain (then) as
+// soon as the first transaction is broadcast: the market jumps, or a block is mined.
+type afterFirstSend struct {
 	*chain.Sender
-	congest func()
-	once    sync.Once
+	then func()
+	once sync.Once
 }
 
-func (c *congestAfterSend) SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
-	h, err := c.Sender.SendPersisted(ctx, to, data, gas, persist)
-	c.once.Do(c.congest)
+func (a *afterFirstSend) SendPersisted(ctx context.Context, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
+	h, err := a.Sender.SendPersisted(ctx, to, data, gas, persist)
+	a.once.Do(a.then)
 	return h, err
 }
 
@@ -194,7 +194,7 @@ func TestBatchOutbidWhileAwaitedIsReplacedAtOnce(t *testing.T) {
 	rail := o.rail(t, SettleBatch)
 	payToBefore := o.tokenBalance(t, addr1)
 	auths := o.queue(t, ctx, rail, 3)
-	sender := &congestAfterSend{Sender: o.sender, congest: func() { o.congest(t) }}
+	sender := &afterFirstSend{Sender: o.sender, then: func() { o.congest(t) }}
 	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: time.Second, Reservations: o.reserved}, o.book, sender, o.settler)
 	if n, err := w.SettleBatch(ctx); n != 3 || err != nil {
 		t.Fatalf("SettleBatch = %d, %v; want 3 settled in one pass", n, err)
