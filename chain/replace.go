@@ -121,14 +121,11 @@ func (s *Sender) replacementFees(ctx context.Context, old *types.Transaction) (t
 	tip = bigMax(tip, bumped(old.GasTipCap()))
 	feeCap = bigMax(feeCap, bumped(old.GasFeeCap()))
 	feeCap = bigMax(feeCap, tip)
-	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
-		// The cap caps the offer: it is refused only when even the cap cannot win now (pay
-		// the head's base fee and the tip, and outbid old by the pool's bump).
-		need := bigMax(new(big.Int).Add(head.BaseFee, tip), bumped(old.GasFeeCap()))
-		if need.Cmp(s.maxFee) > 0 || tip.Cmp(s.maxFee) > 0 {
-			return nil, nil, fmt.Errorf("chain: replacement max fee %s above cap %s: %w", need, s.maxFee, ErrFeeCapExceeded)
-		}
-		feeCap = new(big.Int).Set(s.maxFee)
+	// The least that wins now: the head's base fee and the tip, and old's offer outbid by the
+	// pools' bump (the tip too cannot exceed the fee cap).
+	need := bigMax(bigMax(new(big.Int).Add(head.BaseFee, tip), bumped(old.GasFeeCap())), tip)
+	if feeCap, err = s.capped(feeCap, need); err != nil {
+		return nil, nil, fmt.Errorf("chain: replacing %s: %w", old.Hash().Hex(), err)
 	}
 	return tip, feeCap, nil
 }

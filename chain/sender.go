@@ -340,16 +340,25 @@ func (s *Sender) fees(ctx context.Context) (tip, feeCap *big.Int, blockGas uint6
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	feeCap = new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip)
-	if s.maxFee != nil && feeCap.Cmp(s.maxFee) > 0 {
-		// The cap caps the offer: refused only when even the cap cannot pay the head's base
-		// fee and the tip.
-		if need := new(big.Int).Add(head.BaseFee, tip); need.Cmp(s.maxFee) > 0 {
-			return nil, nil, 0, fmt.Errorf("chain: base fee and tip %s above cap %s: %w", need, s.maxFee, ErrFeeCapExceeded)
-		}
-		feeCap = new(big.Int).Set(s.maxFee)
+	feeCap, err = s.capped(new(big.Int).Add(new(big.Int).Mul(head.BaseFee, big.NewInt(2)), tip), new(big.Int).Add(head.BaseFee, tip))
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	return tip, feeCap, head.GasLimit, nil
+}
+
+// capped is the fee cap to offer, feeCap, lowered to MaxFeePerGas when that is less: the cap
+// caps the offer, and refuses it (ErrFeeCapExceeded) only when it is below need, the least
+// that can win a block now.
+func (s *Sender) capped(feeCap, need *big.Int) (*big.Int, error) {
+	switch {
+	case s.maxFee == nil || feeCap.Cmp(s.maxFee) <= 0:
+		return feeCap, nil
+	case need.Cmp(s.maxFee) > 0:
+		return nil, fmt.Errorf("chain: max fee %s needed, above cap %s: %w", need, s.maxFee, ErrFeeCapExceeded)
+	default:
+		return new(big.Int).Set(s.maxFee), nil
+	}
 }
 
 // market reads what the node asks now: its suggested tip, and the head, whose base fee is set.
