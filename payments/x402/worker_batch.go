@@ -78,9 +78,6 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 		hash, err = w.sender.Replace(ctx, outbid, w.cfg.Batcher, data, 0, persist)
 		counter = &w.counts.replaced
 	}
-	if err == nil {
-		counter.Add(1)
-	}
 	if err != nil {
 		if raw == nil {
 			w.keepOutbid(ctx, batchID, outbid) // nothing signed in its place
@@ -91,6 +88,7 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 		// transaction that used the authorizations.
 		return fmt.Errorf("x402: batch %s: %w", batchID, err)
 	}
+	counter.Add(1)
 	// A replacement is not replaced again in the same pass: if the market outruns it too,
 	// the next pass of recovery outbids it.
 	return w.awaitBatch(ctx, batchID, hash, raw, outbid == nil, ps, auths)
@@ -99,7 +97,7 @@ func (w *Worker) sendBatch(ctx context.Context, batchID uuid.UUID, ps []ledger.P
 // awaitBatch waits for the receipt of batch batchID's transaction hash (signed as raw) and
 // records its members' outcomes. A receipt that does not come leaves them pending, unless the
 // market outbid the transaction and mayReplace: then its members are settled by a successor
-// at its nonce (replaceOutbid).
+// at its nonce (resettle with raw).
 func (w *Worker) awaitBatch(ctx context.Context, batchID uuid.UUID, hash common.Hash, raw []byte, mayReplace bool, ps []ledger.Payment, auths []chain.Authorization) error {
 	receipt, err := w.waitReceipt(ctx, hash)
 	if err != nil && mayReplace && w.outbid(ctx, raw, err) {
