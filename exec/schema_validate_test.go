@@ -274,16 +274,7 @@ func TestSchemaValidatePatternBoundedByDeadline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, _ := json.Marshal(map[string]any{"schema": tc.schema, "data": tc.data})
-			if _, err := reg.Validate("schema_validate", args); err != nil {
-				t.Fatalf("args should be valid: %v", err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			defer cancel()
-			var err error
-			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > stretched(time.Second) {
-				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
-			}
+			err := runSchemaValidate(t, args, 50*time.Millisecond, time.Second)
 			if tc.code == "" && !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("error %v, want the deadline", err)
 			}
@@ -339,17 +330,7 @@ func TestSchemaValidateLongNumbersRefused(t *testing.T) {
 		{"inside the schema", `{"schema":{"properties":{"x/y":{"const":` + long[:200] + `}}},"data":1}`, `the schema has a number of 200 characters at "/properties/x~1y/const"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := json.RawMessage(tc.args)
-			if _, err := reg.Validate("schema_validate", args); err != nil {
-				t.Fatalf("args should be valid: %v", err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			defer cancel()
-			var err error
-			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > stretched(time.Second) {
-				t.Fatalf("ran %v (finished: %v) with a 50ms deadline", took, ok)
-			}
+			err := runSchemaValidate(t, []byte(tc.args), 50*time.Millisecond, time.Second)
 			var te *ToolError
 			if !errors.As(err, &te) || te.Code != "number_too_long" || !strings.Contains(te.Message, tc.where) {
 				t.Fatalf("error %v, want number_too_long %s", err, tc.where)
@@ -373,17 +354,7 @@ func TestSchemaValidateHugeExponentsRefused(t *testing.T) {
 		{"in the schema", `{"schema":{"minimum":1E+401},"data":1}`, `the schema has the number 1E+401 at "/minimum"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := json.RawMessage(tc.args)
-			if _, err := reg.Validate("schema_validate", args); err != nil {
-				t.Fatalf("args should be valid: %v", err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			var err error
-			took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
-			if !ok || took > stretched(100*time.Millisecond) {
-				t.Fatalf("ran %v (finished: %v)", took, ok)
-			}
+			err := runSchemaValidate(t, []byte(tc.args), 10*time.Second, 100*time.Millisecond)
 			var te *ToolError
 			if !errors.As(err, &te) || te.Code != "number_out_of_range" || !strings.Contains(te.Message, tc.where) {
 				t.Fatalf("error %v, want number_out_of_range %s", err, tc.where)
@@ -396,20 +367,29 @@ func TestSchemaValidateHugeExponentsRefused(t *testing.T) {
 	}
 }
 
-// schemavalidateBounded runs schema_validate on args under a 50ms deadline and requires it to
-// end within half a second, at the deadline or with one of codes ("" for an answer).
-func schemavalidateBounded(t *testing.T, args []byte, codes ...string) {
+// runSchemaValidate checks that args pass the tool's schema, runs schema_validate on them under
+// deadline, requires the run to end within within (stretched under the race detector), and
+// returns its error.
+func runSchemaValidate(t *testing.T, args []byte, deadline, within time.Duration) error {
 	t.Helper()
 	if _, err := toolsBRegistry(t, NewSchemaValidate()).Validate("schema_validate", args); err != nil {
 		t.Fatalf("args should be valid: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	var err error
 	took, ok := runWithin(stretched(3*time.Second), func() { _, err = NewSchemaValidate().Run(ctx, args) })
-	if !ok || took > stretched(500*time.Millisecond) {
-		t.Fatalf("a %d-byte call ran %v (finished: %v) with a 50ms deadline", len(args), took, ok)
+	if !ok || took > stretched(within) {
+		t.Fatalf("a %d-byte call ran %v (finished: %v) with a %v deadline", len(args), took, ok, deadline)
 	}
+	return err
+}
+
+// schemavalidateBounded runs schema_validate on args under a 50ms deadline and requires it to
+// end within half a second, at the deadline or with one of codes ("" for an answer).
+func schemavalidateBounded(t *testing.T, args []byte, codes ...string) {
+	t.Helper()
+	err := runSchemaValidate(t, args, 50*time.Millisecond, 500*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) && !slices.Contains(codes, toolsBCode(err)) {
 		t.Fatalf("error %v, want the deadline or one of %v", err, codes)
 	}
