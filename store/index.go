@@ -93,12 +93,3 @@ func (x *pendingIndex) remove(entries []Entry) {
 	}
 	x.mu.Unlock()
 }
-
-func (x *pendingIndex) len() int {
-	if x == nil {
-		return 0
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.m)
-}

@@ -3,7 +3,6 @@ package x402
 import (
 	"crypto/ecdsa"
 	"encoding/json"
-	"math/big"
 	"os"
 	"strconv"
 	"testing"
@@ -159,13 +158,4 @@ func wantReason(t *testing.T, err error, want string) {
 	if got := Reason(err); got != want {
 		t.Fatalf("reason %q (%v), want %q", got, err, want)
 	}
-}
-
-// bigOf parses a decimal for tests.
-func bigOf(s string) *big.Int {
-	n, ok := new(big.Int).SetString(s, 10)
-	if !ok {
-		panic(s)
-	}
-	return n
 }
