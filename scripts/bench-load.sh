@@ -36,6 +36,9 @@ load() { wrk -t"$THREADS" -c"$CONNS" -d"$1" --latency -s scripts/simulate.lua "h
 cpu_of() { local t=0; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 pg_pids() { pgrep -f "postgres: .*: postgres $DB_NAME " || true; }
 requests() { awk '/requests in/{print $1}' "$1"; }
+# The CPU this shell's finished children used (cutime + cstime, in ticks): read around a load
+# run, the difference is wrk's, which both sides pay on the same two cores.
+children_ticks() { awk '{print $16 + $17}' /proc/$$/stat; }
 hz=$(getconf CLK_TCK)
 
 pgq() { psql -tAq -h 127.0.0.1 -U postgres -d postgres -c "$1"; }
@@ -49,9 +52,9 @@ if [ "$BARE" = 1 ]; then
   sleep 0.3
   load 3s $BARE_PORT >/dev/null
   echo "== bare handler"
-  b0=$(cpu_of $bare_pid)
+  b0=$(cpu_of $bare_pid); bw0=$(children_ticks)
   load "$DURATION" $BARE_PORT | tee /tmp/bench-bare.txt
-  b1=$(cpu_of $bare_pid)
+  b1=$(cpu_of $bare_pid); bw1=$(children_ticks)
   kill "$bare_pid"; wait "$bare_pid" 2>/dev/null || true
 fi
 
@@ -67,9 +70,9 @@ echo "== gateway"
 # WAL written and transactions committed: what each audit row costs Postgres beyond CPU.
 stats() { pgq "SELECT pg_current_wal_lsn() || ' ' || xact_commit FROM pg_stat_database WHERE datname = '$DB_NAME'"; }
 read -r w0 c0 < <(stats)
-g0=$(cpu_of $gw_pid); p0=$(cpu_of $(pg_pids))
+g0=$(cpu_of $gw_pid); p0=$(cpu_of $(pg_pids)); gw0=$(children_ticks)
 load "$DURATION" $GW_PORT | tee /tmp/bench-gw.txt
-g1=$(cpu_of $gw_pid); p1=$(cpu_of $(pg_pids))
+g1=$(cpu_of $gw_pid); p1=$(cpu_of $(pg_pids)); gw1=$(children_ticks)
 read -r w1 c1 < <(stats)
 answered=$(curl -fsS http://127.0.0.1:$GW_PORT/metrics | awk '/^secureexec_http_requests_total\{code="200",route="exec_simulate"\}/{printf "%d", $2}')
 kill -TERM "$gw_pid"; wait "$gw_pid" 2>/dev/null || true   # graceful: drains the audit queue
@@ -84,9 +87,10 @@ gw=$(rps /tmp/bench-gw.txt)
 echo
 if [ "$BARE" = 1 ]; then
   bare=$(rps /tmp/bench-bare.txt)
-  echo "bare handler: $bare req/s, p99 $(p99 /tmp/bench-bare.txt), CPU per request $(( (b1-b0) * 1000000 / hz / $(requests /tmp/bench-bare.txt) )) us"
+  nb=$(requests /tmp/bench-bare.txt)
+  echo "bare handler: $bare req/s, p99 $(p99 /tmp/bench-bare.txt), CPU per request $(( (b1-b0) * 1000000 / hz / nb )) us + wrk $(( (bw1-bw0) * 1000000 / hz / nb )) us"
 fi
-echo "gateway:      $gw req/s, p99 $(p99 /tmp/bench-gw.txt), CPU per request $(( (g1-g0) * 1000000 / hz / n )) us + postgres $(( (p1-p0) * 1000000 / hz / n )) us"
+echo "gateway:      $gw req/s, p99 $(p99 /tmp/bench-gw.txt), CPU per request $(( (g1-g0) * 1000000 / hz / n )) us + postgres $(( (p1-p0) * 1000000 / hz / n )) us + wrk $(( (gw1-gw0) * 1000000 / hz / n )) us"
 [ "$BARE" = 1 ] && echo "ratio:        $(awk -v a="$gw" -v b="$bare" 'BEGIN{printf "%.2f", a/b}')"
 wal=$(pgq "SELECT pg_wal_lsn_diff('$w1', '$w0')::bigint")
 echo "postgres per request: $(( wal / n )) bytes of WAL, $(( (c1 - c0) * 1000 / n )) commits per 1,000 requests"
