@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,21 +40,13 @@ func devchainCmd() *cobra.Command {
 			if rpc == "" || keyHex == "" {
 				return errors.New("--rpc and --key (or DEPLOYER_PRIVATE_KEY) are required")
 			}
-			key, err := crypto.HexToECDSA(strings.TrimPrefix(keyHex, "0x"))
-			if err != nil {
-				return fmt.Errorf("--key: %w", err)
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			client, err := ethclient.DialContext(ctx, rpc)
+			key, client, chainID, err := dialWithKey(ctx, rpc, keyHex)
 			if err != nil {
-				return fmt.Errorf("--rpc %s: %w", rpc, err)
+				return err
 			}
 			defer client.Close()
-			chainID, err := client.ChainID(ctx)
-			if err != nil {
-				return fmt.Errorf("--rpc %s: chain id: %w", rpc, err)
-			}
 			addrs, err := chain.Deploy(ctx, client, key, chainID)
 			if err != nil {
 				return err
@@ -67,6 +60,25 @@ func devchainCmd() *cobra.Command {
 	deploy.Flags().StringVar(&keyHex, "key", "", "hex private key of a funded deployer (or DEPLOYER_PRIVATE_KEY)")
 	cmd.AddCommand(deploy, mintCmd())
 	return cmd
+}
+
+// dialWithKey parses --key and connects to the chain at --rpc, which both devchain commands
+// need before they send anything.
+func dialWithKey(ctx context.Context, rpc, keyHex string) (*ecdsa.PrivateKey, *ethclient.Client, *big.Int, error) {
+	key, err := crypto.HexToECDSA(strings.TrimPrefix(keyHex, "0x"))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--key: %w", err)
+	}
+	client, err := ethclient.DialContext(ctx, rpc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--rpc %s: %w", rpc, err)
+	}
+	chainID, err := client.ChainID(ctx)
+	if err != nil {
+		client.Close()
+		return nil, nil, nil, fmt.Errorf("--rpc %s: chain id: %w", rpc, err)
+	}
+	return key, client, chainID, nil
 }
 
 func mintCmd() *cobra.Command {
@@ -86,21 +98,13 @@ func mintCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--amount: %w", err)
 			}
-			key, err := crypto.HexToECDSA(strings.TrimPrefix(keyHex, "0x"))
-			if err != nil {
-				return fmt.Errorf("--key: %w", err)
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			client, err := ethclient.DialContext(ctx, rpc)
-			if err != nil {
-				return fmt.Errorf("--rpc %s: %w", rpc, err)
-			}
-			defer client.Close()
-			chainID, err := client.ChainID(ctx)
+			key, client, chainID, err := dialWithKey(ctx, rpc, keyHex)
 			if err != nil {
 				return err
 			}
+			defer client.Close()
 			sender, err := chain.NewSender(client, key, chainID, chain.SenderOptions{})
 			if err != nil {
 				return err
