@@ -92,6 +92,9 @@ func (s *Server) replayable(w http.ResponseWriter, r *http.Request, price paymen
 	}
 	if replay.Found {
 		for k, vs := range replay.Response.Header {
+			if http.CanonicalHeaderKey(k) == http.CanonicalHeaderKey(headerRequestID) {
+				continue // this exchange's id, set by the middleware, not the first request's
+			}
 			w.Header()[k] = append([]string(nil), vs...)
 		}
 		w.Header().Set("X-Idempotent-Replay", "true")

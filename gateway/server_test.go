@@ -1370,3 +1370,21 @@ func TestPaymentMetricLabelsAreBounded(t *testing.T) {
 		t.Fatal("a caller's Authorization scheme must never become a metric label")
 	}
 }
+
+// TestReplayEchoesTheRetrysRequestID: a replayed response is the stored one, but X-Request-ID
+// belongs to this exchange: the retry's own id is echoed, not the first request's.
+func TestReplayEchoesTheRetrysRequestID(t *testing.T) {
+	h := newHarness(t)
+	h.srv.pay.rails = []payments.Rail{idemRail{h.rail}}
+	h.srv.idem = ledger.NewMemoryIdempotency()
+	call := `{"tool":{"name":"echo","args":{"text":"x"}}}`
+
+	first := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay_1", "X-Request-ID", "req-first")
+	again := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay_1", "X-Request-ID", "req-retry")
+	if first.Code != 200 || again.Code != 200 || again.Header().Get("X-Idempotent-Replay") != "true" {
+		t.Fatalf("replay: %d / %d %v", first.Code, again.Code, again.Header())
+	}
+	if got := again.Header().Values(headerRequestID); len(got) != 1 || got[0] != "req-retry" {
+		t.Fatalf("replay X-Request-ID %q, want the retry's own %q", got, "req-retry")
+	}
+}
