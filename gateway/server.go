@@ -138,7 +138,8 @@ func (s *Server) routes(reg *prometheus.Registry) *mux.Router {
 	r := mux.NewRouter().SkipClean(true)
 	r.Use(s.requestID, s.recoverer)
 	handle := func(path, method, name string, h http.HandlerFunc) {
-		r.Handle(path, s.metrics.instrument(name, h)).Methods(withHead(method)...)
+		// Recovered inside the instrumentation, so that a panic's 503 is counted and timed.
+		r.Handle(path, s.metrics.instrument(name, s.recoverer(h))).Methods(withHead(method)...)
 	}
 	handle("/exec/tool", http.MethodPost, "exec_tool", s.handleTool)
 	handle("/exec/simulate", http.MethodPost, "exec_simulate", s.handleSimulate)

@@ -1388,3 +1388,17 @@ func TestReplayEchoesTheRetrysRequestID(t *testing.T) {
 		t.Fatalf("replay X-Request-ID %q, want the retry's own %q", got, "req-retry")
 	}
 }
+
+// TestPanickedRequestIsCounted: a request answered 503 by the recoverer is counted under its
+// route and status, like every other answer: a 5xx rate that leaves out panics hides them.
+func TestPanickedRequestIsCounted(t *testing.T) {
+	h := newHarness(t)
+	h.srv.audit = panickingAudit{}
+	if w := h.do("POST", "/exec/simulate", `{"tool":{"name":"echo","args":{"text":"x"}}}`); w.Code != 503 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	mw := h.do("GET", "/metrics", "")
+	if want := `secureexec_http_requests_total{code="503",route="exec_simulate"} 1`; !strings.Contains(mw.Body.String(), want) {
+		t.Fatalf("metrics lack %s:\n%s", want, mw.Body)
+	}
+}
