@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/payments"
@@ -126,7 +127,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		Title:     http.StatusText(status),
 		Status:    status,
 		Code:      code,
-		Field:     field,
+		Field:     truncateText(field, maxProblemField),
 		RequestID: w.Header().Get(headerRequestID),
 	}
 	p.Detail = err.Error()
@@ -141,11 +142,31 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		s.log.Debug("request refused", "code", code, "status", status, "err", err)
 	}
+	p.Detail = truncateText(p.Detail, maxProblemDetail)
 	p.Error = p.Detail
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	writeJSON(w, status, "application/problem+json", p)
+}
+
+// A problem's field and detail may quote the request (a member name, a path to one): they are
+// cut past these lengths, so that a refusal stays small whatever the request held.
+const (
+	maxProblemField  = 256
+	maxProblemDetail = 1024
+)
+
+// truncateText returns s cut to at most n bytes on a character boundary, marked with an
+// ellipsis when cut.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // writeJSON encodes v as the whole response. Encoding our own types cannot fail; a

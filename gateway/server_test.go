@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/stripe/stripe-go/v76/webhook"
@@ -1400,5 +1401,29 @@ func TestPanickedRequestIsCounted(t *testing.T) {
 	mw := h.do("GET", "/metrics", "")
 	if want := `secureexec_http_requests_total{code="503",route="exec_simulate"} 1`; !strings.Contains(mw.Body.String(), want) {
 		t.Fatalf("metrics lack %s:\n%s", want, mw.Body)
+	}
+}
+
+// TestProblemBodiesAreBounded: a refusal that names a field or quotes the request (a long
+// member name in tool.args, in a duplicate, under a syntax error) stays small: the field and
+// the detail are cut, on a character boundary, instead of echoing the name several times over.
+func TestProblemBodiesAreBounded(t *testing.T) {
+	h := newHarness(t)
+	long := strings.Repeat("é", 600) // 1200 bytes, two per character
+	for _, tc := range []struct{ name, body, code string }{
+		{"unknown argument", `{"tool":{"name":"echo","args":{"text":"x","` + long + `":1}}}`, "invalid_args"},
+		{"duplicate member", `{"context":{"` + long + `":1,"` + long + `":2},"tool":{"name":"echo"}}`, "invalid_json"},
+		{"syntax error under a member", `{"tool":{"args":{"` + long + `":tru}}}`, "invalid_json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := h.do("POST", "/exec/simulate", tc.body)
+			p := decode[problem](t, w)
+			if w.Code != 400 || p.Code != tc.code {
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+			if w.Body.Len() > 3072 || len(p.Field) > 300 || !utf8.ValidString(p.Field) || !utf8.ValidString(p.Detail) {
+				t.Fatalf("a %d-byte request got a %d-byte refusal (field %d bytes, detail %d bytes)", len(tc.body), w.Body.Len(), len(p.Field), len(p.Detail))
+			}
+		})
 	}
 }
