@@ -745,6 +745,8 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			body: `{"tool":{"name":"oa_sleep","timeout_s":0.02}}`},
 		{name: "simulate as text/plain", method: "POST", target: "/exec/simulate", body: echo("plain"), conform: oaReqConforms, status: 200,
 			header: map[string]string{"Content-Type": "text/plain; charset=utf-8"}},
+		{name: "simulate as curl's default form type", method: "POST", target: "/exec/simulate", body: echo("form"), conform: oaReqConforms, status: 200,
+			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
 		{name: "missing tool.name", method: "POST", target: "/exec/simulate", body: `{"agentId":"oa_agent","tool":{"args":{}}}`,
 			conform: oaReqViolates, status: 400, code: "missing_tool_name"},
 		{name: "missing tool", method: "POST", target: "/exec/tool", body: `{"agentId":"oa_agent"}`,
