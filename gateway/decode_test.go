@@ -315,3 +315,25 @@ func TestAgentIDIsDisplayable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeExecRequest holds the whole decoder to its contract with the network: any body is
+// either a call with a tool name or a refusal that classify answers with a 4xx, never the 503
+// of an unexpected error.
+func FuzzDecodeExecRequest(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest("POST", "/exec/simulate", bytes.NewReader(body))
+		req, err := decodeExecRequest(httptest.NewRecorder(), r, 4096, 16)
+		if err == nil {
+			if req == nil || req.Tool == nil || req.Tool.Name == "" {
+				t.Fatalf("%q: accepted without a tool name: %+v", body, req)
+			}
+			return
+		}
+		if status, code, _, _ := classify(err); status < 400 || status >= 500 || code == "" {
+			t.Fatalf("%q: %v classified %d %q", body, err, status, code)
+		}
+	})
+}
