@@ -129,6 +129,7 @@ type paymentRequiredBody struct {
 	Instructions string `json:"instructions"`
 	ERC7710      string `json:"erc7710"`
 	ACP          string `json:"acp,omitempty"`
+	RequestID    string `json:"requestId,omitempty"` // as on every other problem: the exchange's X-Request-ID
 }
 
 // writePaymentRequired answers 402 (or the Payment scheme's 400) with the seed's body and
@@ -152,6 +153,7 @@ func (s *Server) writePaymentRequired(w http.ResponseWriter, r *http.Request, pr
 		Instructions: fmt.Sprintf("Pay %s %s on Base network then retry with payment credential in Authorization header", price.Decimal(), price.Currency),
 		ERC7710:      "Pre-approve spend limit via ERC-7710 scoped delegation for high-frequency calls",
 		ACP:          g.cfg.ACPURL,
+		RequestID:    w.Header().Get(headerRequestID),
 	}
 	var payErr *payments.PaymentError
 	if errors.As(cause, &payErr) {

@@ -353,6 +353,9 @@ func TestUnpaidCallGetsTheSeed402WithEveryOffer(t *testing.T) {
 				t.Errorf("%s = %s, want %s", k, got, mustJSON(v))
 			}
 		}
+		if id := w.Header().Get("X-Request-ID"); id == "" || body["requestId"] != id {
+			t.Errorf("requestId = %v, want the exchange's X-Request-ID %q", body["requestId"], id)
+		}
 		if w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("X-Fake-Offer") != "0.01" || w.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("402 headers: %v", w.Header())
 		}
