@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/secureexec/secureexec/internal/segspool"
 )
@@ -246,12 +249,67 @@ func (w *Writer) submitLate(e Entry) {
 }
 
 // Get finds a job: first among the entries accepted but not yet written (so a job is readable
-// the moment its call returns, and during an outage), then in the backend.
+// the moment its call returns, and during an outage), then in the backend, then in the spool,
+// which holds entries the index does not know: those an earlier run left there, and those a
+// long outage pushed out of the index.
 func (w *Writer) Get(ctx context.Context, jobID string) (Entry, error) {
 	if e, ok := w.index.get(jobID); ok {
 		return e, nil
 	}
-	return w.backend.Get(ctx, jobID)
+	// Read before the backend: with the spool empty then, every entry of an earlier run was
+	// already in the backend when it was asked.
+	spooled := w.spool.Lines() > 0
+	e, err := w.backend.Get(ctx, jobID)
+	if err == nil || !spooled {
+		return e, err
+	}
+	if se, ok := w.findSpooled(ctx, jobID); ok {
+		return se, nil
+	}
+	if errors.Is(err, ErrNotFound) {
+		// Replay writes a segment's lines before it removes the segment: an entry that was in
+		// neither place a moment ago was being written, and the backend has it now.
+		return w.backend.Get(ctx, jobID)
+	}
+	return e, err
+}
+
+// findSpooled searches the spool's segments for jobID. Only spool lines are read (our own
+// encoding puts the job id first), and only while ctx lasts.
+func (w *Writer) findSpooled(ctx context.Context, jobID string) (Entry, bool) {
+	id, err := uuid.Parse(jobID)
+	if err != nil {
+		return Entry{}, false
+	}
+	want := []byte(id.String())
+	const prefix = `{"jobId":"`
+	for _, seg := range w.spool.Contents() {
+		if ctx.Err() != nil {
+			return Entry{}, false
+		}
+		sr, err := w.spool.OpenSegment(&seg)
+		if err != nil {
+			continue // removed since: replayed
+		}
+		for n := 0; ; n++ {
+			line, torn, err := sr.Next()
+			if err != nil || (n%4096 == 0 && ctx.Err() != nil) {
+				break
+			}
+			if torn || len(line) < len(prefix)+len(want) || !bytes.HasPrefix(line, []byte(prefix)) ||
+				!bytes.EqualFold(line[len(prefix):len(prefix)+len(want)], want) {
+				continue
+			}
+			e, err := decodeSpoolLine(line)
+			if err != nil || Validate(e) != nil {
+				continue // set aside at replay, never stored
+			}
+			sr.Close()
+			return e, true
+		}
+		sr.Close()
+	}
+	return Entry{}, false
 }
 
 // Stats returns a snapshot of the counters.

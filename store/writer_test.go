@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -640,5 +641,69 @@ func TestWriterBatchesAreNotSplitBetweenWriters(t *testing.T) {
 	defer b.mu.Unlock()
 	if !slices.Equal(b.sizes, []int{100, 100, 50}) {
 		t.Fatalf("batch sizes %v, want [100 100 50]", b.sizes)
+	}
+}
+
+// downReadsBackend fails every Get, like a database that is away, and holds every WriteBatch
+// until gate closes.
+type downReadsBackend struct {
+	blockingBackend
+	readsDown atomic.Bool
+}
+
+func (b *downReadsBackend) Get(ctx context.Context, jobID string) (Entry, error) {
+	if b.readsDown.Load() {
+		return Entry{}, errInjectedOutage
+	}
+	return b.blockingBackend.Get(ctx, jobID)
+}
+
+// TestWriterGetFindsSpooledLeftovers: a job that an earlier run spooled (the database was
+// away when it stopped) is found by GET while it waits in the spool, before replay has written
+// it, whether the database answers "not found" or does not answer at all; it is never reported
+// missing.
+func TestWriterGetFindsSpooledLeftovers(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	spool := filepath.Join(dir, "spool")
+	entries := testEntries(50)
+
+	down := &flakyBackend{Backend: emb}
+	down.failing.Store(true)
+	w1 := newTestWriter(t, down, fastRetry(t, spool))
+	submitAll(w1, entries, 2)
+	if err := w1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := w1.Stats(); s.SpoolDepth != 50 {
+		t.Fatalf("first run left %d entries spooled, want 50; %+v", s.SpoolDepth, s)
+	}
+
+	gate := make(chan struct{})
+	b := &downReadsBackend{blockingBackend: blockingBackend{Backend: emb, gate: gate}}
+	w2 := newTestWriter(t, b, fastRetry(t, spool))
+	ctx := context.Background()
+	for _, readsDown := range []bool{false, true} {
+		b.readsDown.Store(readsDown)
+		for _, i := range []int{0, 17, 49} {
+			got, err := w2.Get(ctx, entries[i].JobID)
+			if err != nil || got.JobID != entries[i].JobID || !sameJSON(t, got.Record, entries[i].Record) {
+				t.Fatalf("database reads down=%v: Get(spooled entry %d) = %+v, %v; want the spooled entry", readsDown, i, got, err)
+			}
+		}
+	}
+	b.readsDown.Store(false)
+	if _, err := w2.Get(ctx, testEntry(99).JobID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get(unknown) err = %v, want ErrNotFound", err)
+	}
+	close(gate)
+	waitFor(t, 10*time.Second, "leftovers replayed", func() bool { return w2.Stats().SpoolDepth == 0 }, statsString(w2))
+	if got, err := w2.Get(ctx, entries[17].JobID); err != nil || got.JobID != entries[17].JobID {
+		t.Fatalf("Get after replay = %+v, %v", got, err)
 	}
 }

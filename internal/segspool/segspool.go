@@ -294,6 +294,24 @@ func (s *Spool) Segments() []*Segment {
 	return slices.Clone(s.sealed)
 }
 
+// Contents returns a copy of every segment not removed yet, oldest first, the active one
+// included, each with the size it has now and Offset 0: OpenSegment reads all of its lines, up
+// to that size, whatever appends do meanwhile. A segment removed since reads as missing (its
+// lines were consumed).
+func (s *Spool) Contents() []Segment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Segment, 0, len(s.sealed)+1)
+	for _, seg := range s.sealed {
+		out = append(out, Segment{Seq: seg.Seq, Path: seg.Path, Size: seg.Size, Lines: seg.Lines})
+	}
+	if s.current != nil && s.current.Size > 0 {
+		c := s.current
+		out = append(out, Segment{Seq: c.Seq, Path: c.Path, Size: c.Size, Lines: c.Lines})
+	}
+	return out
+}
+
 // Remove deletes the oldest sealed segment, every line of which is consumed.
 func (s *Spool) Remove(seg *Segment) error {
 	s.mu.Lock()
