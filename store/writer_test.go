@@ -707,3 +707,65 @@ func TestWriterGetFindsSpooledLeftovers(t *testing.T) {
 		t.Fatalf("Get after replay = %+v, %v", got, err)
 	}
 }
+
+// slowLinkBackend takes as long to write a batch as its records take to cross a link of
+// bytesPerSec, like a database whose COPY time grows with the bytes sent; a batch that cannot
+// cross before its deadline fails, as a timed-out COPY does.
+type slowLinkBackend struct {
+	Backend
+	bytesPerSec int
+}
+
+func (b *slowLinkBackend) WriteBatch(ctx context.Context, entries []Entry) error {
+	size := 0
+	for _, e := range entries {
+		size += len(e.Record)
+	}
+	select {
+	case <-time.After(time.Duration(size) * time.Second / time.Duration(b.bytesPerSec)):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.Backend.WriteBatch(ctx, entries)
+}
+
+// TestWriterReplaysLargeRecords: a spool of large records drains even when the backend could
+// not write all of it within one WriteTimeout. Replay chunks were bounded only by their number
+// of entries (ReplayBatchSize), so a chunk of big records timed out, was retried whole from the
+// same offset, and timed out again, forever: the spool never drained, and the writer stayed
+// degraded, sending every new entry to the spool too.
+func TestWriterReplaysLargeRecords(t *testing.T) {
+	leakCheck(t)
+	dir := t.TempDir()
+	emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	spool := filepath.Join(dir, "spool")
+	big := strings.Repeat("QUJDRA", 64<<10/6) // a 64 KiB tool output, as base64
+	entries := testEntries(256)               // 16 MiB of records
+	for i := range entries {
+		rec, err := json.Marshal(map[string]any{"jobId": entries[i].JobID, "result": map[string]string{"body": big}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries[i].Record = rec
+	}
+	down := &flakyBackend{Backend: emb}
+	down.failing.Store(true)
+	w1 := newTestWriter(t, down, fastRetry(t, spool))
+	submitAll(w1, entries, 4)
+	if err := w1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// 20 MiB/s: all of the spool needs 0.8 s, more than the 600 ms a write may take.
+	opts := fastRetry(t, spool)
+	opts.WriteTimeout = 600 * time.Millisecond
+	w2 := newTestWriter(t, &slowLinkBackend{Backend: emb, bytesPerSec: 20 << 20}, opts)
+	waitFor(t, 30*time.Second, "large spooled records replayed", drained(w2, len(entries)), statsString(w2))
+	if n, err := emb.Count(); err != nil || n != len(entries) {
+		t.Fatalf("Count = %d, %v; want %d", n, err, len(entries))
+	}
+}
