@@ -78,5 +78,8 @@ type deadLetter struct {
 	Detail      string    `json:"detail,omitempty"`
 	Entry       *Entry    `json:"entry,omitempty"`
 	RecordBytes []byte    `json:"recordBytes,omitempty"`
-	SpoolLine   []byte    `json:"spoolLine,omitempty"`
+	// EntryTimestamp is the entry's timestamp when JSON cannot hold it (a year past 9999);
+	// Entry's is zero then.
+	EntryTimestamp string `json:"entryTimestamp,omitempty"`
+	SpoolLine      []byte `json:"spoolLine,omitempty"`
 }

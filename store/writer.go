@@ -716,7 +716,13 @@ func (w *Writer) deadLetter(e Entry, reason, detail string) {
 	w.log.Warn("audit entry rejected; kept in the dead-letter file", "job_id", e.JobID, "reason", reason, "detail", detail)
 	rec := e.Record
 	e.Record = nil
-	w.writeDeadLetter(deadLetter{At: time.Now().UTC(), Reason: reason, Detail: detail, Entry: &e, RecordBytes: rec})
+	d := deadLetter{At: time.Now().UTC(), Reason: reason, Detail: detail, Entry: &e, RecordBytes: rec}
+	if y := e.Timestamp.Year(); y < 0 || y > 9999 {
+		// encoding/json cannot write such a time, and would fail the whole line: keep it as text.
+		d.EntryTimestamp = e.Timestamp.Format(time.RFC3339Nano)
+		e.Timestamp = time.Time{}
+	}
+	w.writeDeadLetter(d)
 }
 
 // deadLetterLine records a spool line that cannot be decoded.

@@ -769,3 +769,46 @@ func TestWriterReplaysLargeRecords(t *testing.T) {
 		t.Fatalf("Count = %d, %v; want %d", n, err, len(entries))
 	}
 }
+
+// TestWriterDeadLettersOutOfRangeTimestamp: an entry refused for its timestamp (a year JSON
+// cannot write) is kept in the dead-letter file like any other refused entry, whether the
+// backend refuses it or the spool cannot encode it; it is not lost.
+func TestWriterDeadLettersOutOfRangeTimestamp(t *testing.T) {
+	leakCheck(t)
+	for _, outage := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outage=%v", outage), func(t *testing.T) {
+			dir := t.TempDir()
+			emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer emb.Close()
+			fb := &flakyBackend{Backend: emb}
+			fb.failing.Store(outage)
+			spool := filepath.Join(dir, "spool")
+			w := newTestWriter(t, fb, fastRetry(t, spool))
+			e := testEntry(1)
+			e.Timestamp = time.Date(10000, 1, 2, 3, 4, 5, 0, time.UTC)
+			w.Submit(e)
+			waitFor(t, 10*time.Second, "refused", func() bool { s := w.Stats(); return s.Rejected+s.Lost > 0 }, statsString(w))
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s := w.Stats(); s.Rejected != 1 || s.Lost != 0 {
+				t.Fatalf("stats = %+v, want 1 rejected and none lost", s)
+			}
+			if got := deadLetterReasons(t, spool); len(got) != 1 {
+				t.Fatalf("dead letters %v, want 1", got)
+			}
+			b, err := os.ReadFile(filepath.Join(spool, deadLetterFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var d deadLetter
+			if err := json.Unmarshal(b, &d); err != nil || d.Entry == nil || d.Entry.JobID != e.JobID ||
+				!strings.HasPrefix(d.EntryTimestamp, "10000-01-02T03:04:05") || !sameJSON(t, d.RecordBytes, e.Record) {
+				t.Fatalf("dead letter %s (%v): want the entry, its record and its timestamp", b, err)
+			}
+		})
+	}
+}
