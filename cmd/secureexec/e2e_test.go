@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +234,21 @@ func TestTamperTargetsTheRecord(t *testing.T) {
 	out := bytes.Replace(raw, []byte(`"name":"hash_generate"`), []byte(`"name":"json_parse"`), 1)
 	if !bytes.Contains(out, []byte(`"toolName":"hash_generate"`)) || bytes.Equal(out, raw) {
 		t.Fatalf("%s", out)
+	}
+}
+
+// TestServeRefusesADatabaseItCannotMigrate: Postgres answers, but the migrations cannot run
+// (here: the search_path names no schema, so there is nowhere to create the tables). Serving
+// anyway would spool every record for ever; serve says why and stops.
+func TestServeRefusesADatabaseItCannotMigrate(t *testing.T) {
+	freshSchema(t) // fails, not skips, without Postgres
+	url := testDatabaseURL() + "&search_path=" + fmt.Sprintf("missing_%d", time.Now().UnixNano())
+	cfg, err := loadConfig(envOf(map[string]string{"DATABASE_URL": url}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = openAudit(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "migrations not applied") {
+		t.Fatalf("openAudit = %v, want the migrations' failure", err)
 	}
 }

@@ -56,8 +56,9 @@ func newLogger(cfg Config) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level})), closer, nil
 }
 
-// openAudit returns the audit backend: Postgres when DATABASE_URL is set (migrated at
-// start), otherwise the embedded file database in the data directory.
+// openAudit returns the audit backend: Postgres when DATABASE_URL is set (reachable and
+// migrated at start, or serve refuses to start), otherwise the embedded file database in the
+// data directory.
 func openAudit(ctx context.Context, cfg Config, log *slog.Logger) (store.Backend, string, error) {
 	if cfg.DatabaseURL == "" {
 		path := filepath.Join(cfg.DataDir, "audit.db")
@@ -75,9 +76,13 @@ func openAudit(ctx context.Context, cfg Config, log *slog.Logger) (store.Backend
 	defer cancel()
 	applied, err := store.Migrate(mctx, pg.Pool())
 	if err != nil {
-		// Postgres being away at start is survivable: records spool until it is back.
-		log.Error("migrations not applied; audit records will spool until Postgres is reachable", "err", err)
-	} else if len(applied) > 0 {
+		// Postgres answered the ping: a migration that fails now (no right to create, a
+		// schema that is missing, a failed statement) would fail every write the same way,
+		// and spooling would only hide it until the spool filled the disk.
+		pg.Close()
+		return nil, "", fmt.Errorf("DATABASE_URL: migrations not applied: %w", err)
+	}
+	if len(applied) > 0 {
 		log.Info("migrations applied", "migrations", applied)
 	}
 	return pg, "postgres", nil
