@@ -25,8 +25,15 @@ type WriterOptions struct {
 	SpoolPath string
 	// QueueSize bounds the in-memory queue [16384]; past it Submit spools directly.
 	QueueSize int
+	// QueueBytes bounds the records in the queue [64 MiB]: a record may be as large as a
+	// request and its output, and a count alone would let an outage hold gigabytes. Past it
+	// Submit spools directly, as when the queue is full.
+	QueueBytes int
 	// BatchSize is the most entries per WriteBatch from the queue [512].
 	BatchSize int
+	// BatchBytes hands a batch over once its records reach this size [8 MiB], so that one
+	// batch of large records is written within WriteTimeout.
+	BatchBytes int
 	// Workers is how many batches may be in flight to the backend at once [4]: a commit
 	// waits on the disk, so overlapping them multiplies throughput. One goroutine gathers the
 	// batches; a writer takes the next one only when it is free.
@@ -46,6 +53,11 @@ type WriterOptions struct {
 	MaxOverflowBytes int
 	// IndexSize is how many not-yet-written entries Get can find [65536]; negative disables.
 	IndexSize int
+	// IndexBytes bounds the records the index keeps [256 MiB]; past it the oldest are
+	// forgotten, and Get finds them in the spool or the backend instead. Keep it above
+	// QueueBytes + (Workers+1)·BatchBytes + MaxOverflowBytes (136 MiB by default), so that
+	// only entries already spooled or written are forgotten.
+	IndexBytes int
 	// Logger receives warnings and errors [slog.Default()].
 	Logger *slog.Logger
 }
@@ -62,7 +74,10 @@ func (o WriterOptions) withDefaults() WriterOptions {
 		}
 	}
 	def(&o.QueueSize, 16384)
+	def(&o.QueueBytes, 64<<20)
 	def(&o.BatchSize, 512)
+	def(&o.BatchBytes, 8<<20)
+	def(&o.IndexBytes, 256<<20)
 	def(&o.Workers, 4)
 	def(&o.ReplayBatchSize, 2048)
 	def(&o.MaxOverflowBytes, 32<<20)
@@ -88,7 +103,7 @@ func (o WriterOptions) withDefaults() WriterOptions {
 // Stats are the writer's counters (monotonic) and gauges, for metrics and tests.
 type Stats struct {
 	Submitted   uint64 // entries given to Submit
-	Overflowed  uint64 // of those, sent straight to the spool because the queue was full
+	Overflowed  uint64 // of those, sent straight to the spool because the queue was full (in entries or bytes)
 	Written     uint64 // entries the backend accepted from the queue
 	Spooled     uint64 // entries appended to the spool (overflow, failed or degraded batches)
 	Replayed    uint64 // entries the backend accepted from the spool
@@ -116,6 +131,7 @@ type Writer struct {
 	closed bool
 
 	queue       chan Entry   // Submit -> the gatherer
+	queuedBytes atomic.Int64 // of the records in queue, kept within QueueBytes
 	batches     chan []Entry // the gatherer -> the writers
 	freeBatches chan []Entry // the writers -> the gatherer: written batches, emptied
 
@@ -160,7 +176,7 @@ func NewWriter(backend Backend, opts WriterOptions) (*Writer, error) {
 		opts:         opts,
 		log:          opts.Logger.With("component", "audit_writer"),
 		spool:        sp,
-		index:        newPendingIndex(opts.IndexSize),
+		index:        newPendingIndex(opts.IndexSize, opts.IndexBytes),
 		queue:        make(chan Entry, opts.QueueSize),
 		batches:      make(chan []Entry),
 		freeBatches:  make(chan []Entry, opts.Workers+1),
@@ -210,12 +226,16 @@ func (w *Writer) Submit(e Entry) {
 		return
 	}
 	w.index.put(e)
-	select {
-	case w.queue <- e:
-		w.gate.RUnlock()
-		return
-	default:
+	n := int64(len(e.Record))
+	if w.queuedBytes.Add(n) <= int64(w.opts.QueueBytes) {
+		select {
+		case w.queue <- e:
+			w.gate.RUnlock()
+			return
+		default:
+		}
 	}
+	w.queuedBytes.Add(-n)
 	w.overflowed.Add(1)
 	w.ovMu.Lock()
 	err := w.ov.add(e)
@@ -375,12 +395,19 @@ func (w *Writer) runGatherer() {
 	defer w.wg.Done()
 	defer close(w.batches)
 	batch := w.newBatch()
+	batchBytes := 0
+	full := func() bool { return len(batch) >= w.opts.BatchSize || batchBytes >= w.opts.BatchBytes }
+	take := func(e Entry) {
+		w.queuedBytes.Add(-int64(len(e.Record)))
+		batch = append(batch, e)
+		batchBytes += len(e.Record)
+	}
 	ready := false // full, or FlushInterval old: the next free writer takes it
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		var in <-chan Entry
-		if len(batch) < w.opts.BatchSize {
+		if !full() {
 			in = w.queue
 		}
 		var out chan<- []Entry
@@ -389,16 +416,16 @@ func (w *Writer) runGatherer() {
 		}
 		select {
 		case e := <-in:
-			batch = append(batch, e)
+			take(e)
 			if len(batch) == 1 {
 				timer.Reset(w.opts.FlushInterval)
 			}
-			ready = ready || len(batch) >= w.opts.BatchSize
+			ready = ready || full()
 		case <-timer.C:
 			ready = len(batch) > 0
 		case out <- batch:
 			timer.Stop()
-			batch, ready = w.newBatch(), false
+			batch, batchBytes, ready = w.newBatch(), 0, false
 		case <-w.stop:
 			timer.Stop()
 			// Submit can no longer reach the queue (Close holds the gate), so draining it
@@ -406,10 +433,10 @@ func (w *Writer) runGatherer() {
 			for {
 				select {
 				case e := <-w.queue:
-					batch = append(batch, e)
-					if len(batch) >= w.opts.BatchSize {
+					take(e)
+					if full() {
 						w.batches <- batch
-						batch = w.newBatch()
+						batch, batchBytes = w.newBatch(), 0
 					}
 					continue
 				default:
