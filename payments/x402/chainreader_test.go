@@ -192,10 +192,12 @@ func TestRPCReaderSimulated(t *testing.T) {
 	t.Run("lens/balanceOf answering short", func(t *testing.T) {
 		// A 4-byte balance is no balance: the plain read's error, an outage, decides.
 		short := common.HexToAddress("0x00000000000000000000000000000000000000ab")
-		b := simulated.NewBackend(types.GenesisAlloc{short: {Code: contractCode(answer{pack(t, "balanceOf", addr2), wordOf(10_000), 4})}})
-		defer b.Close()
 		req := Requirements(CustomNetwork(31337, short, "USD Coin", "2"), payments.Price{Amount: 10_000}, addr1, time.Minute)
-		_, err := Verify(ctx, NewLensReader(b.Client(), LensOptions{}), pay(t, key2, req, testNow), req, testNow)
+		p := pay(t, key2, req, testNow)
+		b := simulated.NewBackend(types.GenesisAlloc{short: {Code: contractCode(answer{pack(t, "balanceOf", addr2), wordOf(10_000), 4},
+			answer{pack(t, "authorizationState", addr2, common.HexToHash(p.Payload.Authorization.Nonce)), wordOf(0), 32})}})
+		defer b.Close()
+		_, err := Verify(ctx, NewLensReader(b.Client(), LensOptions{}), p, req, testNow)
 		if !errors.Is(err, payments.ErrUnavailable) || !errors.Is(err, ErrCallReverted) || Reason(err) != "" {
 			t.Fatalf("err %v, want an outage from the plain balanceOf", err)
 		}

@@ -129,9 +129,9 @@ func VerifyLocal(p *PaymentPayload, req PaymentRequirements, now time.Time) (*Ve
 }
 
 // Verify is VerifyLocal with the chain: the signature is checked with ERC-1271 when `from` has
-// code, and then the token must be deployed (asset_not_deployed_contract), the payer's balance
-// must cover the value (invalid_exact_evm_insufficient_balance) and the nonce must be unused on
-// the token (invalid_exact_evm_nonce_already_used). A failed read returns an error wrapping
+// code, and then the token must be deployed (asset_not_deployed_contract), the nonce must be
+// unused on the token (invalid_exact_evm_nonce_already_used) and the payer's balance must cover
+// the value (invalid_exact_evm_insufficient_balance). A failed read returns an error wrapping
 // payments.ErrUnavailable. Where the reference facilitator simulates transferWithAuthorization,
 // Verify reads balance and nonce state directly, as x402-rs does: the same refusals with three
 // eth_calls and no Multicall3, or with one PaymentState read when r is a PaymentStateReader
@@ -181,15 +181,7 @@ func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRe
 	if !st.AssetHasCode {
 		return nil, refuse(ReasonAssetNotDeployed, "no contract at asset "+v.Asset.Hex())
 	}
-	bal := st.Balance
-	if bal == nil {
-		if bal, err = r.BalanceOf(ctx, v.Asset, v.Payer); err != nil {
-			return nil, unavailable("read the payer's balance", err)
-		}
-	}
-	if bal.Cmp(v.Value) < 0 {
-		return nil, refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s is below %s", bal, v.Value))
-	}
+	// The nonce before the balance, as the reference's diagnosis (x402.md §5 step 10).
 	used := st.Used
 	if !st.UsedKnown {
 		used, err = r.AuthorizationState(ctx, v.Asset, v.Payer, v.Nonce)
@@ -202,6 +194,15 @@ func Verify(ctx context.Context, r ChainReader, p *PaymentPayload, req PaymentRe
 	}
 	if used {
 		return nil, refuse(ReasonNonceAlreadyUsed, "the nonce is used or canceled on the token")
+	}
+	bal := st.Balance
+	if bal == nil {
+		if bal, err = r.BalanceOf(ctx, v.Asset, v.Payer); err != nil {
+			return nil, unavailable("read the payer's balance", err)
+		}
+	}
+	if bal.Cmp(v.Value) < 0 {
+		return nil, refuse(ReasonInsufficientBalance, fmt.Sprintf("balance %s is below %s", bal, v.Value))
 	}
 	v.Balance, v.ReadAfter = bal, now
 	return v, nil

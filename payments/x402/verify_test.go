@@ -381,6 +381,10 @@ func TestVerifyOnChain(t *testing.T) {
 		{name: "nonce used", chain: fakeChain{balance: big.NewInt(1e6), used: true}, want: ReasonNonceAlreadyUsed},
 		{name: "no code at asset", chain: fakeChain{balance: big.NewInt(1e6), code: map[common.Address][]byte{}}, want: ReasonAssetNotDeployed},
 		{name: "token without EIP-3009", chain: fakeChain{balance: big.NewInt(1e6), revertOn: "nonce"}, want: ReasonEIP3009NotSupported},
+		// The reference diagnoses authorizationState before the balance (x402.md §5 step 10): a
+		// settled payment sent again by a payer it emptied is a used nonce, not a short balance.
+		{name: "nonce used and balance short", chain: fakeChain{balance: big.NewInt(0), used: true}, want: ReasonNonceAlreadyUsed},
+		{name: "token without EIP-3009 and balance short", chain: fakeChain{balance: big.NewInt(0), revertOn: "nonce"}, want: ReasonEIP3009NotSupported},
 		{name: "payer code unreadable", chain: fakeChain{failOn: payerCode}, unavailable: true},
 		{name: "asset code unreadable", chain: fakeChain{failOn: "code:" + localToken.Hex()}, unavailable: true},
 		{name: "balance unreadable", chain: fakeChain{failOn: "balance"}, unavailable: true},
