@@ -519,13 +519,17 @@ func decodeHeader(value string) ([]byte, error) {
 }
 
 // cutAuthScheme returns the credential of an "x402 <credential>" Authorization value; the
-// scheme name is case-insensitive (RFC 9110 §11.1).
+// scheme name is case-insensitive (RFC 9110 §11.1). The scheme alone is ours too, with an
+// empty credential (RFC 9110 §11.4), which decoding refuses.
 func cutAuthScheme(v string) (string, bool) {
 	v = strings.TrimSpace(v)
-	if len(v) <= len(AuthScheme) || !strings.EqualFold(v[:len(AuthScheme)], AuthScheme) {
+	if len(v) < len(AuthScheme) || !strings.EqualFold(v[:len(AuthScheme)], AuthScheme) {
 		return "", false
 	}
 	rest := v[len(AuthScheme):]
+	if rest == "" {
+		return "", true
+	}
 	if rest[0] != ' ' && rest[0] != '\t' {
 		return "", false
 	}

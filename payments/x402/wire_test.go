@@ -234,6 +234,9 @@ func TestFindCredential(t *testing.T) {
 		{"Authorization X402 with a tab", [][2]string{{"Authorization", "X402\t" + enc}}, HeaderAuthorization, false},
 		{"Authorization of another scheme", [][2]string{{"Authorization", "Bearer abc"}}, "", false},
 		{"Authorization x402402 is another scheme", [][2]string{{"Authorization", "x402402 abc"}}, "", false},
+		// RFC 9110 §11.4: a credential may be the scheme alone. It is ours, and refused as empty,
+		// not "a scheme no rail accepts".
+		{"Authorization x402 without a credential", [][2]string{{"Authorization", "x402"}}, HeaderAuthorization, false},
 		{"Authorization Payment and x402", [][2]string{{"Authorization", "Payment abc"}, {"Authorization", "x402 " + enc}}, HeaderAuthorization, false},
 		{"PAYMENT-SIGNATURE wins over X-PAYMENT", [][2]string{{"X-Payment", "other"}, {"Payment-Signature", enc}}, HeaderPaymentSignature, false},
 		{"X-PAYMENT wins over Authorization", [][2]string{{"Authorization", "x402 other"}, {"X-Payment", enc}}, HeaderXPayment, false},
