@@ -39,6 +39,7 @@ const (
 	ReasonValidBefore              = "invalid_exact_evm_payload_authorization_valid_before"
 	ReasonValidAfter               = "invalid_exact_evm_payload_authorization_valid_after"
 	ReasonValueMismatch            = "invalid_exact_evm_payload_authorization_value_mismatch"
+	ReasonAuthorizationValue       = "invalid_exact_evm_authorization_value" // the same refusal of a v1 payment (ExactEvmSchemeV1)
 	ReasonAssetNotDeployed         = "asset_not_deployed_contract"
 	ReasonInsufficientBalance      = "invalid_exact_evm_insufficient_balance"
 	ReasonNonceAlreadyUsed         = "invalid_exact_evm_nonce_already_used"

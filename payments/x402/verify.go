@@ -391,9 +391,14 @@ func verify(p *PaymentPayload, req PaymentRequirements, now time.Time, checkSig 
 	if !lessThan(v.ValidAfter, unix+1) {
 		return nil, refuse(ReasonValidAfter, fmt.Sprintf("validAfter %s is after now (%d)", v.ValidAfter, unix))
 	}
-	// 8. exact value (the v2 rule; we apply it to v1 too, whose clients send the amount verbatim)
+	// 8. exact value (the v2 rule; we apply it to v1 too, whose clients send the amount verbatim,
+	// as the reference's v1 facilitator does, with its own reason code)
 	if v.Value.Cmp(amount) != 0 {
-		return nil, refuse(ReasonValueMismatch, fmt.Sprintf("authorization value %s, price %s", v.Value, amount))
+		reason := ReasonValueMismatch
+		if p.X402Version == 1 {
+			reason = ReasonAuthorizationValue
+		}
+		return nil, refuse(reason, fmt.Sprintf("authorization value %s, price %s", v.Value, amount))
 	}
 	return v, nil
 }

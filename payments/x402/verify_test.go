@@ -251,6 +251,12 @@ func TestVerifyLocal(t *testing.T) {
 
 func TestVerifyLocalV1(t *testing.T) {
 	sepolia := CustomNetwork(84532, localToken, "USD Coin", "2") // a dev chain run as 84532 for v1 clients
+	signedValue := func(value string) func(*PaymentPayload) {
+		return func(p *PaymentPayload) {
+			p.Payload.Authorization.Value = value
+			p.Payload.Signature = sign(t, key2, Requirements(sepolia, payments.Price{Amount: 10_000}, addr1, time.Minute), p.Payload.Authorization)
+		}
+	}
 	for _, tc := range []struct {
 		name    string
 		network string
@@ -263,6 +269,10 @@ func TestVerifyLocalV1(t *testing.T) {
 		{"CAIP-2 in a v1 payment", "eip155:84532", nil, ReasonNetworkMismatch},
 		{"scheme", "base-sepolia", func(p *PaymentPayload) { p.Scheme = "upto" }, ReasonScheme},
 		{"tampered value", "base-sepolia", func(p *PaymentPayload) { p.Payload.Authorization.Value = "20000" }, ReasonSignature},
+		// The v1 facilitator of @x402/evm 2.27.0 (ExactEvmSchemeV1) names a wrong value with its
+		// own code (x402.md §6), not the v2 one.
+		{"value above the price, signed", "base-sepolia", signedValue("20000"), ReasonAuthorizationValue},
+		{"value below the price, signed", "base-sepolia", signedValue("9999"), ReasonAuthorizationValue},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := Requirements(sepolia, payments.Price{Amount: 10_000}, addr1, time.Minute)
