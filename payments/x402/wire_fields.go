@@ -34,7 +34,8 @@ func (p *PaymentPayload) validate() error {
 		return refuse(ReasonInvalidX402Version, fmt.Sprintf("x402Version %d", p.X402Version))
 	}
 	if scheme != SchemeExact {
-		return refuse(ReasonUnsupportedScheme, fmt.Sprintf("scheme %q, only %q is supported", scheme, SchemeExact))
+		// The reference facilitator's rule 1 (x402.md §5), whatever the rest of the payload is.
+		return refuse(ReasonScheme, fmt.Sprintf("scheme %q, only %q is supported", scheme, SchemeExact))
 	}
 	return checkExact(&p.Payload)
 }

@@ -148,7 +148,9 @@ func TestDecodePaymentPayload(t *testing.T) {
 		{"version as a string", set("x402Version", "2"), ReasonInvalidPayload},
 		{"version 2.5", set("x402Version", 2.5), ReasonInvalidPayload},
 		{"v2 without accepted", set("accepted", nil), ReasonInvalidPayload},
-		{"scheme upto", set("accepted.scheme", "upto"), ReasonUnsupportedScheme},
+		// x402.md §5 rule 1: the reference facilitator, routed by the offer's scheme, refuses any
+		// other accepted.scheme with invalid_exact_evm_scheme.
+		{"scheme upto", set("accepted.scheme", "upto"), ReasonScheme},
 		{"from not hex", set("payload.authorization.from", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BZ"), ReasonInvalidPayload},
 		{"from 19 bytes", set("payload.authorization.from", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293"), ReasonInvalidPayload},
 		{"to without 0x", set("payload.authorization.to", "70997970C51812dc3A010C7d01b50e0d17dc79C8aa"), ReasonInvalidPayload},
@@ -216,7 +218,7 @@ func TestDecodePaymentPayloadV1(t *testing.T) {
 	wantReason(t, err, ReasonInvalidPayload)
 	p.Network, p.Scheme = "base-sepolia", "upto"
 	_, err = DecodePaymentPayload(mustEncode(t, p))
-	wantReason(t, err, ReasonUnsupportedScheme)
+	wantReason(t, err, ReasonScheme) // ExactEvmSchemeV1's code, as for v2
 }
 
 func TestFindCredential(t *testing.T) {
