@@ -99,8 +99,8 @@ func ParseCAIP2(network string) (uint64, error) {
 	return id, nil
 }
 
-// v1ChainIDs is the v1 client's map from network names to chain ids (@x402/evm
-// V1_EVM_NETWORK_CHAIN_IDS); v1 clients reject any other name.
+// v1ChainIDs is the v1 client's map from network names to chain ids (@x402/evm 2.27.0
+// EVM_NETWORK_CHAIN_ID_MAP); v1 clients reject any other name.
 var v1ChainIDs = map[string]uint64{
 	"ethereum":           1,
 	"sepolia":            11155111,
@@ -119,6 +119,12 @@ var v1ChainIDs = map[string]uint64{
 	"story":              1514,
 	"educhain":           41923,
 	"skale-base-sepolia": 324705682,
+	"megaeth":            4326,
+	"monad":              143,
+	"stable":             988,
+	"stable-testnet":     2201,
+	"celo":               42220,
+	"flare":              14,
 }
 
 // ChainIDForV1Name returns the chain id a v1 network name stands for.

@@ -91,7 +91,12 @@ func TestParseCAIP2(t *testing.T) {
 
 func TestV1Names(t *testing.T) {
 	for name, id := range map[string]uint64{"base": 8453, "base-sepolia": 84532, "ethereum": 1, "sepolia": 11155111,
-		"avalanche": 43114, "avalanche-fuji": 43113, "polygon": 137, "polygon-amoy": 80002} {
+		"avalanche": 43114, "avalanche-fuji": 43113, "polygon": 137, "polygon-amoy": 80002,
+		// the rest of @x402/evm 2.27.0's EVM_NETWORK_CHAIN_ID_MAP (dist/cjs/v1/index.js), the map
+		// its v1 client and v1 facilitator name chains by (x402.md §2)
+		"abstract": 2741, "abstract-testnet": 11124, "iotex": 4689, "sei": 1329, "sei-testnet": 1328,
+		"peaq": 3338, "story": 1514, "educhain": 41923, "skale-base-sepolia": 324705682,
+		"megaeth": 4326, "monad": 143, "stable": 988, "stable-testnet": 2201, "celo": 42220, "flare": 14} {
 		got, ok := ChainIDForV1Name(name)
 		if !ok || got != id || V1NameForChainID(id) != name {
 			t.Fatalf("%s: %d %v, back %q", name, got, ok, V1NameForChainID(id))
