@@ -15,7 +15,6 @@ const (
 	// Decoding and protocol-level refusals (spec v2 §9).
 	ReasonInvalidPayload             = "invalid_payload"
 	ReasonInvalidX402Version         = "invalid_x402_version"
-	ReasonUnsupportedScheme          = "unsupported_scheme"
 	ReasonInvalidNetwork             = "invalid_network"
 	ReasonInvalidPaymentRequirements = "invalid_payment_requirements"
 	ReasonUnsupportedPayloadType     = "unsupported_payload_type"
