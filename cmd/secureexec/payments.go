@@ -80,6 +80,12 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		// An entry in flight is taken over only once its call cannot be running any more.
 		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{InFlightTTL: max(10*time.Minute, cfg.longestCall())})
 	}
+	if p, ok := st.idem.(idempotencyPurger); ok {
+		pctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { runIdempotencyPurger(pctx, book, p, idempotencyPurgeEvery, idempotencyKeep, log) })
+		st.closers = append(st.closers, func() { cancel(); wg.Wait() })
+	}
 	if cfg.X402Network != "off" {
 		if err := buildX402(ctx, cfg, book, claims, st, log); err != nil {
 			st.Close()
@@ -339,6 +345,45 @@ func runMPPReconciler(ctx context.Context, rail *mpp.Rail, book ledgerAll, every
 		_, err := book.RunExclusive(ctx, "mpp-reconcile", func(ctx context.Context) error { return rail.Reconcile(ctx, book, staleAfter) })
 		if err != nil && ctx.Err() == nil {
 			log.Warn("mpp: reconciliation", "err", err)
+		}
+	}
+}
+
+// A payment identifier's stored response is kept for idempotencyKeep after it was last
+// written, then purged: long past any resend of its payment (an authorization is valid for an
+// hour at most) and of a Stripe webhook event (retried for up to three days), which share the
+// store. One replica at a time purges, at start and every idempotencyPurgeEvery.
+const (
+	idempotencyKeep       = 7 * 24 * time.Hour
+	idempotencyPurgeEvery = time.Hour
+)
+
+// idempotencyPurger deletes stored payment identifiers last written before a time;
+// *ledger.Idempotency and *ledger.MemoryIdempotency satisfy it.
+type idempotencyPurger interface {
+	Purge(ctx context.Context, before time.Time) (int64, error)
+}
+
+// runIdempotencyPurger purges payment identifiers older than keep, at once and then every
+// interval until ctx is done, under a lease so that one replica at a time does it.
+func runIdempotencyPurger(ctx context.Context, book ledgerAll, idem idempotencyPurger, every, keep time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_, err := book.RunExclusive(ctx, "payment-identifier-purge", func(ctx context.Context) error {
+			n, err := idem.Purge(ctx, time.Now().Add(-keep))
+			if n > 0 {
+				log.Info("purged stored payment identifiers", "count", n, "older_than", keep)
+			}
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Warn("purging payment identifiers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

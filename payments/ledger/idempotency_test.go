@@ -201,3 +201,30 @@ func TestFingerprint(t *testing.T) {
 		t.Fatalf("duplicate member = %v, want ErrInvalid", err)
 	}
 }
+
+// The embedded store forgets entries last written before the purge's time, as the Postgres
+// one does: otherwise every stored response stays in memory for the life of the process.
+func TestMemoryIdempotencyPurge(t *testing.T) {
+	m := NewMemoryIdempotency()
+	ctx := context.Background()
+	if _, err := m.Begin(ctx, "old", "0x01"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Complete(ctx, "old", Response{StatusCode: 200, Body: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now().Add(time.Millisecond)
+	time.Sleep(2 * time.Millisecond)
+	if _, err := m.Begin(ctx, "new", "0x02"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.Purge(ctx, cut); err != nil || n != 1 {
+		t.Fatalf("purged %d (%v), want 1", n, err)
+	}
+	if r, err := m.Begin(ctx, "old", "0x01"); err != nil || r.Found {
+		t.Fatalf("the purged key: %+v %v, want a new key", r, err)
+	}
+	if _, err := m.Begin(ctx, "new", "0x02"); !errors.Is(err, ErrInFlight) {
+		t.Fatalf("the recent key: %v, want it still in flight", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // MemoryIdempotency is the payment-identifier store of the embedded default: the same
@@ -18,6 +19,7 @@ type memoryIdem struct {
 	fingerprint string
 	done        bool
 	resp        Response
+	updated     time.Time // last written, for Purge
 }
 
 // NewMemoryIdempotency returns an empty store.
@@ -35,7 +37,7 @@ func (m *MemoryIdempotency) Begin(_ context.Context, key, fingerprint string) (R
 	e, ok := m.entries[key]
 	switch {
 	case !ok:
-		m.entries[key] = &memoryIdem{fingerprint: fingerprint}
+		m.entries[key] = &memoryIdem{fingerprint: fingerprint, updated: time.Now()}
 		return Replay{}, nil
 	case e.fingerprint != fingerprint:
 		return Replay{}, fmt.Errorf("ledger: %s: %w", key, ErrIdempotencyConflict)
@@ -56,7 +58,7 @@ func (m *MemoryIdempotency) Complete(_ context.Context, key string, resp Respons
 	if !ok {
 		return fmt.Errorf("ledger: %s: %w", key, ErrNotFound)
 	}
-	e.done, e.resp = true, Response{StatusCode: resp.StatusCode, Header: resp.Header.Clone(), Body: append([]byte(nil), resp.Body...)}
+	e.done, e.resp, e.updated = true, Response{StatusCode: resp.StatusCode, Header: resp.Header.Clone(), Body: append([]byte(nil), resp.Body...)}, time.Now()
 	if e.resp.Header == nil {
 		e.resp.Header = http.Header{}
 	}
@@ -71,4 +73,18 @@ func (m *MemoryIdempotency) Abandon(_ context.Context, key string) error {
 		delete(m.entries, key)
 	}
 	return nil
+}
+
+// Purge is Idempotency.Purge: it deletes entries last written before before.
+func (m *MemoryIdempotency) Purge(_ context.Context, before time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, e := range m.entries {
+		if e.updated.Before(before) {
+			delete(m.entries, k)
+			n++
+		}
+	}
+	return n, nil
 }
