@@ -7,9 +7,9 @@ import (
 )
 
 // Stored responses of payment identifiers (up to a MiB each, one per paid call that names an
-// identifier, which the Go SDK always does) must not be kept forever: a running gateway
-// purges those older than idempotencyKeep, and keeps the recent ones.
-func TestPaymentIdentifiersArePurged(t *testing.T) {
+// identifier, which the Go SDK always does) and nonce claims (a row per paid call) must not be
+// kept forever: a running gateway purges the old ones, and keeps the recent ones.
+func TestPaymentIdentifiersAndExpiredClaimsArePurged(t *testing.T) {
 	dbURL, conn := freshSchema(t)
 	env := func() map[string]string {
 		return map[string]string{"DATABASE_URL": dbURL, "REDIS_URL": e2eRedisURL, "SECUREEXEC_DATA_DIR": t.TempDir()}
@@ -21,6 +21,11 @@ func TestPaymentIdentifiersArePurged(t *testing.T) {
 	if _, err := conn.Exec(ctx, `INSERT INTO payment_idempotency (id, fingerprint, state, status_code, headers, body, created_at, updated_at)
 		VALUES ('x402:/exec/tool:pay_old0000000000000000', '0x01', 'done', 200, '{}', '\x7b7d', now() - interval '60 days', now() - interval '60 days'),
 		       ('x402:/exec/tool:pay_new0000000000000000', '0x02', 'done', 200, '{}', '\x7b7d', now(), now())`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO payment_nonces (key, claim_id, claimed_at, expires_at)
+		VALUES ('x402:old', gen_random_uuid(), now() - interval '60 days', now() - interval '59 days'),
+		       ('x402:new', gen_random_uuid(), now(), now() + interval '1 hour')`); err != nil {
 		t.Fatal(err)
 	}
 	startGateway(t, env())
@@ -35,11 +40,19 @@ func TestPaymentIdentifiersArePurged(t *testing.T) {
 		if recent != 1 {
 			t.Fatalf("the recent entry was purged (%d left)", recent)
 		}
-		if old == 0 {
+		var oldClaims, newClaims int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE key = 'x402:old'), count(*) FILTER (WHERE key = 'x402:new') FROM payment_nonces`).
+			Scan(&oldClaims, &newClaims); err != nil {
+			t.Fatal(err)
+		}
+		if newClaims != 1 {
+			t.Fatal("a live nonce claim was purged")
+		}
+		if old == 0 && oldClaims == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("a payment identifier stored 60 days ago is still kept: nothing purges payment_idempotency")
+			t.Fatalf("still kept: %d payment identifiers stored 60 days ago, %d nonce claims expired 59 days ago", old, oldClaims)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

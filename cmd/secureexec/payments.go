@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -80,10 +81,10 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		// An entry in flight is taken over only once its call cannot be running any more.
 		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{InFlightTTL: max(10*time.Minute, cfg.longestCall())})
 	}
-	if p, ok := st.idem.(idempotencyPurger); ok {
+	if purges := purgesOf(st.idem, claims); len(purges) > 0 {
 		pctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { runIdempotencyPurger(pctx, book, p, idempotencyPurgeEvery, idempotencyKeep, log) })
+		wg.Go(func() { runPurges(pctx, book, purges, purgeEvery, log) })
 		st.closers = append(st.closers, func() { cancel(); wg.Wait() })
 	}
 	if cfg.X402Network != "off" {
@@ -352,33 +353,62 @@ func runMPPReconciler(ctx context.Context, rail *mpp.Rail, book ledgerAll, every
 // A payment identifier's stored response is kept for idempotencyKeep after it was last
 // written, then purged: long past any resend of its payment (an authorization is valid for an
 // hour at most) and of a Stripe webhook event (retried for up to three days), which share the
-// store. One replica at a time purges, at start and every idempotencyPurgeEvery.
+// store. A nonce claim's row goes once its credential expired (plus the claims' grace): a
+// replay is refused by its expiry from then on. One replica at a time purges, at start and
+// every purgeEvery.
 const (
-	idempotencyKeep       = 7 * 24 * time.Hour
-	idempotencyPurgeEvery = time.Hour
+	idempotencyKeep = 7 * 24 * time.Hour
+	purgeEvery      = time.Hour
 )
 
-// idempotencyPurger deletes stored payment identifiers last written before a time;
-// *ledger.Idempotency and *ledger.MemoryIdempotency satisfy it.
-type idempotencyPurger interface {
-	Purge(ctx context.Context, before time.Time) (int64, error)
+// A purge deletes rows that nothing needs any more, and says how many.
+type purge struct {
+	what string
+	run  func(ctx context.Context) (int64, error)
 }
 
-// runIdempotencyPurger purges payment identifiers older than keep, at once and then every
-// interval until ctx is done, under a lease so that one replica at a time does it.
-func runIdempotencyPurger(ctx context.Context, book ledgerAll, idem idempotencyPurger, every, keep time.Duration, log *slog.Logger) {
+// purgesOf returns the purges the stores in use need: *ledger.Idempotency and
+// *ledger.MemoryIdempotency keep every stored response, *ledger.Claims a row per claim.
+func purgesOf(idem any, claims any) []purge {
+	var out []purge
+	if p, ok := idem.(interface {
+		Purge(ctx context.Context, before time.Time) (int64, error)
+	}); ok {
+		out = append(out, purge{"stored payment identifiers", func(ctx context.Context) (int64, error) {
+			return p.Purge(ctx, time.Now().Add(-idempotencyKeep))
+		}})
+	}
+	if c, ok := claims.(interface {
+		PurgeExpired(ctx context.Context, now time.Time) (int64, error)
+	}); ok {
+		out = append(out, purge{"expired nonce claims", func(ctx context.Context) (int64, error) {
+			return c.PurgeExpired(ctx, time.Now())
+		}})
+	}
+	return out
+}
+
+// runPurges runs every purge at once and then every interval until ctx is done, under a lease
+// so that one replica at a time does it.
+func runPurges(ctx context.Context, book ledgerAll, purges []purge, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		_, err := book.RunExclusive(ctx, "payment-identifier-purge", func(ctx context.Context) error {
-			n, err := idem.Purge(ctx, time.Now().Add(-keep))
-			if n > 0 {
-				log.Info("purged stored payment identifiers", "count", n, "older_than", keep)
+		_, err := book.RunExclusive(ctx, "purge", func(ctx context.Context) error {
+			var errs []error
+			for _, p := range purges {
+				n, err := p.run(ctx)
+				if n > 0 {
+					log.Info("purged "+p.what, "count", n)
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("purging %s: %w", p.what, err))
+				}
 			}
-			return err
+			return errors.Join(errs...)
 		})
 		if err != nil && ctx.Err() == nil {
-			log.Warn("purging payment identifiers", "err", err)
+			log.Warn("purge", "err", err)
 		}
 		select {
 		case <-ctx.Done():
