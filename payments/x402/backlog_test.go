@@ -21,7 +21,7 @@ func TestBatchModeRefusesWhatTheQueueCannotSettleInTime(t *testing.T) {
 	ctx := context.Background()
 	r := newRecoveryRig(t)
 	cfg := Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved, Backlog: r.book}
-	rail, err := NewRail(cfg, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, r.settler)
+	rail, err := NewRail(cfg, NewRPCReader(r.dev.Client(), rigReadTimeout), r.book, r.book, r.settler)
 	if err != nil {
 		t.Fatal(err)
 	}

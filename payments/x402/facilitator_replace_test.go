@@ -32,7 +32,7 @@ func (r *recoveryRig) facilitatorRig(t *testing.T, remote func(*FacilitatorClien
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := NewRPCReader(r.dev.Client(), 3*time.Second)
+	reader := NewRPCReader(r.dev.Client(), rigReadTimeout)
 	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: r.net.Asset, ReceiptWait: 300 * time.Millisecond}, r.book, remote(c), r.dev.Client(), reader)
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Facilitator: c, Reservations: r.reserved}, reader, r.book, r.book, s)
 	if err != nil {

@@ -138,7 +138,7 @@ func (r *recoveryRig) facilitatorRail(t *testing.T, f *fakeFacilitator, now func
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := NewRPCReader(r.dev.Client(), 3*time.Second)
+	reader := NewRPCReader(r.dev.Client(), rigReadTimeout)
 	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: r.net.Asset, ReceiptWait: time.Second, Now: now}, r.book, c, r.dev.Client(), reader)
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Facilitator: c}, reader, r.book, r.book, s)
 	if err != nil {
@@ -449,7 +449,7 @@ func TestFacilitatorSettlementWaitsForConfirmations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader := NewRPCReader(rig.dev.Client(), 3*time.Second)
+	reader := NewRPCReader(rig.dev.Client(), rigReadTimeout)
 	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: rig.net.Asset, ReceiptWait: 500 * time.Millisecond, Confirmations: 2},
 		rig.book, c, rig.dev.Client(), reader)
 	rail, err := NewRail(Config{Network: rig.net, PayTo: rig.payTo, Facilitator: c}, reader, rig.book, rig.book, s)

@@ -48,7 +48,7 @@ func TestMinedUnconfirmedBatchIsNeverOutbid(t *testing.T) {
 			t.Fatal(err)
 		}
 	}}
-	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: time.Second, Reservations: o.reserved}, o.book, sender, o.settler)
+	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: outbidReceiptWait, Reservations: o.reserved}, o.book, sender, o.settler)
 	n, err := w.SettleBatch(ctx)
 	if n != 1 || !errors.Is(err, chain.ErrReceiptTimeout) {
 		t.Fatalf("SettleBatch = %d, %v; want 1 and a receipt timeout (mined, not yet 20 deep)", n, err)

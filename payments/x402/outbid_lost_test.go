@@ -64,7 +64,7 @@ func TestOutbidBatchSurvivesAFailedRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	settler := NewChainSettler(o.book, sender, o.net.Asset, 300*time.Millisecond, nil)
-	cfg := WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second, Reservations: o.reserved}
+	cfg := WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: outbidReceiptWait, Reservations: o.reserved}
 	hiccup := NewWorker(cfg, o.book, sender, settler)
 	hiccup.uses = &useFinder{token: o.net.Asset, nonces: failingNonces{}, logs: o.c, receipts: o.c, window: defaultLogWindow}
 	if err := hiccup.Reconcile(ctx); err == nil {

@@ -30,6 +30,11 @@ type outbidRig struct {
 	addrs chain.Addresses
 }
 
+// outbidReceiptWait is the rigs' workers' receipt wait: what a test that expects a timeout
+// (the miner off) spends on it, and long enough for a loaded machine to mine and answer when
+// the test expects a receipt (1 s was not, with other packages' tests running beside).
+const outbidReceiptWait = 3 * time.Second
+
 func newOutbidRig(t *testing.T) *outbidRig {
 	t.Helper()
 	ctx := context.Background()
@@ -56,14 +61,14 @@ func newOutbidRig(t *testing.T) *outbidRig {
 	r := &recoveryRig{net: CustomNetwork(31337, addrs.Token, "USD Coin", "2"), book: ledger.NewMemory(),
 		reserved: ledger.NewMemoryReservations(), payer: key2, payTo: addr1, sender: sender}
 	r.settler = NewChainSettler(r.book, sender, r.net.Asset, 300*time.Millisecond, nil)
-	r.worker = NewWorker(WorkerConfig{Network: r.net, Batcher: addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
+	r.worker = NewWorker(WorkerConfig{Network: r.net, Batcher: addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: outbidReceiptWait,
 		Reservations: r.reserved}, r.book, sender, r.settler)
 	return &outbidRig{recoveryRig: r, c: c, addrs: addrs}
 }
 
 func (o *outbidRig) rail(t *testing.T, mode SettleMode) *Rail {
 	t.Helper()
-	rail, err := NewRail(Config{Network: o.net, PayTo: o.payTo, Mode: mode, Reservations: o.reserved}, NewRPCReader(o.c, 3*time.Second), o.book, o.book, o.settler)
+	rail, err := NewRail(Config{Network: o.net, PayTo: o.payTo, Mode: mode, Reservations: o.reserved}, NewRPCReader(o.c, rigReadTimeout), o.book, o.book, o.settler)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +185,7 @@ func (o *outbidRig) minedBeforeItsSuccessor(t *testing.T, ctx context.Context, s
 // recoveryWorker is a worker of the rig's ledger settling through sender, whose recovery
 // takes up every unfinished payment at once.
 func (o *outbidRig) recoveryWorker(sender TxSender) *Worker {
-	return NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: time.Second,
+	return NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, StaleAfter: time.Nanosecond, ReceiptTimeout: outbidReceiptWait,
 		Reservations: o.reserved}, o.book, sender, o.settler)
 }
 
@@ -195,7 +200,7 @@ func TestBatchOutbidWhileAwaitedIsReplacedAtOnce(t *testing.T) {
 	payToBefore := o.tokenBalance(t, addr1)
 	auths := o.queue(t, ctx, rail, 3)
 	sender := &afterFirstSend{Sender: o.sender, then: func() { o.congest(t) }}
-	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: time.Second, Reservations: o.reserved}, o.book, sender, o.settler)
+	w := NewWorker(WorkerConfig{Network: o.net, Batcher: o.addrs.Batcher, ReceiptTimeout: outbidReceiptWait, Reservations: o.reserved}, o.book, sender, o.settler)
 	if n, err := w.SettleBatch(ctx); n != 3 || err != nil {
 		t.Fatalf("SettleBatch = %d, %v; want 3 settled in one pass", n, err)
 	}

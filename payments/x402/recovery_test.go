@@ -37,6 +37,10 @@ type recoveryRig struct {
 	payTo    common.Address
 }
 
+// rigReadTimeout bounds the rigs' chain reads: generous, because no test here expects a read
+// to time out, and a loaded machine made a 3 s bound fail one.
+const rigReadTimeout = 15 * time.Second
+
 func newRecoveryRig(t *testing.T, opts ...chain.DevChainOptions) *recoveryRig {
 	t.Helper()
 	ctx := context.Background()
@@ -64,7 +68,7 @@ func newRecoveryRig(t *testing.T, opts ...chain.DevChainOptions) *recoveryRig {
 
 func (r *recoveryRig) rail(t *testing.T, mode SettleMode, s Settler) *Rail {
 	t.Helper()
-	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode, Reservations: r.reserved}, NewRPCReader(r.dev.Client(), 3*time.Second), r.book, r.book, s)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: mode, Reservations: r.reserved}, NewRPCReader(r.dev.Client(), rigReadTimeout), r.book, r.book, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +327,7 @@ func TestBatchPaymentThatCannotBeRecordedIsNotAnsweredAsPaid(t *testing.T) {
 	ctx := context.Background()
 	r := newRecoveryRig(t)
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved},
-		NewRPCReader(r.dev.Client(), 3*time.Second), r.book, failingCreates{r.book}, r.settler)
+		NewRPCReader(r.dev.Client(), rigReadTimeout), r.book, failingCreates{r.book}, r.settler)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +369,7 @@ func TestSettlementThatCannotBeRecordedWithholdsTheResult(t *testing.T) {
 	r := newRecoveryRig(t)
 	book := &awayBook{Memory: r.book}
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleSync, Reservations: r.reserved},
-		NewRPCReader(r.dev.Client(), 3*time.Second), book, book, NewChainSettler(book, r.sender, r.net.Asset, 10*time.Second, nil))
+		NewRPCReader(r.dev.Client(), rigReadTimeout), book, book, NewChainSettler(book, r.sender, r.net.Asset, 10*time.Second, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

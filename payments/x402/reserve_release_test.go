@@ -42,7 +42,7 @@ func TestBalanceReadBeforeASettlementIsNotCountedTwice(t *testing.T) {
 	r := newRecoveryRig(t)
 	r.reserved.KeepSettled = HoldAfterRelease
 	payerKey := r.fundedPayer(t, ctx, 50_000)
-	reader := &slowBalance{RPCReader: NewRPCReader(r.dev.Client(), 3*time.Second), read: make(chan struct{}), release: make(chan struct{})}
+	reader := &slowBalance{RPCReader: NewRPCReader(r.dev.Client(), rigReadTimeout), read: make(chan struct{}), release: make(chan struct{})}
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved}, reader, r.book, r.book, r.settler)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestStaleBalanceIsReadAgain(t *testing.T) {
 		}
 		return start.Add(balanceFreshFor + time.Second)
 	}
-	reader := &countingBalance{RPCReader: NewRPCReader(r.dev.Client(), 3*time.Second)}
+	reader := &countingBalance{RPCReader: NewRPCReader(r.dev.Client(), rigReadTimeout)}
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleBatch, Reservations: r.reserved, Now: clock},
 		reader, r.book, r.book, r.settler)
 	if err != nil {

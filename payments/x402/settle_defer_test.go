@@ -108,7 +108,7 @@ func TestSettlementRecordedDespiteALostAnswer(t *testing.T) {
 	book := lostCommit{r.book}
 	settler := NewChainSettler(book, r.sender, r.net.Asset, 10*time.Second, nil)
 	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleSync, Reservations: r.reserved},
-		NewRPCReader(r.dev.Client(), 3*time.Second), r.book, book, settler)
+		NewRPCReader(r.dev.Client(), rigReadTimeout), r.book, book, settler)
 	if err != nil {
 		t.Fatal(err)
 	}
