@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -166,8 +168,13 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 			return Config{}, fmt.Errorf("config file: %w", err)
 		}
 		var anyVals map[string]any
-		if err := json.Unmarshal(raw, &anyVals); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber() // 1048576 stays "1048576", not fmt's "1.048576e+06"
+		if err := dec.Decode(&anyVals); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", file, err)
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return Config{}, fmt.Errorf("config file %s: more than one JSON object", file)
 		}
 		known := map[string]bool{}
 		for _, s := range settings {
@@ -177,7 +184,16 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 			if !known[k] {
 				return Config{}, fmt.Errorf("config file %s: unknown setting %q", file, k)
 			}
-			fromFile[k] = fmt.Sprint(v)
+			switch v := v.(type) {
+			case string:
+				fromFile[k] = v
+			case json.Number:
+				fromFile[k] = v.String()
+			case bool:
+				fromFile[k] = strconv.FormatBool(v)
+			default: // null, an array or an object would otherwise be read as "<nil>" or "[a b]"
+				return Config{}, fmt.Errorf("config file %s: %s: want a string, number or boolean", file, k)
+			}
 		}
 	}
 	get := func(name string) string {

@@ -155,6 +155,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 			"REDIS_URL": "redis://x:6379/0", "STRIPE_API_BASE": "http://stripe.internal"}), want: "STRIPE_API_BASE: a live Stripe key"},
 		{file: `{"PROT": 1}`, want: `unknown setting "PROT"`},
 		{file: `{not json`, want: "config file"},
+		{file: `{"PORT": 6000} {"PORT": 7000}`, want: "config file"},
 	} {
 		var f string
 		if tc.file != "" {
@@ -281,5 +282,35 @@ func TestConfigSettlementConfirmations(t *testing.T) {
 	}
 	if c, err = loadConfig(envOf(nil), ""); err != nil || c.Confirmations != 0 {
 		t.Fatalf("default confirmations %d (%v); want 0", c.Confirmations, err)
+	}
+}
+
+// TestConfigFileValues: a JSON file holds numbers as JSON numbers, and the README's own
+// defaults (MAX_BODY_BYTES 1048576) must read back as written, not as 1.048576e+06; a value
+// that is no string, number or boolean (null, an array) is refused naming the setting, never
+// read as the text "<nil>".
+func TestConfigFileValues(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(f, []byte(`{"MAX_BODY_BYTES": 1048576, "TOOL_MAX_OUTPUT_BYTES": 2097152, "TOOL_MAX_CONCURRENT": 100000,
+		"SETTLEMENT_MAX_FEE_PER_GAS_WEI": 100000000000000000000000, "POLICY_ALLOW_REAL": false, "LOG_FILE": ""}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(envOf(nil), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytes != 1048576 || c.ToolMaxOutput != 2097152 || c.ToolMaxConcurrent != 100000 || c.PolicyAllowReal || c.LogFile != "" ||
+		c.MaxFeePerGas == nil || c.MaxFeePerGas.String() != "100000000000000000000000" {
+		t.Fatalf("file values: body %d, output %d, concurrent %d, allow real %v, log %q, fee cap %v",
+			c.MaxBodyBytes, c.ToolMaxOutput, c.ToolMaxConcurrent, c.PolicyAllowReal, c.LogFile, c.MaxFeePerGas)
+	}
+	for _, file := range []string{`{"LOG_FILE": null}`, `{"POLICY_DENY_AGENTS": ["a", "b"]}`, `{"ACHILLES_AGENT_ID": {"id": "x"}}`} {
+		if err := os.WriteFile(f, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadConfig(envOf(nil), f)
+		if err == nil || !strings.Contains(err.Error(), "want a string, number or boolean") {
+			t.Errorf("%s: error %v, want it refused naming the setting", file, err)
+		}
 	}
 }
