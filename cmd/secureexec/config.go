@@ -252,6 +252,8 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	if c.PaymentWallet != "" {
 		if !common.IsHexAddress(c.PaymentWallet) {
 			bad("PAYMENT_WALLET", "want a 0x-prefixed 20-byte hex address")
+		} else if common.HexToAddress(c.PaymentWallet) == (common.Address{}) {
+			bad("PAYMENT_WALLET", "is the zero address: no payment can be sent there")
 		} else {
 			c.PaymentWallet = common.HexToAddress(c.PaymentWallet).Hex() // stored checksummed
 		}

@@ -108,6 +108,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{env: map[string]string{"EP_GUARD_URL": "ftp://x"}, want: "EP_GUARD_URL"},
 		{env: map[string]string{"EP_FAIL_MODE": "maybe"}, want: "EP_FAIL_MODE"},
 		{env: map[string]string{"PAYMENT_WALLET": "0x1234"}, want: "PAYMENT_WALLET"},
+		{env: map[string]string{"PAYMENT_WALLET": "0x0000000000000000000000000000000000000000"}, want: "PAYMENT_WALLET: is the zero address"},
+		{env: map[string]string{"PAYMENT_WALLET": "0x0000000000000000000000000000000000000000", "X402_NETWORK": "off"}, want: "PAYMENT_WALLET: is the zero address"},
 		{env: map[string]string{"INTERNAL_API_KEY": "short"}, want: "INTERNAL_API_KEY"},
 		{env: map[string]string{"HTTP_GET_ALLOW_CIDRS": "10.0.0.1"}, want: "HTTP_GET_ALLOW_CIDRS"},
 		{env: map[string]string{"LOG_LEVEL": "loud"}, want: "LOG_LEVEL"},
