@@ -17,6 +17,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/secureexec/secureexec/gateway"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/mpp"
 )
@@ -259,6 +260,9 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 		}
 	}
 	c.InternalAgentID = get("ACHILLES_AGENT_ID")
+	if !gateway.ValidAgentID(c.InternalAgentID) {
+		bad("ACHILLES_AGENT_ID", "want an agentId: at most 256 bytes of UTF-8, no control, formatting or invisible character")
+	}
 	c.InternalAPIKey = get("INTERNAL_API_KEY")
 	if c.InternalAPIKey != "" && len(c.InternalAPIKey) < 16 {
 		bad("INTERNAL_API_KEY", "must be at least 16 characters")
