@@ -344,9 +344,6 @@ func jsonSkipSpace(b []byte, i int) int {
 	return i
 }
 
-// displayable reports whether s has no control characters and no formatting or invisible ones
-// (bidirectional controls, zero-width spaces, soft hyphens, variation selectors): an agent id
-// is shown in logs, records and policies, where any of them could make one id read as another.
 // ValidAgentID reports whether id passes the rules a request's agentId is held to: at most
 // 256 bytes of UTF-8 with no control, formatting or invisible character. The internal agent id
 // (ACHILLES_AGENT_ID), recorded in place of a missing one, is checked against it too.
@@ -354,6 +351,9 @@ func ValidAgentID(id string) bool {
 	return len(id) <= maxAgentIDLen && utf8.ValidString(id) && displayable(id)
 }
 
+// displayable reports whether s has no control characters and no formatting or invisible ones
+// (bidirectional controls, zero-width spaces, soft hyphens, variation selectors): an agent id
+// is shown in logs, records and policies, where any of them could make one id read as another.
 func displayable(s string) bool {
 	for _, r := range s {
 		if r < 0x20 || (r >= 0x7f && (unicode.IsControl(r) ||
