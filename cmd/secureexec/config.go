@@ -321,6 +321,14 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 	if c.X402Mode != "sync" && c.X402Mode != "batch" {
 		bad("X402_SETTLEMENT_MODE", "want sync or batch")
 	}
+	if c.X402Network == "dev" && !isLoopbackHost(c.Host) {
+		// The dev chain's accounts and keys are printed and the same on every start: served
+		// beyond this machine, anyone could pay with them. Only an explicit choice does that.
+		if v, set := lookup("X402_NETWORK"); (!set || v == "") && fromFile["X402_NETWORK"] == "" {
+			bad("X402_NETWORK", "unset, so the dev chain (test money whose keys are public) would take payments on HOST="+
+				c.Host+", beyond this machine: set a real network, or X402_NETWORK=dev to mean it")
+		}
+	}
 	if c.X402Network == "dev" && c.Confirmations > 0 {
 		bad("SETTLEMENT_CONFIRMATIONS", "the dev chain mines only when there are transactions to mine; leave it 0 there")
 	}
@@ -547,6 +555,15 @@ func loadMPP(c *Config, get func(string) string, num func(string, int64, int64) 
 			bad("X402_NETWORK", "dev (a test chain, no real money) cannot run beside a live STRIPE_SECRET_KEY: set off or a real network")
 		}
 	}
+}
+
+// isLoopbackHost reports whether HOST binds this machine's loopback interface only.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && a.IsLoopback()
 }
 
 // longestCall bounds how long one call can take, with room to spare: the longest tool run, EP,

@@ -320,3 +320,40 @@ func TestConfigFileValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDevChainStaysOnThisMachineUnlessChosen: the dev chain's keys are public, so a gateway
+// told to serve beyond loopback with no network chosen refuses to start; naming the dev chain
+// (or a real network) is a choice, and loopback needs none.
+func TestDevChainStaysOnThisMachineUnlessChosen(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		file string
+		ok   bool
+	}{
+		{map[string]string{"HOST": "0.0.0.0"}, "", false},
+		{map[string]string{"HOST": ""}, "", true}, // empty keeps the default, 127.0.0.1
+		{map[string]string{"HOST": "10.1.2.3"}, "", false},
+		{map[string]string{"HOST": "0.0.0.0", "X402_NETWORK": "dev"}, "", true},
+		{map[string]string{"HOST": "0.0.0.0"}, `{"X402_NETWORK": "dev"}`, true},
+		{map[string]string{"HOST": "0.0.0.0", "X402_NETWORK": "off"}, "", true},
+		{map[string]string{"HOST": "127.0.0.1"}, "", true},
+		{map[string]string{"HOST": "::1"}, "", true},
+		{map[string]string{"HOST": "[::1]"}, "", true},
+		{map[string]string{"HOST": "localhost"}, "", true},
+	} {
+		file := ""
+		if tc.file != "" {
+			file = filepath.Join(t.TempDir(), "config.json")
+			if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := loadConfig(envOf(tc.env), file)
+		if tc.ok && err != nil {
+			t.Errorf("%v %s: %v", tc.env, tc.file, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "X402_NETWORK: unset, so the dev chain")) {
+			t.Errorf("%v %s: err = %v, want the dev chain refused beyond loopback", tc.env, tc.file, err)
+		}
+	}
+}
