@@ -35,6 +35,9 @@ func OpenEmbedded(path string) (*Embedded, error) {
 		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("store: open embedded %s: held by another process (another secureexec on this data directory?): %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open embedded %s: %w", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,8 +103,12 @@ func TestEmbeddedSecondOpenFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer emb.Close()
-	if other, err := OpenEmbedded(path); err == nil {
+	other, err := OpenEmbedded(path)
+	if err == nil {
 		_ = other.Close()
 		t.Fatal("a second open of a locked database must fail, not share the file")
+	}
+	if !strings.Contains(err.Error(), "held by another process") {
+		t.Fatalf("err = %v; want it to say another process holds the file", err)
 	}
 }
