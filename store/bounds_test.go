@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -61,11 +60,7 @@ func TestIndexIsBoundedByBytes(t *testing.T) {
 // queue once it holds QueueBytes; the rest go to the spool, and every one is written in the end.
 func TestWriterQueueIsBoundedByBytes(t *testing.T) {
 	leakCheck(t)
-	emb, err := OpenEmbedded(filepath.Join(t.TempDir(), "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	emb := openTestEmbedded(t, t.TempDir())
 	gate := make(chan struct{})
 	opts := fastRetry(t, t.TempDir())
 	opts.Workers, opts.BatchSize, opts.QueueBytes = 1, 2, 64<<10

@@ -74,14 +74,10 @@ func TestEmbeddedRoundTripAndReopen(t *testing.T) {
 }
 
 func TestEmbeddedRejectsWhatPostgresWould(t *testing.T) {
-	emb, err := OpenEmbedded(filepath.Join(t.TempDir(), "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	emb := openTestEmbedded(t, t.TempDir())
 	bad := testEntry(1)
 	bad.Record = json.RawMessage(`{"a":"\u0000"}`)
-	err = emb.WriteBatch(context.Background(), []Entry{testEntry(0), bad, testEntry(2)})
+	err := emb.WriteBatch(context.Background(), []Entry{testEntry(0), bad, testEntry(2)})
 	var rej *RejectError
 	if !errors.As(err, &rej) || len(rej.Rejected) != 1 || rej.Rejected[0].Index != 1 || rej.Rejected[0].Reason != ReasonRecordNULEscape {
 		t.Fatalf("err = %v, want one record_nul_escape rejection at index 1", err)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -322,4 +323,16 @@ func deadAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// openTestEmbedded opens dir/audit.db, closed when the test ends (after the writers the test
+// made, whose cleanups were registered later and run first).
+func openTestEmbedded(t testing.TB, dir string) *Embedded {
+	t.Helper()
+	emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emb.Close() })
+	return emb
 }

@@ -443,11 +443,7 @@ func TestWriterCloseDrains(t *testing.T) {
 // backend has it.
 func TestWriterGetInFlight(t *testing.T) {
 	leakCheck(t)
-	emb, err := OpenEmbedded(filepath.Join(t.TempDir(), "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	emb := openTestEmbedded(t, t.TempDir())
 	gate := make(chan struct{})
 	blocked := &blockingBackend{Backend: emb, gate: gate}
 	w := newTestWriter(t, blocked, fastRetry(t, t.TempDir()))
@@ -665,11 +661,7 @@ func (b *downReadsBackend) Get(ctx context.Context, jobID string) (Entry, error)
 func TestWriterGetFindsSpooledLeftovers(t *testing.T) {
 	leakCheck(t)
 	dir := t.TempDir()
-	emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	emb := openTestEmbedded(t, dir)
 	spool := filepath.Join(dir, "spool")
 	entries := testEntries(50)
 
@@ -737,11 +729,7 @@ func (b *slowLinkBackend) WriteBatch(ctx context.Context, entries []Entry) error
 func TestWriterReplaysLargeRecords(t *testing.T) {
 	leakCheck(t)
 	dir := t.TempDir()
-	emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	emb := openTestEmbedded(t, dir)
 	spool := filepath.Join(dir, "spool")
 	big := strings.Repeat("QUJDRA", 64<<10/6) // a 64 KiB tool output, as base64
 	entries := testEntries(256)               // 16 MiB of records
@@ -778,11 +766,7 @@ func TestWriterDeadLettersOutOfRangeTimestamp(t *testing.T) {
 	for _, outage := range []bool{false, true} {
 		t.Run(fmt.Sprintf("outage=%v", outage), func(t *testing.T) {
 			dir := t.TempDir()
-			emb, err := OpenEmbedded(filepath.Join(dir, "audit.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer emb.Close()
+			emb := openTestEmbedded(t, dir)
 			fb := &flakyBackend{Backend: emb}
 			fb.failing.Store(outage)
 			spool := filepath.Join(dir, "spool")
