@@ -222,6 +222,10 @@ func TestSendPersistedAndRebroadcast(t *testing.T) {
 
 // staleNonce answers one PendingNonceAt with a nonce that is already mined, as a lagging node
 // behind a load balancer can.
+// staleNonce answers the first PendingNonceAt with nonce 0, mined when the dev chain deployed
+// its contracts. Not the nonce mined just before: the simulated node's pool forgets a mined
+// transaction a moment after its receipt, and meanwhile refuses that nonce as "replacement
+// transaction underpriced" instead of "nonce too low" (this test failed so once in CI).
 type staleNonce struct {
 	Backend
 	once bool
@@ -231,7 +235,7 @@ func (s *staleNonce) PendingNonceAt(ctx context.Context, a common.Address) (uint
 	n, err := s.Backend.PendingNonceAt(ctx, a)
 	if err == nil && !s.once && n > 0 {
 		s.once = true
-		return n - 1, nil
+		return 0, nil
 	}
 	return n, err
 }
@@ -245,7 +249,11 @@ func TestPersistedSendReplacesADeadTransaction(t *testing.T) {
 	c, token := d.Client(), d.Addresses().Token
 	to := common.BigToAddress(big.NewInt(0x3000))
 	warm := newSender(t, c, d.OperatorKey(), d.ChainID())
-	mined(t, d, warm, token, PackMint(to, big.NewInt(1))) // the key has a mined nonce to be stale about
+	mined(t, d, warm, token, PackMint(to, big.NewInt(1)))
+	next, err := c.PendingNonceAt(ctx, d.Operator().Address)
+	if err != nil || next == 0 {
+		t.Fatalf("pending nonce %d, %v: the key needs mined nonces to be stale about", next, err)
+	}
 
 	s, err := NewSender(&staleNonce{Backend: c}, d.OperatorKey(), d.ChainID(), SenderOptions{})
 	if err != nil {
@@ -259,7 +267,7 @@ func TestPersistedSendReplacesADeadTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(persisted) != 2 || persisted[1].Hash() != hash || persisted[1].Nonce() != persisted[0].Nonce()+1 {
+	if len(persisted) != 2 || persisted[1].Hash() != hash || persisted[0].Nonce() != 0 || persisted[1].Nonce() != next {
 		t.Fatalf("persisted %d transactions, want the refused one and its replacement (sent %s)", len(persisted), hash.Hex())
 	}
 	if _, err := s.WaitReceipt(ctx, hash, 0); err != nil {
