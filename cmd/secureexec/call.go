@@ -118,7 +118,7 @@ func callCmd(getenv func(string) string) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "http://127.0.0.1:5091", "gateway base URL")
+	f.StringVar(&server, "server", localServer(), "gateway base URL (default: this machine, at PORT)")
 	f.StringVar(&tool, "tool", "", "tool name, e.g. json_parse (required)")
 	f.StringVar(&args, "args", "{}", "the tool's args, a JSON object")
 	f.BoolVar(&real, "real", false, "run the tool for real (dryRun false); the default is a dry run")

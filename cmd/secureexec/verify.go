@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -143,7 +144,7 @@ func verifyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "http://127.0.0.1:5091", "gateway base URL")
+	cmd.Flags().StringVar(&server, "server", localServer(), "gateway base URL (default: this machine, at PORT)")
 	cmd.Flags().StringVar(&file, "file", "", "verify a saved job document instead of fetching one")
 	return cmd
 }
@@ -178,4 +179,14 @@ func fetchJob(ctx context.Context, server, jobID string) ([]byte, error) {
 		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// localServer is the gateway `serve` runs on this machine with the same environment: 127.0.0.1
+// at PORT (5091 unless set), so that verify and call reach it without --server.
+func localServer() string {
+	port := os.Getenv("PORT")
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		port = "5091"
+	}
+	return "http://127.0.0.1:" + port
 }

@@ -121,3 +121,19 @@ func TestVerifyArgumentsNameWhatIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalServerFollowsPORT: verify and call reach the gateway serve runs with the same
+// environment, without --server.
+func TestLocalServerFollowsPORT(t *testing.T) {
+	for port, want := range map[string]string{
+		"":      "http://127.0.0.1:5091",
+		"5491":  "http://127.0.0.1:5491",
+		"x":     "http://127.0.0.1:5091", // serve refuses it; the default is the best guess
+		"70000": "http://127.0.0.1:5091",
+	} {
+		t.Setenv("PORT", port)
+		if got := localServer(); got != want {
+			t.Errorf("PORT=%q: %s, want %s", port, got, want)
+		}
+	}
+}
