@@ -223,6 +223,9 @@ func loadConfig(lookup func(string) (string, bool), file string) (Config, error)
 		return v
 	}
 	c.Host = get("HOST")
+	if !validHost(c.Host) {
+		bad("HOST", fmt.Sprintf("want an IP address or a host name, got %q", c.Host))
+	}
 	c.Port = int(num("PORT", 1, 65535))
 	c.LogFile = get("LOG_FILE")
 	c.Level = get("LOG_LEVEL")
@@ -555,6 +558,23 @@ func loadMPP(c *Config, get func(string) string, num func(string, int64, int64) 
 			bad("X402_NETWORK", "dev (a test chain, no real money) cannot run beside a live STRIPE_SECRET_KEY: set off or a real network")
 		}
 	}
+}
+
+// validHost reports whether HOST can be bound: an IP address (an IPv6 one with or without
+// brackets) or a host name of letters, digits, dots and hyphens.
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return true
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, r := range host {
+		if !(r == '.' || r == '-' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // isLoopbackHost reports whether HOST binds this machine's loopback interface only.

@@ -357,3 +357,18 @@ func TestDevChainStaysOnThisMachineUnlessChosen(t *testing.T) {
 		}
 	}
 }
+
+// TestHostIsCheckedAtStart: a HOST that cannot be bound is refused naming the setting, before
+// anything starts (it used to fail only at listen, after the dev chain's banner).
+func TestHostIsCheckedAtStart(t *testing.T) {
+	for host, ok := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "[::1]": true, "localhost": true, "gw.internal": true,
+		"0.0.0.0 ": false, "127.0.0.1:80": false, "host name": false, "exa_mple": false,
+	} {
+		env := map[string]string{"HOST": host, "X402_NETWORK": "off"}
+		_, err := loadConfig(envOf(env), "")
+		if ok != (err == nil) || (!ok && !strings.Contains(err.Error(), "HOST:")) {
+			t.Errorf("HOST=%q: err = %v, want ok=%v", host, err, ok)
+		}
+	}
+}
