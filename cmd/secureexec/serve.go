@@ -182,6 +182,9 @@ func serve(ctx context.Context, cfg Config) error {
 	if pays.network != "" {
 		gcfg.Payment.Network = pays.network
 	}
+	if len(pays.rails) == 0 {
+		log.Warn("no payment rail is on (X402_NETWORK=off and no STRIPE_SECRET_KEY): /exec/tool serves only internal callers, and its 402 offers no way to pay")
+	}
 	var authz gateway.Authorizer = iam
 	if pays.flags != nil {
 		// Payers whose MPP payment was refunded or disputed outside the gateway are denied.
