@@ -153,7 +153,8 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 	return a, nil
 }
 
-// decodeViolations keeps the string elements of a JSON array, bounded in count and size.
+// decodeViolations keeps the string elements of a JSON array, bounded in count and size, with
+// invalid UTF-8 and U+0000 replaced by U+FFFD.
 func decodeViolations(raw json.RawMessage) []string {
 	var items []json.RawMessage
 	if len(raw) == 0 || json.Unmarshal(raw, &items) != nil {
@@ -165,7 +166,10 @@ func decodeViolations(raw json.RawMessage) []string {
 		if json.Unmarshal(it, &s) != nil {
 			continue
 		}
-		s = truncateUTF8(strings.ToValidUTF8(s, "\uFFFD"), maxViolationBytes)
+		// U+0000 would make the record unstorable (Postgres jsonb refuses \u0000): the
+		// audit writer would dead-letter the denial and its seal would turn into a failure.
+		s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+		s = truncateUTF8(s, maxViolationBytes)
 		if s == "" {
 			continue
 		}

@@ -51,6 +51,7 @@ func TestDecodeEPResponse(t *testing.T) {
 		{"violations not an array", `{"valid":false,"violations":"a"}`, epAnswer{}, false},
 		{"violations capped", `{"valid":false,"violations":[` + strings.Repeat(`"v",`, 40) + `"v"]}`, epAnswer{Violations: repeatStr("v", maxViolations)}, false},
 		{"long violation truncated", `{"valid":false,"violations":["` + strings.Repeat("é", 200) + `"]}`, epAnswer{Violations: []string{strings.Repeat("é", 128)}}, false},
+		{"NUL in a violation replaced", `{"valid":false,"violations":["over\u0000limit"]}`, epAnswer{Violations: []string{"over\uFFFDlimit"}}, false},
 		{"duplicate unrelated keys are fine", `{"x":1,"x":2,"valid":true}`, epAnswer{Valid: true}, false},
 		{"empty body", ``, epAnswer{}, true},
 		{"an error answer", `{"valid":true,"error":"Internal server error"}`, epAnswer{}, true},

@@ -56,8 +56,8 @@ func FuzzDecodeEPResponse(f *testing.F) {
 			t.Fatalf("%d violations kept", len(a.Violations))
 		}
 		for _, s := range a.Violations {
-			if s == "" || len(s) > maxViolationBytes || !utf8.ValidString(s) {
-				t.Fatalf("violation %q not bounded valid UTF-8", s)
+			if s == "" || len(s) > maxViolationBytes || !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+				t.Fatalf("violation %q not bounded valid UTF-8 without U+0000", s)
 			}
 		}
 		again, err := decodeEPResponse(body)
