@@ -630,3 +630,59 @@ func TestRefusedPaymentIntentThatCannotBeCanceled(t *testing.T) {
 		t.Fatalf("after reconciliation: %s %q", p.Status, p.TxHash)
 	}
 }
+
+// TestRefundAfterALostRefundAnswer: Void's refund reached Stripe but every answer was lost, so
+// the payment stays verified for reconciliation. Stripe keeps the refund's idempotency key and
+// refuses it when it comes back with other parameters (idempotency_error); the reconciler's
+// refund of the same PaymentIntent must be the same request, so that Stripe answers with the
+// refund it made and the payment is closed.
+func TestRefundAfterALostRefundAnswer(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	tr := newLossyRail(t, l)
+	var (
+		mu    sync.Mutex
+		saved = map[string]string{} // idempotency key -> the form first sent with it
+	)
+	l.setRefund(func(w http.ResponseWriter, r *http.Request, form url.Values, n int) {
+		key, params := r.Header.Get("Idempotency-Key"), form.Encode()
+		mu.Lock()
+		first, seen := saved[key]
+		if !seen {
+			saved[key] = params
+		}
+		mu.Unlock()
+		if seen && first != params {
+			writeStripeJSON(w, http.StatusBadRequest, stripeErr("idempotency_error", "", "",
+				"Keys for idempotent requests can only be used with the same parameters they were first used with."))
+			return
+		}
+		if l.lose.Load() {
+			<-r.Context().Done() // refunded; the answer never arrives
+			return
+		}
+		if seen {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		writeStripeJSON(w, http.StatusOK, map[string]any{"id": "re_1", "object": "refund", "status": "succeeded",
+			"payment_intent": form.Get("payment_intent"), "amount": 50, "currency": "usd"})
+	})
+	c := tr.challenge(t, dryRun)
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.lose.Store(true)
+	if err := tr.Void(context.Background(), a, "tool_failed"); err == nil {
+		t.Fatal("Void of a refund whose every answer was lost succeeded")
+	}
+	l.lose.Store(false)
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified {
+		t.Fatalf("after the lost refund: %s", p.Status)
+	}
+	if err := tr.Reconcile(context.Background(), listAll{book: tr.book}, 0); err != nil {
+		t.Fatalf("reconciling a payment whose refund's answer was lost: %v", err)
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusNotCharged {
+		t.Fatalf("after reconciliation: %s", p.Status)
+	}
+}

@@ -248,16 +248,19 @@ func isChallengeID(id string) bool {
 func RefundIdempotencyKey(paymentIntent string) string { return "mpp_refund_" + paymentIntent }
 
 // Refund refunds a PaymentIntent in full, once: every call for the same PaymentIntent sends the
-// same idempotency key, so Stripe makes one refund however often it is asked. A refund that
-// Stripe reports failed or canceled is an error.
+// same idempotency key, so Stripe makes one refund however often it is asked. The key always
+// comes with the same parameters: Stripe refuses a key reused with others (idempotency_error),
+// and the refund after a lost answer (Reconcile's, after Void's) is asked for another reason.
+// So reason is logged, not sent; the ledger records it. A refund that Stripe reports failed or
+// canceled is an error.
 func (s *Stripe) Refund(ctx context.Context, paymentIntent, reason string) (*stripe.Refund, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	s.cfg.Logger.Debug("mpp: refunding a payment intent", "payment_intent", paymentIntent, "reason", reason)
 	var r *stripe.Refund
 	err := s.retry(ctx, "refund payment intent", func(actx context.Context) error {
 		p := &stripe.RefundParams{PaymentIntent: stripe.String(paymentIntent)}
 		p.Context = actx
-		p.AddMetadata("mpp_refund_reason", reason)
 		p.SetIdempotencyKey(RefundIdempotencyKey(paymentIntent))
 		got, err := s.refunds.New(p)
 		r = got
