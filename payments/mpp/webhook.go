@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -142,6 +143,9 @@ func NewWebhookHandler(cfg WebhookConfig, events EventLog, marks PaymentMarker, 
 	return &WebhookHandler{cfg: cfg, events: events, marks: marks, flags: flags}, nil
 }
 
+// webhookRetryAfter is the Retry-After, in seconds, of a 503: the gateway's for a backend away.
+const webhookRetryAfter = 2
+
 // webhookAnswer is every response body of the handler.
 type webhookAnswer struct {
 	Received  bool   `json:"received"`
@@ -153,6 +157,12 @@ type webhookAnswer struct {
 func writeAnswer(w http.ResponseWriter, status int, a webhookAnswer) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	switch status {
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(webhookRetryAfter))
+	case http.StatusConflict:
+		w.Header().Set("Retry-After", strconv.Itoa(ledger.InFlightRetryAfter))
+	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(a)
 }

@@ -271,3 +271,37 @@ func TestWebhookMethodAndConfig(t *testing.T) {
 		t.Fatal("no event log accepted")
 	}
 }
+
+// TestWebhookUnavailableSaysWhenToRetry: a 503 (the store away) and a 409 (the event still in
+// flight) carry Retry-After, as every 503 and in-flight 409 of the gateway does.
+func TestWebhookUnavailableSaysWhenToRetry(t *testing.T) {
+	store := &paymentStore{known: map[string]Marked{"pi_paid": {Found: true, Payer: "p"}}, failing: errors.New("database down")}
+	events := ledger.NewMemoryIdempotency()
+	h, err := NewWebhookHandler(WebhookConfig{Secrets: []string{whsec}, Logger: testLogger(t)}, events, store, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(body []byte) *httptest.ResponseRecorder {
+		sig := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: whsec, Timestamp: time.Now()}).Header
+		r := httptest.NewRequest(http.MethodPost, WebhookPath, bytes.NewReader(body))
+		r.Header.Set("Stripe-Signature", sig)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	w := send(eventJSON(t, "evt_down", EventChargeRefunded, false, refundedCharge("pi_paid")))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("store away: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	fp, err := ledger.Fingerprint([]byte(`{"event":"evt_busy"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.Begin(context.Background(), "stripe-event:evt_busy", fp); err != nil {
+		t.Fatal(err)
+	}
+	w = send(eventJSON(t, "evt_busy", EventChargeRefunded, false, refundedCharge("pi_paid")))
+	if w.Code != http.StatusConflict || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("event in flight: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+}
