@@ -437,7 +437,8 @@ func txConflict(id uuid.UUID) error {
 // from Postgres (unreachable: ErrUnavailable; no such payment: ErrNotFound).
 func (l *Ledger) Get(ctx context.Context, id uuid.UUID) (Payment, error) {
 	l.mu.Lock()
-	if h := l.held[id]; h != nil && h.payment != nil {
+	h := l.held[id]
+	if h != nil && h.payment != nil {
 		p := h.payment.clone()
 		l.mu.Unlock()
 		return p, nil
@@ -445,6 +446,19 @@ func (l *Ledger) Get(ctx context.Context, id uuid.UUID) (Payment, error) {
 	l.mu.Unlock()
 	qctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
 	defer cancel()
+	if h != nil {
+		// Spooled past MaxHeld: Postgres may not have it yet, so wait for the spool to
+		// deliver it rather than answer that it does not exist.
+		l.wake()
+		select {
+		case <-h.drained:
+		case <-qctx.Done():
+			if ctx.Err() != nil {
+				return Payment{}, fmt.Errorf("ledger: get payment %s: %w", id, context.Cause(ctx))
+			}
+			return Payment{}, unavailable("get payment "+id.String(), errors.New("the payment is still in the local spool, waiting for Postgres"))
+		}
+	}
 	p, err := l.getDB(qctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Payment{}, fmt.Errorf("ledger: payment %s: %w", id, ErrNotFound)

@@ -96,6 +96,21 @@ func (f Flag) validate() error {
 	return nil
 }
 
+var errSpooledUnseen = errors.New("payments spooled past MaxHeld are not in Postgres yet, and one of them may be it")
+
+// heldUnseen reports whether some spooled payment is not kept in memory (past MaxHeld): a
+// lookup that Postgres answers with no row cannot then tell that the payment does not exist.
+func (l *Ledger) heldUnseen() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range l.held {
+		if h.payment == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // GetByNonceKey returns the payment that holds nonce key key (for MPP, "mpp:challenge:" + the
 // challenge id, or "mpp:" + the PaymentIntent id): from this replica's spool when it has not reached Postgres yet, else from
 // Postgres. No such payment: ErrNotFound; Postgres unreachable: ErrUnavailable.
@@ -116,6 +131,9 @@ func (l *Ledger) GetByNonceKey(ctx context.Context, key string) (Payment, error)
 	defer cancel()
 	p, err := scanPayment(l.pool.QueryRow(qctx, `SELECT `+paymentColumns("")+` FROM payments WHERE nonce_key = $1`, key))
 	if errors.Is(err, pgx.ErrNoRows) {
+		if l.heldUnseen() {
+			return Payment{}, unavailable("get payment by nonce key", errSpooledUnseen)
+		}
 		return Payment{}, fmt.Errorf("ledger: payment of nonce key %q: %w", key, ErrNotFound)
 	}
 	if err != nil {
@@ -152,6 +170,9 @@ func (l *Ledger) GetByReference(ctx context.Context, rail, ref string) (Payment,
 	p, err := scanPayment(l.pool.QueryRow(qctx, `SELECT `+paymentColumns("")+` FROM payments
 		WHERE rail = $1 AND tx_hash = $2 ORDER BY created_at, id LIMIT 1`, rail, ref))
 	if errors.Is(err, pgx.ErrNoRows) {
+		if l.heldUnseen() {
+			return Payment{}, unavailable("get payment by reference", errSpooledUnseen)
+		}
 		return Payment{}, fmt.Errorf("ledger: %s payment of reference %q: %w", rail, ref, ErrNotFound)
 	}
 	if err != nil {

@@ -548,3 +548,49 @@ func TestSpoolFullFailsClosed(t *testing.T) {
 	px.restore(t)
 	waitFor(t, 10*time.Second, "the spool to drain", func() bool { return l.Stats().SpoolDepth == 0 })
 }
+
+// A spooled payment past MaxHeld is not kept in memory, but it is spooled all the same: until
+// its create is in Postgres, a read of it must wait or fail as unavailable, never answer that
+// it does not exist (Postgres is back, the replay has not reached it yet).
+func TestSpoolPastMaxHeldIsNeverNotFound(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	px := newProxy(t, pgTarget(t))
+	direct := openPool(t, schema, "")
+	l := openLedger(t, openPool(t, schema, px.addr), "", func(o *Options) { o.MaxHeld = 1 })
+	ctx := context.Background()
+	px.cut()
+	loseConnection(t, l) // the one payment kept whole
+	p := newPayment(big.NewInt(5))
+	p.Rail, p.NonceKey = "mpp", "mpp:pi_"+randomHex(12)
+	if err := l.Create(ctx, p); err != nil {
+		t.Fatalf("Create during the outage = %v, want spooled", err)
+	}
+	if s := l.Stats(); s.Held != 2 {
+		t.Fatalf("stats = %+v, want two payments held", s)
+	}
+
+	// Postgres is back, but the replay is stalled before it reaches p.
+	lock, err := direct.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx) //nolint:errcheck // released below; this is for a failed test
+	if _, err := lock.Exec(ctx, `LOCK TABLE payment_spool_log IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	px.restore(t)
+	if _, err := l.Get(ctx, p.ID); errors.Is(err, ErrNotFound) || (err != nil && !isUnavailable(err)) {
+		t.Errorf("Get of a spooled payment past MaxHeld = %v, want it or ErrUnavailable", err)
+	}
+	if _, err := l.GetByNonceKey(ctx, p.NonceKey); errors.Is(err, ErrNotFound) || (err != nil && !isUnavailable(err)) {
+		t.Errorf("GetByNonceKey of a spooled payment past MaxHeld = %v, want it or ErrUnavailable", err)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool { s := l.Stats(); return s.SpoolDepth == 0 && s.Held == 0 })
+	if got, err := l.Get(ctx, p.ID); err != nil || got.Status != StatusVerified {
+		t.Fatalf("Get after the replay = %+v, %v", got, err)
+	}
+}
