@@ -667,6 +667,9 @@ func (l *Ledger) appendOp(op *spoolOp) error {
 	}
 	if err := appendLine(l.spool, line); err != nil {
 		l.log.Error("payments spool append failed", "err", err, "kind", op.Kind, "subject", op.subject())
+		// Nothing may be spooled for the replayer to retry: let it see the spool empty and
+		// clear degraded, or writes would skip Postgres for good once it is back.
+		l.wake()
 		return err
 	}
 	l.spooled.Add(1)

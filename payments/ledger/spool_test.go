@@ -594,3 +594,35 @@ func TestSpoolPastMaxHeldIsNeverNotFound(t *testing.T) {
 		t.Fatalf("Get after the replay = %+v, %v", got, err)
 	}
 }
+
+// A spool that refuses an append (here its directory is gone: any disk failure will do) while
+// nothing is spooled leaves no replay to notice that Postgres is back: writes must go to
+// Postgres again once it is, not keep failing on the spool.
+func TestSpoolRefusalDoesNotKeepPostgresAway(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	px := newProxy(t, pgTarget(t))
+	dir := filepath.Join(t.TempDir(), "spool")
+	l := openLedger(t, openPool(t, schema, px.addr), dir)
+	ctx := context.Background()
+	mustCreate(t, l, newPayment(big.NewInt(1)))
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	px.cut()
+	if err := l.Create(ctx, newPayment(big.NewInt(2))); !isUnavailable(err) {
+		t.Fatalf("Create with Postgres and the spool away = %v, want ErrUnavailable", err)
+	}
+	px.restore(t)
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if err = l.Create(ctx, newPayment(big.NewInt(3))); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Create with Postgres back = %v, want it written to Postgres", err)
+	}
+}
