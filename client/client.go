@@ -16,11 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/google/uuid"
 
+	"github.com/secureexec/secureexec/internal/textcut"
 	"github.com/secureexec/secureexec/payments/x402"
 	"github.com/secureexec/secureexec/proof"
 )
@@ -598,13 +598,7 @@ func isReasonCode(s string) bool {
 // message cannot carry a megabyte or a terminal escape sequence.
 func clip(s string) string {
 	s = strings.ToValidUTF8(s, "?")
-	if len(s) > maxDetail {
-		cut := maxDetail
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
+	s = textcut.Clip(s, maxDetail)
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
 			return ' '

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/secureexec/secureexec/internal/jsonstr"
+	"github.com/secureexec/secureexec/internal/textcut"
 )
 
 // jsonparseSpan is where one member name of an open object sits, encoded, in the output.
@@ -498,14 +499,4 @@ func jsonparseAppendString(dst, text []byte) []byte {
 }
 
 // jsonparseClip shortens s for an error message, on a rune boundary.
-func jsonparseClip(s string) string {
-	const limit = 64
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func jsonparseClip(s string) string { return textcut.Clip(s, 64) }

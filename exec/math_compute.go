@@ -10,11 +10,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
+	"github.com/secureexec/secureexec/internal/textcut"
 )
 
 // MathComputeConfig bounds math_compute. Zero fields take the defaults in DefaultMathComputeConfig.
@@ -302,17 +302,7 @@ func mathcomputeFailure(ctx context.Context, code string, err error) error {
 }
 
 // mathcomputeClip bounds a message taken from expr.
-func mathcomputeClip(s string) string {
-	const limit = 512
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func mathcomputeClip(s string) string { return textcut.Clip(s, 512) }
 
 // mathcomputeFormat renders the result as a JSON literal. Integers print in full; floats print
 // in positional notation (at most ~330 characters for 1e308) and never as NaN or Inf.

@@ -8,7 +8,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"time"
-	"unicode/utf8"
+
+	"github.com/secureexec/secureexec/internal/textcut"
 )
 
 // Limits bound every tool run.
@@ -324,23 +325,12 @@ func failed(res Result, err error) Result {
 	}
 	res.Output = json.RawMessage("null")
 	res.ExitCode = ExitFailed
-	res.Error = &ToolError{Code: boundText(te.Code, 64), Message: boundText(te.Message, maxErrorMessage)}
+	res.Error = &ToolError{Code: textcut.Clip(te.Code, 64), Message: textcut.Clip(te.Message, maxErrorMessage)}
 	return res
 }
 
 // maxErrorMessage bounds a tool's error message in the result: messages may quote input.
 const maxErrorMessage = 1024
-
-// boundText cuts s to at most n bytes on a rune boundary.
-func boundText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
 
 func timedOut(res Result, d time.Duration) Result {
 	res.Output = json.RawMessage("null")

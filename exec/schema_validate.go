@@ -9,9 +9,9 @@ import (
 	"regexp/syntax"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/secureexec/secureexec/internal/textcut"
 )
 
 // SchemaValidateConfig bounds schema_validate. Zero fields take the defaults in
@@ -525,15 +525,7 @@ func schemavalidatePrune(e *jsonschema.ValidationError, limit int, count *int) *
 // schemavalidateClean bounds a string for the output and removes U+0000, which the audit store
 // (PostgreSQL jsonb) refuses; messages quote data, and data may contain it.
 func schemavalidateClean(s string, limit int) string {
-	s = strings.ReplaceAll(s, "\x00", "\uFFFD")
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return textcut.Clip(strings.ReplaceAll(s, "\x00", "\uFFFD"), limit)
 }
 
 // schemavalidateDepth returns the nesting depth of v, stopping once it exceeds limit so that

@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/secureexec/secureexec/exec"
+	"github.com/secureexec/secureexec/internal/textcut"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
 	"github.com/secureexec/secureexec/payments/mpp"
@@ -127,7 +127,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		Title:     http.StatusText(status),
 		Status:    status,
 		Code:      code,
-		Field:     truncateText(field, maxProblemField),
+		Field:     textcut.Clip(field, maxProblemField),
 		RequestID: w.Header().Get(headerRequestID),
 	}
 	p.Detail = err.Error()
@@ -142,7 +142,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		s.log.Debug("request refused", "code", code, "status", status, "err", err)
 	}
-	p.Detail = truncateText(p.Detail, maxProblemDetail)
+	p.Detail = textcut.Clip(p.Detail, maxProblemDetail)
 	p.Error = p.Detail
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
@@ -156,18 +156,6 @@ const (
 	maxProblemField  = 256
 	maxProblemDetail = 1024
 )
-
-// truncateText returns s cut to at most n bytes on a character boundary, marked with an
-// ellipsis when cut.
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
 
 // writeJSON encodes v as the whole response. Encoding our own types cannot fail; a
 // failure to write means the client went away, and there is nobody left to tell.

@@ -8,7 +8,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/secureexec/secureexec/internal/textcut"
 )
 
 // Limits on what we keep from EP's answer: it is untrusted input that ends up in the proof record.
@@ -169,7 +170,7 @@ func decodeViolations(raw json.RawMessage) []string {
 		// U+0000 would make the record unstorable (Postgres jsonb refuses \u0000): the
 		// audit writer would dead-letter the denial and its seal would turn into a failure.
 		s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-		s = truncateUTF8(s, maxViolationBytes)
+		s = textcut.Prefix(s, maxViolationBytes)
 		if s == "" {
 			continue
 		}
@@ -229,15 +230,4 @@ func normProofHash(raw json.RawMessage) string {
 		}
 	}
 	return s
-}
-
-// truncateUTF8 cuts s to at most n bytes without splitting a rune.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
