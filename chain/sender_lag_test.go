@@ -55,6 +55,7 @@ func TestRebroadcastOfAMinedTransactionWhoseReceiptLags(t *testing.T) {
 	if _, err := s.WaitReceipt(ctx, h, 0); err != nil {
 		t.Fatal(err)
 	}
+	waitPoolForgets(t, c, raw)
 	for _, tc := range []struct {
 		name     string
 		backend  Backend
@@ -83,5 +84,27 @@ func TestRebroadcastOfAMinedTransactionWhoseReceiptLags(t *testing.T) {
 				t.Fatalf("called dead after %v, before ReceiptLag %v", time.Since(start), lag)
 			}
 		})
+	}
+}
+
+// waitPoolForgets waits until the simulated node's pool no longer holds the mined transaction
+// raw: for a moment after its receipt the pool still answers a send of it "already known"
+// (Rebroadcast's success) instead of "nonce too low" (this test's dead case failed so once).
+func waitPoolForgets(t *testing.T, c Backend, raw []byte) {
+	t.Helper()
+	tx := new(types.Transaction)
+	if err := tx.UnmarshalBinary(raw); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.SendTransaction(testCtx(t), tx)
+		if err != nil && isNonceTooLow(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node still takes the mined transaction %s: %v", tx.Hash().Hex(), err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
