@@ -75,7 +75,7 @@ func (o JSONParseOutput) EncodedSizeHint() int {
 // appendHTMLEscaped appends a compact JSON value with <, >, &, U+2028 and U+2029 escaped, as
 // json.Marshal writes a json.RawMessage. The parser's values rarely hold any of them.
 func appendHTMLEscaped(dst, v []byte) []byte {
-	if bytes.IndexAny(v, "<>&\u2028\u2029") < 0 {
+	if !bytes.ContainsAny(v, "<>&\u2028\u2029") {
 		return append(dst, v...)
 	}
 	var b bytes.Buffer

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Embedded is the Backend of `secureexec serve` without DATABASE_URL: one bbolt file, so the
@@ -35,7 +36,7 @@ func OpenEmbedded(path string) (*Embedded, error) {
 		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: open embedded %s: held by another process (another secureexec on this data directory?): %w", path, err)
 	}
 	if err != nil {
