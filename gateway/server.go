@@ -80,6 +80,7 @@ type Server struct {
 	audit    AuditLog
 	payments PaymentReader
 	idem     IdempotencyStore
+	held     heldResponses // responses the store could not take yet
 	webhook  http.Handler
 	pay      *paymentGate
 	prices   payments.PriceTable

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/payments/ledger"
+)
+
+// flakyIdem is the in-process store whose writes fail as unavailable while down is set, like
+// Postgres going away for a moment; every write that reaches the store is named on wrote.
+type flakyIdem struct {
+	*ledger.MemoryIdempotency
+	down  atomic.Bool
+	wrote chan string
+}
+
+func newFlakyIdem() *flakyIdem {
+	return &flakyIdem{MemoryIdempotency: ledger.NewMemoryIdempotency(), wrote: make(chan string, 16)}
+}
+
+func (f *flakyIdem) Complete(ctx context.Context, key string, resp ledger.Response) error {
+	if f.down.Load() {
+		return fmt.Errorf("complete %s: %w", key, payments.ErrUnavailable)
+	}
+	err := f.MemoryIdempotency.Complete(ctx, key, resp)
+	f.wrote <- "complete " + key
+	return err
+}
+
+func (f *flakyIdem) Abandon(ctx context.Context, key string) error {
+	if f.down.Load() {
+		return fmt.Errorf("abandon %s: %w", key, payments.ErrUnavailable)
+	}
+	err := f.MemoryIdempotency.Abandon(ctx, key)
+	f.wrote <- "abandon " + key
+	return err
+}
+
+// waitWrite waits for the store to take the write named want.
+func (f *flakyIdem) waitWrite(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got := <-f.wrote:
+		if got != want {
+			t.Fatalf("the store took %q, want %q", got, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the store never took %q", want)
+	}
+}
+
+// A paid call whose response could not be stored (the store away when the call ended) must
+// be neither processed again nor refused as in flight for the store's InFlightTTL: the resend
+// is answered with the response the call gave, and the store gets it once it is back.
+func TestPaymentIdentifierOutlivesAStoreOutageAtComplete(t *testing.T) {
+	h := newHarness(t)
+	defer h.srv.Close()
+	h.srv.pay.rails = []payments.Rail{idemRail{h.rail}}
+	idem := newFlakyIdem()
+	h.srv.idem = idem
+	call := `{"tool":{"name":"echo","args":{"text":"x"}}}`
+	pay := []string{"Authorization", "Fake good", "X-Pay-Id", "pay_1"}
+
+	idem.down.Store(true)
+	first := h.do("POST", "/exec/tool", call, pay...)
+	if first.Code != 200 {
+		t.Fatalf("first: %d %s", first.Code, first.Body)
+	}
+	again := h.do("POST", "/exec/tool", call, pay...)
+	if again.Code != 200 || again.Body.String() != first.Body.String() || again.Header().Get("X-Idempotent-Replay") != "true" {
+		t.Fatalf("resend while the store is away: %d %v %s", again.Code, again.Header(), again.Body)
+	}
+	if again.Header().Get("X-Fake-Receipt") != "tx-1" {
+		t.Fatalf("the replay lacks the settlement's header: %v", again.Header())
+	}
+	if w := h.do("POST", "/exec/tool", call, "Authorization", "Fake other", "X-Pay-Id", "pay_1"); w.Code != 409 || decode[problem](t, w).Code != "payment_identifier_conflict" {
+		t.Fatalf("another payment under the held identifier: %d %s", w.Code, w.Body)
+	}
+
+	idem.down.Store(false)
+	idem.waitWrite(t, "complete fake:pay_1")
+	stored, err := idem.MemoryIdempotency.Begin(context.Background(), "fake:pay_1", "Fake good")
+	if err != nil || !stored.Found || string(stored.Response.Body) != first.Body.String() {
+		t.Fatalf("the store has %+v, %v; want the first response", stored, err)
+	}
+	if w := h.do("POST", "/exec/tool", call, pay...); w.Code != 200 || w.Body.String() != first.Body.String() {
+		t.Fatalf("resend once the store is back: %d %s", w.Code, w.Body)
+	}
+	if len(h.rail.verified) != 1 || len(h.rail.settled) != 1 {
+		t.Fatalf("verified %v settled %v: the call was processed again", h.rail.verified, h.rail.settled)
+	}
+}
