@@ -123,7 +123,7 @@ func (s *Server) replayable(w http.ResponseWriter, r *http.Request, price paymen
 			// again, so the response is held and stored once the store is back.
 			if errors.Is(err, payments.ErrUnavailable) && s.held.hold(key, fp, resp) {
 				s.log.Warn("storing a response for replay; holding it to store again", "key", key, "err", err)
-				s.held.retry(s.log, key, func(ctx context.Context) error { return s.idem.Complete(ctx, key, resp) })
+				s.held.retry(s.log, key, true, func(ctx context.Context) error { return s.idem.Complete(ctx, key, resp) })
 				return
 			}
 			s.log.Warn("storing a response for replay", "key", key, "err", err)
@@ -131,6 +131,10 @@ func (s *Server) replayable(w http.ResponseWriter, r *http.Request, price paymen
 		}
 		if err := s.idem.Abandon(ctx, key); err != nil {
 			s.log.Warn("releasing a payment identifier", "key", key, "err", err)
+			if errors.Is(err, payments.ErrUnavailable) {
+				// Released once the store is back, not refused as in flight until InFlightTTL.
+				s.held.retry(s.log, key, false, func(ctx context.Context) error { return s.idem.Abandon(ctx, key) })
+			}
 		}
 	}, false
 }
@@ -236,22 +240,26 @@ func (h *heldResponses) init() {
 	}
 }
 
-// retry calls write until it succeeds, fails for good (anything but the store being away:
-// the entry completed or gone already), heldRetryFor passes or the holder is closed; then key
-// is no longer held.
-func (h *heldResponses) retry(log *slog.Logger, key string, write func(context.Context) error) {
+// retry calls write (the Complete of a held response, or an Abandon) until it succeeds, fails
+// for good (anything but the store being away: the entry completed or gone already),
+// heldRetryFor passes or the holder is closed; then, with held, key is no longer held.
+func (h *heldResponses) retry(log *slog.Logger, key string, held bool, write func(context.Context) error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.init()
 	if h.ctx.Err() != nil {
-		h.dropLocked(key)
+		if held {
+			h.dropLocked(key)
+		}
 		return
 	}
 	ctx := h.ctx
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		defer h.drop(key)
+		if held {
+			defer h.drop(key)
+		}
 		deadline := time.Now().Add(heldRetryFor)
 		wait := heldRetryFirst
 		for {

@@ -95,3 +95,28 @@ func TestPaymentIdentifierOutlivesAStoreOutageAtComplete(t *testing.T) {
 		t.Fatalf("verified %v settled %v: the call was processed again", h.rail.verified, h.rail.settled)
 	}
 }
+
+// A refused payment frees its identifier for the corrected retry; the store being away at that
+// moment must not keep the identifier in flight (409) until the store's InFlightTTL.
+func TestPaymentIdentifierOutlivesAStoreOutageAtAbandon(t *testing.T) {
+	h := newHarness(t)
+	defer h.srv.Close()
+	h.srv.pay.rails = []payments.Rail{idemRail{h.rail}}
+	idem := newFlakyIdem()
+	h.srv.idem = idem
+	call := `{"tool":{"name":"echo","args":{"text":"x"}}}`
+	pay := []string{"Authorization", "Fake bad", "X-Pay-Id", "pay_2"}
+
+	idem.down.Store(true)
+	if w := h.do("POST", "/exec/tool", call, pay...); w.Code != 402 {
+		t.Fatalf("refused: %d %s", w.Code, w.Body)
+	}
+	idem.down.Store(false)
+	idem.waitWrite(t, "abandon fake:pay_2")
+	if w := h.do("POST", "/exec/tool", call, pay...); w.Code != 402 || w.Header().Get("X-Idempotent-Replay") != "" {
+		t.Fatalf("resend once the store is back: %d %s", w.Code, w.Body)
+	}
+	if got := len(h.rail.refused); got != 2 {
+		t.Fatalf("the rail refused %d payments, want both sends", got)
+	}
+}
