@@ -3,12 +3,15 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
@@ -22,8 +25,12 @@ type IdempotencyStore interface {
 	Abandon(ctx context.Context, key string) error
 }
 
-// maxReplayBody bounds what is kept for a replay; larger responses are not replayable.
-const maxReplayBody = 1 << 20
+// maxReplayBody bounds what is kept for a replay; a larger response is replaced by
+// tooLargeForReplay, of which replayHead bytes of its start are kept (they name the job).
+const (
+	maxReplayBody = 1 << 20
+	replayHead    = 64
+)
 
 // idempotencyKey asks the rail whose credential the request carries whether it names the
 // request. Only one rail can accept a request, as the payment gate decides.
@@ -45,6 +52,7 @@ type captureWriter struct {
 	http.ResponseWriter
 	status int
 	body   bytes.Buffer
+	size   int // bytes written, kept or not
 	over   bool
 }
 
@@ -62,11 +70,15 @@ func (c *captureWriter) Write(b []byte) (int, error) {
 	if !c.over {
 		if c.body.Len()+len(b) > maxReplayBody {
 			c.over = true
-			c.body.Reset()
+			if c.body.Len() < replayHead {
+				c.body.Write(b[:min(len(b), replayHead-c.body.Len())])
+			}
+			c.body.Truncate(min(c.body.Len(), replayHead))
 		} else {
 			c.body.Write(b)
 		}
 	}
+	c.size += len(b)
 	return c.ResponseWriter.Write(b)
 }
 
@@ -113,8 +125,11 @@ func (s *Server) replayable(w http.ResponseWriter, r *http.Request, price paymen
 		ctx := context.WithoutCancel(r.Context())
 		// Only a call that was answered is replayed; a refusal frees the identifier so that
 		// the client can retry with a corrected payment.
-		if cw.status >= 200 && cw.status < 300 && !cw.over {
+		if cw.status >= 200 && cw.status < 300 {
 			resp := ledger.Response{StatusCode: cw.status, Header: cw.Header().Clone(), Body: cw.body.Bytes()}
+			if cw.over {
+				resp = tooLargeForReplay(cw)
+			}
 			err := s.idem.Complete(ctx, key, resp)
 			if err == nil {
 				return
@@ -300,3 +315,36 @@ func (h *heldResponses) close() {
 // it once the HTTP server has shut down; a response still held then leaves its payment
 // identifier in flight in the store until its InFlightTTL.
 func (s *Server) Close() { s.held.close() }
+
+// tooLargeForReplay is what is stored, instead of itself, for a call answered with more than
+// maxReplayBody: a 409 saying that the call was answered, naming its job and proof, with the
+// answer's headers (the settlement's among them). Freeing the identifier instead would have
+// a resend processed again: refused as a used payment (402), which invites paying twice.
+func tooLargeForReplay(cw *captureWriter) ledger.Response {
+	jobID := answeredJobID(cw.body.Bytes())
+	detail := fmt.Sprintf("the call paid with this payment was answered with %d bytes, too many to replay; it is not run or charged again", cw.size)
+	if jobID != "" {
+		detail += "; its record is at /exec/jobs/" + jobID
+	}
+	const code = "payment_identifier_response_too_large"
+	body, _ := json.Marshal(problem{
+		Type: "urn:secureexec:problem:" + code, Title: http.StatusText(http.StatusConflict), Status: http.StatusConflict,
+		Code: code, Detail: detail, Error: detail, JobID: jobID, ProofHash: cw.Header().Get(headerProofHash),
+	})
+	h := cw.Header().Clone()
+	h.Set("Content-Type", "application/problem+json")
+	return ledger.Response{StatusCode: http.StatusConflict, Header: h, Body: body}
+}
+
+// answeredJobID reads the job id at the start of an execResponse, or returns "".
+func answeredJobID(head []byte) string {
+	rest, ok := bytes.CutPrefix(head, []byte(`{"jobId":"`))
+	if !ok {
+		return ""
+	}
+	id, _, ok := bytes.Cut(rest, []byte(`"`))
+	if _, err := uuid.Parse(string(id)); !ok || err != nil {
+		return ""
+	}
+	return string(id)
+}

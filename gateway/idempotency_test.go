@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/ledger"
 )
@@ -118,5 +121,48 @@ func TestPaymentIdentifierOutlivesAStoreOutageAtAbandon(t *testing.T) {
 	}
 	if got := len(h.rail.refused); got != 2 {
 		t.Fatalf("the rail refused %d payments, want both sends", got)
+	}
+}
+
+// bigTool answers with a string of n bytes.
+type bigTool struct{ n int }
+
+func (bigTool) Name() string            { return "big" }
+func (bigTool) Description() string     { return "returns a large output" }
+func (bigTool) Schema() json.RawMessage { return json.RawMessage(`{"type":"object"}`) }
+func (b bigTool) Simulate(context.Context, json.RawMessage) (any, error) {
+	return strings.Repeat("a", b.n), nil
+}
+func (b bigTool) Run(ctx context.Context, a json.RawMessage) (any, error) { return b.Simulate(ctx, a) }
+
+// A paid call whose response is too large to keep for replay must still keep its identifier:
+// freed, the resend was processed again (a second verification, which a real rail answers
+// with 402 nonce-already-used, inviting the client to pay twice). The resend is told instead
+// that the call was answered, with its job and proof, and the settlement's headers.
+func TestPaymentIdentifierOfATooLargeResponseIsNotProcessedAgain(t *testing.T) {
+	lim := exec.DefaultLimits
+	lim.MaxTimeout = 200 * time.Millisecond
+	h := newHarnessWith(t, lim, bigTool{n: lim.MaxOutputBytes - 16})
+	defer h.srv.Close()
+	h.srv.pay.rails = []payments.Rail{idemRail{h.rail}}
+	h.srv.idem = ledger.NewMemoryIdempotency()
+	call := `{"tool":{"name":"big","args":{}}}`
+	pay := []string{"Authorization", "Fake good", "X-Pay-Id", "pay_3"}
+
+	first := h.do("POST", "/exec/tool", call, pay...)
+	if first.Code != 200 || first.Body.Len() <= maxReplayBody {
+		t.Fatalf("first: %d, %d bytes; want 200 and more than %d", first.Code, first.Body.Len(), maxReplayBody)
+	}
+	answered := decode[execResponse](t, first)
+	again := h.do("POST", "/exec/tool", call, pay...)
+	if len(h.rail.verified) != 1 || len(h.rail.settled) != 1 {
+		t.Fatalf("verified %v settled %v: the resend was processed again (%d %s)", h.rail.verified, h.rail.settled, again.Code, again.Body)
+	}
+	p := decode[problem](t, again)
+	if again.Code != 409 || p.Code != "payment_identifier_response_too_large" || p.JobID != answered.JobID || p.ProofHash != answered.ProofHash {
+		t.Fatalf("resend: %d %s", again.Code, again.Body)
+	}
+	if again.Header().Get("X-Fake-Receipt") != "tx-1" || again.Header().Get("X-Idempotent-Replay") != "true" {
+		t.Fatalf("resend's headers %v: want the settlement's, marked as a replay", again.Header())
 	}
 }
