@@ -79,6 +79,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		mode = payments.ModeDryRun
 	}
 	price := s.prices.Price(req.Tool.Name, mode, endpoint)
+	ctx := r.Context()
 	if !price.Free() {
 		var done func()
 		var handled bool
@@ -86,8 +87,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 			return
 		}
 		defer done()
+		if _, named := w.(*captureWriter); named {
+			// The payment names itself (payment-identifier): a client that hangs up resends it
+			// under the same name and must get this call's result, so the client's leaving
+			// does not cancel the call. The tool's own deadline still bounds it.
+			ctx = context.WithoutCancel(ctx)
+		}
 	}
-	pay, err := s.pay.authorize(r.Context(), r, price)
+	pay, err := s.pay.authorize(ctx, r, price)
 	if err != nil {
 		s.metrics.payments.WithLabelValues(s.pay.label(r), "refused").Inc()
 		if errors.Is(err, errPaymentRequired) || isPaymentError(err) {
@@ -121,7 +128,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	}
 	rec.Tool = RecordTool{Name: req.Tool.Name, Args: args, TimeoutMs: timeout.Milliseconds()}
 
-	rec.IAM = s.iam.Decide(r.Context(), identity.Request{
+	rec.IAM = s.iam.Decide(ctx, identity.Request{
 		JobID: rec.JobID, AgentID: agentID, Payer: payer(pay), Tool: req.Tool.Name, DryRun: dryRun,
 		PriceAtomic: price.Amount, Internal: pay.protocol == protocolInternal,
 	})
@@ -130,15 +137,15 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 		rec.Result = exec.Result{Output: []byte("null"), ExitCode: exec.ExitFailed, Simulated: dryRun,
 			Error: exec.Failf("iam_denied", "%s", denialDetail(rec.IAM))}
 		_, hash := s.finish(rec, start, pay)
-		s.void(r.Context(), pay, "iam_denied")
+		s.void(ctx, pay, "iam_denied")
 		s.writeError(w, r, &deniedError{reason: rec.IAM.Reason, detail: denialDetail(rec.IAM), jobID: rec.JobID, proofHash: hash})
 		return
 	}
 
-	res, status, err := s.runner.Run(r.Context(), exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout,
+	res, status, err := s.runner.Run(ctx, exec.Call{Tool: req.Tool.Name, Args: args, DryRun: dryRun, Timeout: timeout,
 		Free: pay.auth == nil && pay.protocol != protocolInternal})
 	if err != nil {
-		s.void(r.Context(), pay, "not_run")
+		s.void(ctx, pay, "not_run")
 		s.writeError(w, r, err)
 		return
 	}
@@ -149,12 +156,12 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 	// A failed tool is not charged; a completed one is settled now (or queued).
 	var settled *settlementInfo
 	if rec.Status != exec.StatusCompleted {
-		s.void(r.Context(), pay, "tool_"+rec.Status)
+		s.void(ctx, pay, "tool_"+rec.Status)
 	} else if pay.auth != nil {
 		// The tool has run: its settlement goes to the end even if the client hangs up. A
 		// settlement cut halfway could be recorded, and charged, yet reported not recorded.
 		// Each rail bounds its own steps (the ledger's, Stripe's and the receipt's timeouts).
-		st, err := pay.rail.Settle(context.WithoutCancel(r.Context()), pay.auth)
+		st, err := pay.rail.Settle(context.WithoutCancel(ctx), pay.auth)
 		if err != nil {
 			if isPaymentError(err) {
 				// The money cannot move (the payer spent the authorization between verify

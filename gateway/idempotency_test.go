@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -164,5 +165,47 @@ func TestPaymentIdentifierOfATooLargeResponseIsNotProcessedAgain(t *testing.T) {
 	}
 	if again.Header().Get("X-Fake-Receipt") != "tx-1" || again.Header().Get("X-Idempotent-Replay") != "true" {
 		t.Fatalf("resend's headers %v: want the settlement's, marked as a replay", again.Header())
+	}
+}
+
+// A client that hangs up while its paid call runs, and resends the same payment under the same
+// identifier (what the identifier is for), gets the call's result: the call runs to its end
+// (its own deadline still bounds it), is settled once, and its answer is stored for the resend.
+// Cancelling it with the client's context stored a "cancelled" answer under the identifier for
+// good, and the payer had to pay again under another one.
+func TestPaymentIdentifierCallOutlivesTheClientsHangUp(t *testing.T) {
+	gate := gateTool{started: make(chan struct{}, 1), open: make(chan struct{})}
+	h := newHarnessWith(t, exec.Limits{MaxConcurrent: 2, MaxFreeConcurrent: 1, QueueWait: time.Second, MaxTimeout: 30 * time.Second}, gate)
+	defer h.srv.Close()
+	h.srv.pay.rails = []payments.Rail{idemRail{h.rail}}
+	h.srv.idem = ledger.NewMemoryIdempotency()
+	call := `{"tool":{"name":"gate","args":{}}}`
+
+	reqCtx, hangUp := context.WithCancel(context.Background())
+	defer hangUp()
+	req := httptest.NewRequestWithContext(reqCtx, "POST", "/exec/tool", strings.NewReader(call))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Fake good")
+	req.Header.Set("X-Pay-Id", "pay_hangup_1")
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		h.srv.Handler().ServeHTTP(w, req)
+		first <- w
+	}()
+	<-gate.started
+	hangUp()
+	// The tool sees no cancellation: it returns once its gate opens.
+	time.Sleep(50 * time.Millisecond) // give a cancellation, if any, the time to arrive
+	close(gate.open)
+	if w := <-first; w.Code != 200 || decode[execResponse](t, w).Status != exec.StatusCompleted {
+		t.Fatalf("the call whose client hung up: %d %s", w.Code, w.Body)
+	}
+	again := h.do("POST", "/exec/tool", call, "Authorization", "Fake good", "X-Pay-Id", "pay_hangup_1")
+	if again.Code != 200 || again.Header().Get("X-Idempotent-Replay") != "true" || decode[execResponse](t, again).Status != exec.StatusCompleted {
+		t.Fatalf("the resend: %d %v %s", again.Code, again.Header(), again.Body)
+	}
+	if len(h.rail.settled) != 1 || len(h.rail.voided) != 0 || len(h.rail.verified) != 1 {
+		t.Fatalf("verified %v, settled %v, voided %v: want one verify and one settlement", h.rail.verified, h.rail.settled, h.rail.voided)
 	}
 }
