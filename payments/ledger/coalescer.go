@@ -39,12 +39,14 @@ type batchWait[R, O any] struct {
 	out   O
 	alone bool // run the single-row path: the batch did not settle this row
 	err   error
+	taken bool // in a statement (guarded by the coalescer's mu)
 }
 
-// submit queues req and returns when its statement did, or when ctx ends, or after timeout,
-// as a single-row statement under that deadline would. The statement runs under its own
-// timeout, not under ctx, so that one caller going away cannot fail the
-// others' rows; a row whose caller has gone before its statement starts is left out.
+// submit queues req and returns when its statement did, or when ctx ends or after timeout
+// while the row still waits. The statement runs under its own timeout, not under ctx, so that
+// one caller going away cannot fail the others' rows: a row whose caller has gone before its
+// statement starts is left out, and one whose statement has started waits for its outcome
+// (at most the statement's timeout): the caller's end never hides a row that was written.
 func (c *coalescer[R, O]) submit(ctx context.Context, req R) (out O, alone bool, err error) {
 	if ctx.Err() != nil {
 		// As a statement under an ended context, never sent.
@@ -67,9 +69,19 @@ func (c *coalescer[R, O]) submit(ctx context.Context, req R) (out O, alone bool,
 	case <-wt.done:
 		return wt.out, wt.alone, wt.err
 	case <-ctx.Done():
-		// The row may still be written, as when a statement's reply is lost.
+	}
+	c.mu.Lock()
+	taken := wt.taken
+	c.mu.Unlock()
+	if !taken {
+		// Never sent: take leaves out a row whose context has ended.
 		return out, false, context.Cause(ctx)
 	}
+	// Sent: the statement runs on under its own timeout and may commit. Its outcome, not
+	// "not done", is the answer: a write reported failed that was made would be charged
+	// (or abandoned) behind the caller's back.
+	<-wt.done
+	return wt.out, wt.alone, wt.err
 }
 
 func (c *coalescer[R, O]) drain() {
@@ -102,6 +114,7 @@ func (c *coalescer[R, O]) take() []*batchWait[R, O] {
 			wt.err = context.Cause(wt.ctx)
 			close(wt.done)
 		case len(batch) < c.maxRows:
+			wt.taken = true
 			batch = append(batch, wt)
 		default:
 			rest = append(rest, wt)

@@ -468,3 +468,75 @@ func TestCreateLateEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestPaymentBatchCallerGoneAfterSend: a caller whose context ends after its row went out in
+// a shared statement gets that statement's outcome. The statement runs on under its own
+// deadline and commits, so an error would report "not recorded" for a write that is recorded:
+// a move to queued refused to the caller (its call's result withheld) and then charged by the
+// batch worker, or a payment the caller abandons while it stays verified.
+func TestPaymentBatchCallerGoneAfterSend(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	pool := openPool(t, schema, "")
+	l := openLedger(t, pool, "", func(o *Options) { o.DBTimeout = 5 * time.Second })
+
+	// goneAfterSend runs write under a context cancelled once its statement has started and
+	// while another session makes that statement wait (block, undone by rolling back), and
+	// returns write's error once the statement is over.
+	goneAfterSend := func(t *testing.T, onWrite *func(int), block string, blockArgs []any, write func(ctx context.Context) error, next func()) error {
+		t.Helper()
+		bg := context.Background()
+		tx, err := pool.Begin(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(bg) }()
+		if _, err := tx.Exec(bg, block, blockArgs...); err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan struct{})
+		var once sync.Once
+		*onWrite = func(int) { once.Do(func() { close(sent) }) }
+		ctx, cancel := context.WithCancel(bg)
+		defer cancel()
+		res := make(chan error, 1)
+		go func() { res <- write(ctx) }()
+		<-sent
+		cancel()
+		if err := tx.Rollback(bg); err != nil {
+			t.Fatal(err)
+		}
+		err = <-res
+		// The writer runs one statement at a time: once the next write is done, so is ours.
+		next()
+		return err
+	}
+
+	t.Run("move", func(t *testing.T) {
+		p := mustCreate(t, l, newPayment(big.NewInt(7)))
+		err := goneAfterSend(t, &l.moves.onWrite, `SELECT 1 FROM payments WHERE id = $1::uuid FOR UPDATE`, []any{p.ID.String()},
+			func(ctx context.Context) error {
+				_, err := l.Transition(ctx, p.ID, []Status{StatusVerified}, StatusQueued, Patch{JobID: uuid.New()})
+				return err
+			},
+			func() { driveTo(t, l, StatusQueued) })
+		if got := getDirect(t, pool, p.ID).Status; err != nil || got != StatusQueued {
+			t.Fatalf("Transition answered %v, and the payment is %s; want nil and queued", err, got)
+		}
+	})
+	t.Run("create", func(t *testing.T) {
+		p := newPayment(big.NewInt(8))
+		other := newPayment(big.NewInt(8))
+		other.ID = p.ID // an uncommitted row under p's id: p's INSERT waits for it
+		stored, err := prepareNew(other, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = goneAfterSend(t, &l.creates.onWrite, insertPaymentSQL, insertArgs(stored),
+			func(ctx context.Context) error { return l.Create(ctx, p) },
+			func() { mustCreate(t, l, newPayment(big.NewInt(9))) })
+		if n := countRows(t, pool, `SELECT count(*) FROM payments WHERE id = $1`, p.ID); err != nil || n != 1 {
+			t.Fatalf("Create answered %v, and %d rows hold the payment; want nil and 1", err, n)
+		}
+	})
+}
