@@ -81,7 +81,7 @@ func buildPayments(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *slo
 		// An entry in flight is taken over only once its call cannot be running any more.
 		st.idem = ledger.NewIdempotency(pool, ledger.IdempotencyOptions{InFlightTTL: max(10*time.Minute, cfg.longestCall())})
 	}
-	if purges := purgesOf(st.idem, claims); len(purges) > 0 {
+	if purges := purgesOf(st.idem, claims, book); len(purges) > 0 {
 		pctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Go(func() { runPurges(pctx, book, purges, purgeEvery, log) })
@@ -354,10 +354,13 @@ func runMPPReconciler(ctx context.Context, rail *mpp.Rail, book ledgerAll, every
 // written, then purged: long past any resend of its payment (an authorization is valid for an
 // hour at most) and of a Stripe webhook event (retried for up to three days), which share the
 // store. A nonce claim's row goes once its credential expired (plus the claims' grace): a
-// replay is refused by its expiry from then on. One replica at a time purges, at start and
+// replay is refused by its expiry from then on. A spooled operation's record of having been
+// applied is kept for spoolLogKeep, longer than a replica whose spool still held it stays down
+// (Ledger.PurgeSpoolLog; rejected ones are kept). One replica at a time purges, at start and
 // every purgeEvery.
 const (
 	idempotencyKeep = 7 * 24 * time.Hour
+	spoolLogKeep    = 30 * 24 * time.Hour
 	purgeEvery      = time.Hour
 )
 
@@ -368,8 +371,9 @@ type purge struct {
 }
 
 // purgesOf returns the purges the stores in use need: *ledger.Idempotency and
-// *ledger.MemoryIdempotency keep every stored response, *ledger.Claims a row per claim.
-func purgesOf(idem any, claims any) []purge {
+// *ledger.MemoryIdempotency keep every stored response, *ledger.Claims a row per claim,
+// *ledger.Ledger a row per operation it replayed from its spool.
+func purgesOf(idem any, claims any, book any) []purge {
 	var out []purge
 	if p, ok := idem.(interface {
 		Purge(ctx context.Context, before time.Time) (int64, error)
@@ -383,6 +387,13 @@ func purgesOf(idem any, claims any) []purge {
 	}); ok {
 		out = append(out, purge{"expired nonce claims", func(ctx context.Context) (int64, error) {
 			return c.PurgeExpired(ctx, time.Now())
+		}})
+	}
+	if b, ok := book.(interface {
+		PurgeSpoolLog(ctx context.Context, before time.Time) (int64, error)
+	}); ok {
+		out = append(out, purge{"replayed spool operations", func(ctx context.Context) (int64, error) {
+			return b.PurgeSpoolLog(ctx, time.Now().Add(-spoolLogKeep))
 		}})
 	}
 	return out

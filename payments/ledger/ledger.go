@@ -618,12 +618,19 @@ func checkReplacement(deadHash string, raw []byte, hash string) error {
 	return Patch{TxHash: hash, RawTx: raw}.validate()
 }
 
-// PurgeSpoolLog deletes payment_spool_log rows applied before before, and returns how many.
-// Keep them longer than any spool can wait on a disk (weeks): a row is what stops a segment
-// replayed again from applying its operations twice.
+// PurgeSpoolLog deletes the payment_spool_log rows of operations applied before before, and
+// returns how many. An applied row is needed only while the segment that held its operation
+// may be replayed again (its process died between the commit and deleting the segment, and
+// the next process on that spool directory replays it): keep them for longer than a replica
+// stays down (weeks). Were a segment replayed after its rows went, nothing would move twice
+// (creates do nothing on a payment that exists, and no move leads back to the statuses a
+// spooled move starts from), but each move would be recorded again as rejected. Rejected rows
+// are never purged: each is an operation that did not reach the payments table, kept with its
+// body for an operator.
 func (l *Ledger) PurgeSpoolLog(ctx context.Context, before time.Time) (int64, error) {
 	return purgeInChunks(ctx, l.pool, l.opts.DBTimeout, "purge spool log",
-		`DELETE FROM payment_spool_log WHERE op_id IN (SELECT op_id FROM payment_spool_log WHERE applied_at < $1 LIMIT 5000)`, before)
+		`DELETE FROM payment_spool_log WHERE op_id IN (SELECT op_id FROM payment_spool_log
+			WHERE applied_at < $1 AND outcome = 'applied' LIMIT 5000)`, before)
 }
 
 // purgeInChunks runs a bounded DELETE until it deletes less than a chunk, so a purge never

@@ -626,3 +626,35 @@ func TestSpoolRefusalDoesNotKeepPostgresAway(t *testing.T) {
 		t.Fatalf("Create with Postgres back = %v, want it written to Postgres", err)
 	}
 }
+
+// payment_spool_log is purged of the applied operations old enough that no segment can still
+// be replayed, in chunks; recent ones stay (a segment replayed again after a crash finds them),
+// and so do rejected ones, whatever their age: each is an operation that never reached the
+// payments table (a lost settlement, a nonce used twice), kept for an operator.
+func TestPurgeSpoolLog(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	pool := openPool(t, schema, "")
+	l := openLedger(t, pool, "")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO payment_spool_log (op_id, kind, subject, outcome, spooled_at, applied_at)
+		SELECT gen_random_uuid(), 'create', 'old-applied', 'applied', now() - interval '61 days', now() - interval '60 days'
+		FROM generate_series(1, 5003)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO payment_spool_log (op_id, kind, subject, outcome, reason, op, spooled_at, applied_at)
+		VALUES (gen_random_uuid(), 'transition', 'old-rejected', 'rejected', $1, '{}', now() - interval '61 days', now() - interval '60 days'),
+		       (gen_random_uuid(), 'create', 'recent-applied', 'applied', NULL, NULL, now() - interval '61 days', now() - interval '1 day')`,
+		RejectTransitionNotApplicable); err != nil {
+		t.Fatal(err)
+	}
+	n, err := l.PurgeSpoolLog(ctx, time.Now().Add(-30*24*time.Hour))
+	if err != nil || n != 5003 {
+		t.Fatalf("PurgeSpoolLog = %d, %v; want the 5003 old applied operations", n, err)
+	}
+	for _, subject := range []string{"old-rejected", "recent-applied"} {
+		if got := countRows(t, pool, `SELECT count(*) FROM payment_spool_log WHERE subject = $1`, subject); got != 1 {
+			t.Errorf("%s: %d rows left, want 1", subject, got)
+		}
+	}
+}
