@@ -31,7 +31,9 @@
 //	Ledger.Create               spooled (nil error): the payment exists only on this replica
 //	                            until replayed, so no other replica can see or move it
 //	Ledger.Transition           of a payment still in this replica's spool, to not_charged or
-//	                            queued: spooled after its earlier operations, in order;
+//	                            queued: spooled after its earlier operations, in order, and
+//	                            replayed with its create, in one transaction (once the create
+//	                            is replayed, the payment's moves wait for Postgres);
 //	                            any other move (to submitted above all: the signed transaction
 //	                            must be in Postgres before it is broadcast, where every
 //	                            replica's recovery can find it): ErrUnavailable, fail closed

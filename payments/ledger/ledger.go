@@ -118,10 +118,16 @@ type Ledger struct {
 type heldPayment struct {
 	payment *Payment // nil when over MaxHeld
 	// sure is false when Postgres may already hold the payment (its INSERT was sent before the
-	// connection broke, or it was spooled by an earlier process): then moves wait for replay.
+	// connection broke, it was spooled by an earlier process, or its create was replayed):
+	// then moves wait for replay.
 	sure    bool
 	pending int           // spool lines not yet applied
 	drained chan struct{} // closed when pending reaches 0
+	// moves are the moves spooled after the payment's create, replayed with it (applyOp).
+	moves []*spoolOp
+	// replaying is non-nil while the create is being replayed (closed when that ends): the
+	// payment's moves wait for it.
+	replaying chan struct{}
 }
 
 // Open opens (or creates) the spool in opts.SpoolDir and starts replaying it: what an earlier
@@ -322,8 +328,23 @@ func (l *Ledger) moveDB(ctx context.Context, m moveReq) (Payment, error) {
 // transitionHeld moves a held payment through the spool, or waits for it to reach Postgres.
 // done is false when the move should go to Postgres.
 func (l *Ledger) transitionHeld(ctx context.Context, id uuid.UUID, from []Status, to Status, patch Patch, at time.Time) (Payment, bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
+	defer cancel()
 	l.mu.Lock()
 	h := l.held[id]
+	for h != nil && h.replaying != nil {
+		// Its create is on its way to Postgres, with the moves spooled so far: a move
+		// spooled now would follow it late.
+		replaying := h.replaying
+		l.mu.Unlock()
+		select {
+		case <-replaying:
+		case <-wctx.Done():
+			return Payment{}, true, heldWaitError(ctx, id)
+		}
+		l.mu.Lock()
+		h = l.held[id]
+	}
 	if h == nil {
 		l.mu.Unlock()
 		return Payment{}, false, nil
@@ -343,22 +364,26 @@ func (l *Ledger) transitionHeld(ctx context.Context, id uuid.UUID, from []Status
 		}
 		h.payment = &next
 		h.pending++
+		h.moves = append(h.moves, op)
 		return next.clone(), true, nil
 	}
 	drained := h.drained
 	l.mu.Unlock()
 	l.wake()
-	wctx, cancel := context.WithTimeout(ctx, l.opts.DBTimeout)
-	defer cancel()
 	select {
 	case <-drained:
 		return Payment{}, false, nil
 	case <-wctx.Done():
-		if ctx.Err() != nil {
-			return Payment{}, true, fmt.Errorf("ledger: move payment %s: %w", id, context.Cause(ctx))
-		}
-		return Payment{}, true, unavailable("move payment "+id.String(), errors.New("the payment is still in the local spool, waiting for Postgres"))
+		return Payment{}, true, heldWaitError(ctx, id)
 	}
+}
+
+// heldWaitError is the error of a move that waited in vain for its payment to leave the spool.
+func heldWaitError(ctx context.Context, id uuid.UUID) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("ledger: move payment %s: %w", id, context.Cause(ctx))
+	}
+	return unavailable("move payment "+id.String(), errors.New("the payment is still in the local spool, waiting for Postgres"))
 }
 
 // querier is what the statements need: a pool, a connection or a transaction.

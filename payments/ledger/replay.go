@@ -160,34 +160,16 @@ func (l *Ledger) release(id uuid.UUID) {
 // is applied at most once whatever happens to the spool file. A nil error means the operation
 // is settled (applied, found applied before, or rejected and recorded as such); an error means
 // "try again later".
+//
+// The create of a payment this replica holds goes with the moves spooled after it, in the same
+// transaction: once the create is in Postgres any replica's recovery may act on the payment,
+// so it must never be seen there without them (a replay cut off in between by a second outage
+// would show a payment verified that this replica answered queued, and recovery would close it
+// not charged). Their own lines are then found applied before.
 func (l *Ledger) applyOp(op *spoolOp) error {
-	ctx, cancel := context.WithTimeout(l.ctx, l.opts.DBTimeout)
-	defer cancel()
-	var duplicate bool
-	var reason, detail string
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		duplicate, reason, detail = false, "", ""
-		tag, err := tx.Exec(ctx, `INSERT INTO payment_spool_log (op_id, kind, subject, outcome, spooled_at)
-			VALUES ($1::uuid, $2, $3, 'applied', $4) ON CONFLICT (op_id) DO NOTHING`,
-			op.OpID.String(), op.Kind, op.subject(), op.At)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			duplicate = true
-			return nil
-		}
-		if reason, detail, err = applyInSavepoint(ctx, tx, op); err != nil || reason == "" {
-			return err
-		}
-		body, err := json.Marshal(op)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE payment_spool_log SET outcome = 'rejected', reason = $2, detail = $3, op = $4::jsonb
-			WHERE op_id = $1::uuid`, op.OpID.String(), reason, detail, string(body))
-		return err
-	})
+	ops, end := l.beginReplay(op)
+	outs, err := l.applyOps(ops)
+	end(err)
 	if err != nil {
 		if l.ctx.Err() == nil {
 			l.degraded.Store(true)
@@ -196,17 +178,115 @@ func (l *Ledger) applyOp(op *spoolOp) error {
 	}
 	// Postgres took a write: spoolable writes may try it directly again while the rest drains.
 	l.degraded.Store(false)
-	switch {
-	case duplicate:
-		l.log.Info("spooled payment operation was applied before; skipped", "op_id", op.OpID, "kind", op.Kind, "subject", op.subject())
-	case reason != "":
-		l.rejected.Add(1)
-		l.log.Error("spooled payment operation could not be applied; recorded in payment_spool_log",
-			"op_id", op.OpID, "kind", op.Kind, "subject", op.subject(), "reason", reason, "detail", detail)
-	default:
-		l.replayed.Add(1)
+	for _, o := range outs {
+		switch {
+		case o.duplicate:
+			l.log.Info("spooled payment operation was applied before; skipped", "op_id", o.op.OpID, "kind", o.op.Kind, "subject", o.op.subject())
+		case o.reason != "":
+			l.rejected.Add(1)
+			l.log.Error("spooled payment operation could not be applied; recorded in payment_spool_log",
+				"op_id", o.op.OpID, "kind", o.op.Kind, "subject", o.op.subject(), "reason", o.reason, "detail", o.detail)
+		default:
+			l.replayed.Add(1)
+		}
 	}
 	return nil
+}
+
+// beginReplay returns op, and after it, when op creates a payment this replica holds, the
+// moves of that payment spooled since. Until end is called with the outcome of applying them,
+// the payment's moves wait instead of spooling (they would miss this transaction). Once the
+// create may be in Postgres, where other replicas can move the payment, its later moves go
+// there.
+func (l *Ledger) beginReplay(op *spoolOp) (ops []*spoolOp, end func(err error)) {
+	ops = []*spoolOp{op}
+	if op.Kind != opCreate {
+		return ops, func(error) {}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.held[op.Payment.ID]
+	if h == nil || h.replaying != nil {
+		return ops, func(error) {}
+	}
+	h.replaying = make(chan struct{})
+	ops = append(ops, h.moves...)
+	return ops, func(err error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err == nil || errors.Is(err, errMaybeCommitted) {
+			h.sure = false
+		}
+		if err == nil {
+			h.moves = nil
+		}
+		close(h.replaying)
+		h.replaying = nil
+	}
+}
+
+// errMaybeCommitted: the transaction's COMMIT failed, and whether it took effect is unknown.
+var errMaybeCommitted = errors.New("commit outcome unknown")
+
+// opOutcome is what replaying one operation did.
+type opOutcome struct {
+	op             *spoolOp
+	duplicate      bool   // applied before: nothing done
+	reason, detail string // rejected, and recorded as such
+}
+
+// applyOps applies ops in one transaction, each recorded in payment_spool_log. The first one
+// is a create when there are several: refused, the moves that follow it are left to their own
+// lines.
+func (l *Ledger) applyOps(ops []*spoolOp) ([]opOutcome, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.DBTimeout)
+	defer cancel()
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	outs := make([]opOutcome, 0, len(ops))
+	for i, op := range ops {
+		o, err := applyLogged(ctx, tx, op)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, o)
+		if i == 0 && o.reason != "" {
+			break
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", errMaybeCommitted, err)
+	}
+	return outs, nil
+}
+
+// applyLogged records op's id and applies its body, or finds it applied before.
+func applyLogged(ctx context.Context, tx pgx.Tx, op *spoolOp) (opOutcome, error) {
+	o := opOutcome{op: op}
+	// clock_timestamp: the operations of one transaction keep their order in applied_at.
+	tag, err := tx.Exec(ctx, `INSERT INTO payment_spool_log (op_id, kind, subject, outcome, spooled_at, applied_at)
+		VALUES ($1::uuid, $2, $3, 'applied', $4, clock_timestamp()) ON CONFLICT (op_id) DO NOTHING`,
+		op.OpID.String(), op.Kind, op.subject(), op.At)
+	if err != nil {
+		return o, err
+	}
+	if tag.RowsAffected() == 0 {
+		o.duplicate = true
+		return o, nil
+	}
+	if o.reason, o.detail, err = applyInSavepoint(ctx, tx, op); err != nil || o.reason == "" {
+		return o, err
+	}
+	body, err := json.Marshal(op)
+	if err != nil {
+		return o, err
+	}
+	_, err = tx.Exec(ctx, `UPDATE payment_spool_log SET outcome = 'rejected', reason = $2, detail = $3, op = $4::jsonb
+		WHERE op_id = $1::uuid`, op.OpID.String(), o.reason, o.detail, string(body))
+	return o, err
 }
 
 // applyInSavepoint applies op's body inside a savepoint, so that a statement Postgres refuses
@@ -341,7 +421,11 @@ func (l *Ledger) rebuildHeld() {
 				if p, err := op.Payment.payment(); err == nil {
 					h.payment = &p
 				}
-			case op.Kind == opTransition && h.payment != nil && slices.Contains(op.Transition.From, h.payment.Status):
+			case op.Kind == opTransition && h.payment != nil:
+				h.moves = append(h.moves, &op)
+				if !slices.Contains(op.Transition.From, h.payment.Status) {
+					break
+				}
 				if next, err := applyPatch(*h.payment, op.Transition.To, op.Transition.Patch.patch(), op.At); err == nil {
 					h.payment = &next
 				}

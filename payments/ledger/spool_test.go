@@ -658,3 +658,70 @@ func TestPurgeSpoolLog(t *testing.T) {
 		}
 	}
 }
+
+// A replay cut off right after a spooled payment's create (Postgres gone again, or one
+// statement stuck) must not leave the payment in Postgres without the moves this replica
+// spooled after it: another replica's recovery would take it for a call that never ended and
+// close it not charged, while this replica answered it queued. Once the create is in Postgres,
+// the payment's moves no longer spool.
+func TestSpoolReplaysACreateWithItsMoves(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	px := newProxy(t, pgTarget(t))
+	direct := openPool(t, schema, "")
+	a := openLedger(t, openPool(t, schema, px.addr), "")
+	b := openLedger(t, direct, "")
+	ctx := context.Background()
+	mustCreate(t, a, newPayment(big.NewInt(1)))
+	px.cut()
+	loseConnection(t, a)
+	p, q := newPayment(big.NewInt(10)), newPayment(big.NewInt(11))
+	if err := a.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Create(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := a.Transition(ctx, p.ID, []Status{StatusVerified}, StatusQueued, Patch{JobID: uuid.New()}); err != nil || m.Status != StatusQueued {
+		t.Fatalf("spooled move = %+v, %v", m, err)
+	}
+	// Another session holds q's id uncommitted: the replay stops at q, between p's create and
+	// p's move.
+	tx, err := direct.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	other := newPayment(big.NewInt(12))
+	other.ID = q.ID
+	stored, err := prepareNew(other, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, insertPaymentSQL, insertArgs(stored)...); err != nil {
+		t.Fatal(err)
+	}
+	px.restore(t)
+	waitFor(t, 10*time.Second, "p to reach Postgres", func() bool {
+		return countRows(t, direct, `SELECT count(*) FROM payments WHERE id = $1`, p.ID) == 1
+	})
+	if got := getDirect(t, direct, p.ID); got.Status != StatusQueued {
+		t.Fatalf("p reached Postgres %s; this replica answered it queued", got.Status)
+	}
+	if _, err := b.Transition(ctx, p.ID, []Status{StatusVerified}, StatusNotCharged, Patch{ErrorReason: "call_never_ended"}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("another replica's recovery of p = %v, want ErrConflict", err)
+	}
+	if _, err := a.Transition(ctx, p.ID, []Status{StatusQueued}, StatusNotCharged, Patch{ErrorReason: "tool_failed"}); !isUnavailable(err) {
+		t.Fatalf("a move of p once in Postgres, its replay unfinished = %v, want ErrUnavailable", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool { s := a.Stats(); return s.SpoolDepth == 0 && s.Held == 0 })
+	if s := a.Stats(); s.Rejected != 0 || s.Replayed != 4 {
+		t.Fatalf("stats = %+v; want 4 operations replayed (three creates, one move), none rejected", s)
+	}
+	if got := getDirect(t, direct, p.ID); got.Status != StatusQueued {
+		t.Fatalf("p is %s after the replay, want queued", got.Status)
+	}
+}
