@@ -167,7 +167,7 @@ func openLedger(t *testing.T, pool *pgxpool.Pool, dir string, tweak ...func(*Opt
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	opts := Options{SpoolDir: dir, DBTimeout: 500 * time.Millisecond, RetryMin: 10 * time.Millisecond,
+	opts := Options{SpoolDir: dir, DBTimeout: 2 * time.Second, RetryMin: 10 * time.Millisecond,
 		RetryMax: 50 * time.Millisecond, LeaseCheck: 50 * time.Millisecond, Logger: testLogger(t)}
 	for _, f := range tweak {
 		f(&opts)
