@@ -340,25 +340,78 @@ func (c *Client) execute(ctx context.Context, path string, call Call) (*Result, 
 
 	paid := hdr.Clone()
 	paid.Set(name, value)
-	resp, err = c.do(ctx, http.MethodPost, path, body, paid)
+	return c.sendPaid(ctx, &paidRequest{base: c.base.String(), path: path, body: body, header: paid, reqID: reqID, pay: pay})
+}
+
+// paidRequest is a request that carries a signed payment, kept so that Resend can send the
+// very same payment again.
+type paidRequest struct {
+	base   string // the gateway it was sent to: a payment is never sent to another
+	path   string
+	body   []byte
+	header http.Header
+	reqID  string
+	pay    *Payment
+}
+
+// sendPaid sends a paid request once.
+func (c *Client) sendPaid(ctx context.Context, pr *paidRequest) (*Result, error) {
+	resp, err := c.do(ctx, http.MethodPost, pr.path, pr.body, pr.header.Clone())
 	if err != nil {
-		return nil, &PaymentInFlightError{Payment: pay, Err: err}
+		return nil, &PaymentInFlightError{Payment: pr.pay, Err: err, sent: pr}
 	}
 	if resp.status == http.StatusPaymentRequired {
 		// Never retried: a conforming client that paid again could pay twice.
 		reason, detail := refusalOf(resp)
 		return nil, &PaymentRefusedError{Reason: reason, Detail: detail, Status: resp.status, Paid: true,
-			Payment: pay, Settlement: settlementOf(resp.header)}
+			Payment: pr.pay, Settlement: settlementOf(resp.header)}
 	}
-	return c.result(resp, reqID, pay)
+	return c.result(resp, pr.reqID, pr)
 }
 
-// result turns the final answer of a call into a Result or an *APIError.
-func (c *Client) result(resp *response, reqID string, pay *Payment) (*Result, error) {
+// Resend sends a paid call again with the payment it carried, never a newly signed one: the
+// same PAYMENT-SIGNATURE (or X-PAYMENT), body and X-Request-ID. err is the error of the paid
+// call, whose outcome is unknown: a *PaymentInFlightError (the answer was lost), or an
+// *APIError with Payment set (a 503, or 409 payment_identifier_in_flight while the first is
+// still running: wait RetryAfter). A gateway that already answered a payment with a
+// Payment.PaymentID returns the answer it kept; without an id, a gateway that already took the
+// payment refuses it again (invalid_exact_evm_nonce_already_used). Either way the
+// authorization's one nonce moves the money at most once. Resend returns an error without
+// sending anything when err carries no paid request, or one sent to another gateway.
+func (c *Client) Resend(ctx context.Context, err error) (*Result, error) {
+	var pr *paidRequest
+	var inFlight *PaymentInFlightError
+	var ae *APIError
+	switch {
+	case errors.As(err, &inFlight):
+		pr = inFlight.sent
+	case errors.As(err, &ae):
+		pr = ae.sent
+	}
+	if pr == nil {
+		return nil, fmt.Errorf("client: Resend: %v is not the error of a paid call", err)
+	}
+	if pr.base != c.base.String() {
+		return nil, fmt.Errorf("client: Resend: the payment was sent to %s, not to this client's gateway", pr.base)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	c.log.Info("resending an x402 payment", "network", pr.pay.Network, "amount", pr.pay.Amount,
+		"nonce", pr.pay.Nonce.Hex(), "payment_id", pr.pay.PaymentID, "request_id", pr.reqID)
+	return c.sendPaid(ctx, pr)
+}
+
+// result turns the final answer of a call into a Result or an *APIError; sent is the paid
+// request it answers, nil when the call was not paid.
+func (c *Client) result(resp *response, reqID string, sent *paidRequest) (*Result, error) {
+	var pay *Payment
+	if sent != nil {
+		pay = sent.pay
+	}
 	st := settlementOf(resp.header)
 	if resp.status/100 != 2 {
 		e := apiError(resp)
-		e.Settlement, e.Payment = st, pay
+		e.Settlement, e.Payment, e.sent = st, pay, sent
 		return nil, e
 	}
 	var r Result
@@ -370,7 +423,7 @@ func (c *Client) result(resp *response, reqID string, pay *Payment) (*Result, er
 		err = fmt.Errorf("client: the result has no jobId or proofHash: %w", ErrInvalidResponse)
 	}
 	if err != nil && pay != nil {
-		return nil, &PaymentInFlightError{Payment: pay, Err: err} // it may have settled
+		return nil, &PaymentInFlightError{Payment: pay, Err: err, sent: sent} // it may have settled
 	}
 	if err != nil {
 		return nil, err

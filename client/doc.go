@@ -16,5 +16,7 @@
 // default), every response body is size-capped, redirects are never followed (a payment header
 // must not travel to another host), and every failure is typed: *APIError for problem+json
 // answers, *PaymentRefusedError for payments refused by either side, *PaymentInFlightError when
-// a paid request failed in transit and the money may have moved.
+// a paid request failed in transit and the money may have moved. Resend sends such a call again
+// with the payment it carried, never a new one, so that a gateway honouring the x402
+// payment-identifier extension answers it with the answer it kept.
 package client

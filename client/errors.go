@@ -55,8 +55,10 @@ type APIError struct {
 	RetryAfter time.Duration // from Retry-After; 0 when absent
 	Settlement *Settlement   // a PAYMENT-RESPONSE on the error, when the request was paid
 	// Payment is what was signed and sent, when the request was paid: the gateway may have
-	// kept it, and calling again signs and pays again.
+	// kept it, and calling again signs and pays again; Client.Resend sends the same payment.
 	Payment *Payment
+
+	sent *paidRequest // the paid request, for Resend
 }
 
 // Error reads "gateway answered HTTP <status> <code> (<field>): <detail>".
@@ -107,11 +109,14 @@ func (e *PaymentRefusedError) Error() string {
 
 // PaymentInFlightError is a paid request whose answer never arrived (a timeout, a dropped
 // connection) or was not an answer (a 2xx body that is not a result): the gateway may have
-// run the call and settled the payment. Payment says what
-// was signed; its PaymentID, when set, lets the gateway recognise a resend.
+// run the call and settled the payment. Payment says what was signed; Client.Resend sends that
+// same payment again, and its PaymentID, when set, lets the gateway recognise the resend and
+// answer it with the answer it kept.
 type PaymentInFlightError struct {
 	Payment *Payment
 	Err     error
+
+	sent *paidRequest // the paid request, for Resend
 }
 
 // Error names the nonce of the payment that may have settled.

@@ -61,12 +61,26 @@ type fakeGateway struct {
 	redirectTo     string                      // where the "redirect" tool sends the client
 	afterPay       func(w http.ResponseWriter) // answers instead of the result once a payment verified
 	chargeSimulate bool                        // /exec/simulate asks for payment too
+	// dropPaidAnswers: with declareID, this many paid answers are kept for replay and then
+	// lost: the connection is closed instead of answering.
+	dropPaidAnswers int
+
+	answers map[string]keptAnswer // payment id -> the answer a resend of that id replays
 
 	mu       sync.Mutex
 	requests []seenRequest
 	verified []*x402.Verified
 	payloads []*x402.PaymentPayload
 	jobs     map[string]fakeJob
+}
+
+// keptAnswer is a 2xx answer kept for a resend of the same payment, as the gateway keeps one
+// per payment identifier (x402.md §9).
+type keptAnswer struct {
+	fingerprint [32]byte
+	status      int
+	header      http.Header
+	body        []byte
 }
 
 type seenRequest struct {
@@ -87,6 +101,7 @@ func newFake(t testing.TB, configure func(*fakeGateway)) *fakeGateway {
 		accepts: []x402.PaymentRequirements{x402.Requirements(localToken, payments.Price{Amount: testPrice}, common.HexToAddress(payToHex), time.Minute)},
 		now:     func() time.Time { return fixedNow },
 		jobs:    map[string]fakeJob{},
+		answers: map[string]keptAnswer{},
 	}
 	if configure != nil {
 		configure(f)
@@ -190,6 +205,16 @@ func (f *fakeGateway) serveExec(w http.ResponseWriter, r *http.Request, body []b
 		f.write402(w, "invalid_internal_key", "the internal key is not valid")
 		return
 	case x402.HasCredential(r.Header):
+		if id, fp, ok := f.paymentID(r.Header); ok {
+			// Looked up before verifying, as the gateway does: a resend of a settled payment
+			// would not verify again.
+			if f.replayed(w, id, fp) {
+				return
+			}
+			rec := httptest.NewRecorder()
+			defer f.keepAnswer(w, rec, id, fp)
+			w = rec
+		}
 		v, p, reason, detail := f.verify(r.Header)
 		if reason != "" {
 			f.write402(w, reason, detail)
@@ -245,6 +270,73 @@ func (f *fakeGateway) serveExec(w http.ResponseWriter, r *http.Request, body []b
 		"proofHash": hash, "paymentProtocol": protocol, "latencyMs": 3,
 		"timestamp": fixedNow.Format(time.RFC3339), "schemaVersion": "v1",
 	})
+}
+
+// paymentID returns the payment identifier of a request's payment, when the fake declares the
+// extension and the payment names one.
+func (f *fakeGateway) paymentID(h http.Header) (string, [32]byte, bool) {
+	if !f.declareID {
+		return "", [32]byte{}, false
+	}
+	p, _, err := x402.PayloadFromRequest(h)
+	if err != nil {
+		return "", [32]byte{}, false
+	}
+	id, ok, err := p.PaymentIdentifier()
+	if err != nil || !ok {
+		return "", [32]byte{}, false
+	}
+	return id, p.Fingerprint(), true
+}
+
+// replayed answers a resend of a payment identifier: its kept answer, or 409 for another payment
+// under the same id. It reports false for an id it has no answer for.
+func (f *fakeGateway) replayed(w http.ResponseWriter, id string, fp [32]byte) bool {
+	f.mu.Lock()
+	a, ok := f.answers[id]
+	f.mu.Unlock()
+	switch {
+	case !ok:
+		return false
+	case a.fingerprint != fp:
+		writeProblem(w, http.StatusConflict, "payment_identifier_conflict", "", "another payment under this id")
+	default:
+		for k, vs := range a.header {
+			w.Header()[k] = vs
+		}
+		w.Header().Set("X-Idempotent-Replay", "true")
+		w.WriteHeader(a.status)
+		_, _ = w.Write(a.body)
+	}
+	return true
+}
+
+// keepAnswer keeps a 2xx answer for replay, then sends it, or loses it (dropPaidAnswers).
+func (f *fakeGateway) keepAnswer(w http.ResponseWriter, rec *httptest.ResponseRecorder, id string, fp [32]byte) {
+	res := rec.Result()
+	f.mu.Lock()
+	if res.StatusCode/100 == 2 {
+		f.answers[id] = keptAnswer{fingerprint: fp, status: res.StatusCode, header: res.Header.Clone(), body: rec.Body.Bytes()}
+	}
+	drop := f.dropPaidAnswers > 0
+	if drop {
+		f.dropPaidAnswers--
+	}
+	f.mu.Unlock()
+	if drop {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			f.t.Errorf("fake: hijack: %v", err)
+			return
+		}
+		_ = conn.Close()
+		return
+	}
+	for k, vs := range res.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(res.StatusCode)
+	_, _ = w.Write(rec.Body.Bytes())
 }
 
 // stall holds a request until the client gives up (or 10 s, so that a broken test ends).
