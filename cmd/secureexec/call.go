@@ -112,6 +112,7 @@ func callCmd(getenv func(string) string) *cobra.Command {
 			}
 			res, err := exec(cmd.Context(), call)
 			if err != nil {
+				printPaidFailure(cmd.ErrOrStderr(), err)
 				return err
 			}
 			return printResult(cmd.OutOrStdout(), res)
@@ -177,22 +178,54 @@ func printResult(w io.Writer, res *client.Result) error {
 		out.Write(raw)
 	}
 	out.WriteByte('\n')
-	if p := res.Payment; p != nil {
-		fmt.Fprintf(&out, "payment: %s USDC (%d atomic) on %s, token %s, payer %s, payTo %s\n",
-			payments.FormatAtomic(p.Amount, payments.USDCDecimals), p.Amount, p.Network, p.Asset.Hex(), p.Payer.Hex(), p.PayTo.Hex())
-		switch s := res.Settlement; {
-		case s == nil:
-			out.WriteString("settlement: not reported by the gateway\n")
-		case s.Status == client.SettlementPending:
-			fmt.Fprintf(&out, "settlement: pending (submitted, not final yet), tx %s, network %s, payer %s\n", callField(s.Transaction), s.Network, s.Payer)
-		case s.Status == client.SettlementSettled:
-			fmt.Fprintf(&out, "settlement: settled, tx %s, network %s, payer %s\n", s.Transaction, s.Network, s.Payer)
-		default:
-			fmt.Fprintf(&out, "settlement: %s (%s), tx %s, network %s, payer %s\n", s.Status, callField(s.ErrorReason), callField(s.Transaction), s.Network, s.Payer)
-		}
-	}
+	writePayment(&out, res.Payment, res.Settlement)
 	_, err := w.Write(out.Bytes())
 	return err
+}
+
+// printPaidFailure tells what a failed call paid, when it paid: the payment was sent and may
+// have been kept, so calling again would sign and pay again.
+func printPaidFailure(w io.Writer, err error) {
+	var (
+		p  *client.Payment
+		s  *client.Settlement
+		fe *client.PaymentInFlightError
+		pe *client.PaymentRefusedError
+		ae *client.APIError
+	)
+	switch {
+	case errors.As(err, &fe):
+		p = fe.Payment
+	case errors.As(err, &pe) && pe.Paid:
+		p, s = pe.Payment, pe.Settlement
+	case errors.As(err, &ae):
+		p, s = ae.Payment, ae.Settlement
+	}
+	if p == nil {
+		return
+	}
+	var out bytes.Buffer
+	writePayment(&out, p, s)
+	_, _ = w.Write(out.Bytes())
+}
+
+// writePayment writes what was paid and how it settled; nothing when nothing was paid.
+func writePayment(out *bytes.Buffer, p *client.Payment, s *client.Settlement) {
+	if p == nil {
+		return
+	}
+	fmt.Fprintf(out, "payment: %s USDC (%d atomic) on %s, token %s, payer %s, payTo %s\n",
+		payments.FormatAtomic(p.Amount, payments.USDCDecimals), p.Amount, p.Network, p.Asset.Hex(), p.Payer.Hex(), p.PayTo.Hex())
+	switch {
+	case s == nil:
+		out.WriteString("settlement: not reported by the gateway\n")
+	case s.Status == client.SettlementPending:
+		fmt.Fprintf(out, "settlement: pending (submitted, not final yet), tx %s, network %s, payer %s\n", callField(s.Transaction), s.Network, s.Payer)
+	case s.Status == client.SettlementSettled:
+		fmt.Fprintf(out, "settlement: settled, tx %s, network %s, payer %s\n", s.Transaction, s.Network, s.Payer)
+	default:
+		fmt.Fprintf(out, "settlement: %s (%s), tx %s, network %s, payer %s\n", s.Status, callField(s.ErrorReason), callField(s.Transaction), s.Network, s.Payer)
+	}
 }
 
 // callField prints an empty field of the settlement as "none".

@@ -32,10 +32,11 @@ const (
 // callFake is a gateway that asks 0.01 USDC on chain 31337 in a real PAYMENT-REQUIRED and
 // checks the payment with the x402 package's decoder and verifier.
 type callFake struct {
-	srv     *httptest.Server
-	pending bool   // settle as settlement_pending
-	refuse  string // refuse even a valid payment with this reason
-	offer   x402.PaymentRequirements
+	srv      *httptest.Server
+	pending  bool   // settle as settlement_pending
+	refuse   string // refuse even a valid payment with this reason
+	failPaid bool   // answer a valid payment with 503 payment_backend_unavailable
+	offer    x402.PaymentRequirements
 
 	mu       sync.Mutex
 	requests []*http.Request
@@ -98,6 +99,10 @@ func (f *callFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			offer(f.refuse)
 			return
 		}
+		if f.failPaid {
+			problem(http.StatusServiceUnavailable, "payment_backend_unavailable")
+			return
+		}
 		sr := x402.SettlementResponse{Success: true, Transaction: "0x" + strings.Repeat("ab", 32), Network: v.Network, Payer: v.Payer.Hex()}
 		if f.pending {
 			sr.Success, sr.ErrorReason = false, x402.ReasonSettlementPending
@@ -121,7 +126,7 @@ func (f *callFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // runCall runs `secureexec call` with the given environment and flags.
-func runCall(t *testing.T, env map[string]string, args ...string) (stdout string, err error) {
+func runCall(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	cmd := callCmd(func(k string) string { return env[k] })
 	var out, errOut bytes.Buffer
@@ -131,7 +136,7 @@ func runCall(t *testing.T, env map[string]string, args ...string) (stdout string
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = cmd.ExecuteContext(ctx)
-	return out.String(), err
+	return out.String(), errOut.String(), err
 }
 
 func TestCallCommand(t *testing.T) {
@@ -146,6 +151,8 @@ func TestCallCommand(t *testing.T) {
 		errHas   string   // "" when the command must succeed
 		outHas   []string // lines stdout must contain
 		outLacks []string
+		errOut   []string // lines stderr must contain
+		errLacks []string
 		check    func(t *testing.T, f *callFake)
 	}{
 		{
@@ -163,7 +170,7 @@ func TestCallCommand(t *testing.T) {
 		{
 			name: "above --max-payment: refused before paying", env: payer,
 			args:     []string{"--tool", "json_parse", "--allow-asset", allowLocal, "--max-payment", "0.009999"},
-			requests: 1, errHas: "max_payment_exceeded",
+			requests: 1, errHas: "max_payment_exceeded", errLacks: []string{"payment:", "settlement:"},
 		},
 		{
 			name: "an asset not allowed: refused before paying", env: payer,
@@ -174,6 +181,13 @@ func TestCallCommand(t *testing.T) {
 			name: "the server refuses the payment: not retried", env: payer, fake: func(f *callFake) { f.refuse = "invalid_exact_evm_insufficient_balance" },
 			args:     []string{"--tool", "json_parse", "--allow-asset", allowLocal},
 			requests: 2, errHas: "server refused the payment: invalid_exact_evm_insufficient_balance",
+			errOut: []string{"payment: 0.01 USDC (10000 atomic) on eip155:31337", "settlement: not reported by the gateway"},
+		},
+		{
+			name: "a paid call that fails says what was paid", env: payer, fake: func(f *callFake) { f.failPaid = true },
+			args:     []string{"--tool", "json_parse", "--allow-asset", allowLocal},
+			requests: 2, errHas: "payment_backend_unavailable",
+			errOut: []string{"payment: 0.01 USDC (10000 atomic) on eip155:31337", "payer " + callPayerAddr, "settlement: not reported by the gateway"},
 		},
 		{
 			name: "no payer key: refused", env: map[string]string{},
@@ -217,7 +231,7 @@ func TestCallCommand(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newCallFake(t, tc.fake)
-			out, err := runCall(t, tc.env, append([]string{"--server", f.srv.URL}, tc.args...)...)
+			out, errOut, err := runCall(t, tc.env, append([]string{"--server", f.srv.URL}, tc.args...)...)
 			if tc.errHas == "" && err != nil {
 				t.Fatalf("call failed: %v", err)
 			}
@@ -238,6 +252,16 @@ func TestCallCommand(t *testing.T) {
 			for _, s := range tc.outHas {
 				if !strings.Contains(out, s) {
 					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tc.errOut {
+				if !strings.Contains(errOut, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errOut)
+				}
+			}
+			for _, s := range tc.errLacks {
+				if strings.Contains(errOut, s) {
+					t.Errorf("stderr has %q:\n%s", s, errOut)
 				}
 			}
 			for _, s := range tc.outLacks {
