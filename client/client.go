@@ -338,6 +338,10 @@ func (c *Client) execute(ctx context.Context, path string, call Call) (*Result, 
 	c.log.Info("paying with x402", "network", pay.Network, "asset", pay.Asset.Hex(), "amount", pay.Amount,
 		"pay_to", pay.PayTo.Hex(), "payer", pay.Payer.Hex(), "payment_id", pay.PaymentID, "request_id", reqID)
 
+	if err := ctx.Err(); err != nil {
+		// The caller gave up while the payment was being signed: it never leaves the process.
+		return nil, fmt.Errorf("client: the payment was signed but not sent: %w", err)
+	}
 	paid := hdr.Clone()
 	paid.Set(name, value)
 	return c.sendPaid(ctx, &paidRequest{base: c.base.String(), path: path, body: body, header: paid, reqID: reqID, pay: pay})

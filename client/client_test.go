@@ -702,3 +702,36 @@ func TestClipMakesServerTextSafe(t *testing.T) {
 		t.Errorf("C1 control kept: %s", got)
 	}
 }
+
+// cancellingSigner signs, then cancels the call's context: the caller gave up while a remote
+// signer was working.
+type cancellingSigner struct {
+	Signer
+	cancel context.CancelFunc
+}
+
+func (s cancellingSigner) SignDigest(d common.Hash) ([]byte, error) {
+	defer s.cancel()
+	return s.Signer.SignDigest(d)
+}
+
+// TestCancelledBeforeSendingIsNotInFlight: a payment signed after the caller gave up never
+// leaves the process, so the error must not say that it may have settled.
+func TestCancelledBeforeSendingIsNotInFlight(t *testing.T) {
+	inner, err := NewKeySigner(payerKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFake(t, nil)
+	c := newTestClient(t, f, WithSigner(cancellingSigner{inner, cancel}))
+	_, err = c.Exec(ctx, jsonParseCall())
+	var inFlight *PaymentInFlightError
+	if !errors.Is(err, context.Canceled) || errors.As(err, &inFlight) {
+		t.Fatalf("err = %v, want context.Canceled, not a payment in flight", err)
+	}
+	if n := len(f.seen()); n != 1 {
+		t.Errorf("%d requests, want 1: the payment was never sent", n)
+	}
+}
