@@ -41,8 +41,10 @@ func callCmd(getenv func(string) string) *cobra.Command {
 		Long: "call posts one tool call to a gateway (POST /exec/tool, or /exec/simulate with --simulate) and\n" +
 			"prints the result JSON. When the gateway answers 402 it pays once with x402 (an EIP-3009\n" +
 			"USDC authorization, at most --max-payment) and prints the settlement: transaction, network,\n" +
-			"payer, and whether it is settled or still pending. It exits non-zero, with the reason, when\n" +
-			"the client or the gateway refuses the payment or the call.\n\n" +
+			"payer, and whether it is settled or still pending. When the answer to the paid call is lost\n" +
+			"and the gateway takes x402 payment identifiers, it sends the same payment once more (never a\n" +
+			"new one). It exits non-zero, with the reason, when the client or the gateway refuses the\n" +
+			"payment or the call; a failed paid call also prints what it paid to stderr.\n\n" +
 			"Credentials come from the environment only, never from flags, so that they stay out of shell\n" +
 			"history and process listings:\n" +
 			"  " + envPayerKey + "  hex secp256k1 private key that signs x402 payments\n" +
@@ -111,6 +113,14 @@ func callCmd(getenv func(string) string) *cobra.Command {
 				exec = c.Simulate
 			}
 			res, err := exec(cmd.Context(), call)
+			var inFlight *client.PaymentInFlightError
+			if errors.As(err, &inFlight) && inFlight.Payment.PaymentID != "" && cmd.Context().Err() == nil {
+				// The signed payment dies with this process, and calling again would pay again:
+				// send the same one once more, which the gateway answers with the answer it kept
+				// under the payment identifier.
+				fmt.Fprintf(cmd.ErrOrStderr(), "%v\nsending the same payment again (payment id %s)\n", err, inFlight.Payment.PaymentID)
+				res, err = c.Resend(cmd.Context(), err)
+			}
 			if err != nil {
 				printPaidFailure(cmd.ErrOrStderr(), err)
 				return err

@@ -37,10 +37,20 @@ type callFake struct {
 	refuse   string // refuse even a valid payment with this reason
 	failPaid bool   // answer a valid payment with 503 payment_backend_unavailable
 	offer    x402.PaymentRequirements
+	// lose: declare payment-identifier, keep each paid answer under its id for a resend, and
+	// lose this many of them (close the connection instead of answering).
+	lose int
 
 	mu       sync.Mutex
 	requests []*http.Request
 	bodies   [][]byte
+	kept     map[string]keptCall
+}
+
+// keptCall is a paid answer kept under its payment identifier, with the payment's fingerprint.
+type keptCall struct {
+	fingerprint [32]byte
+	rec         *httptest.ResponseRecorder
 }
 
 func newCallFake(t *testing.T, edit func(*callFake)) *callFake {
@@ -49,6 +59,9 @@ func newCallFake(t *testing.T, edit func(*callFake)) *callFake {
 		payments.Price{Amount: 10_000}, common.HexToAddress(callPayTo), time.Minute)}
 	if edit != nil {
 		edit(f)
+	}
+	if f.lose > 0 {
+		f.kept = map[string]keptCall{}
 	}
 	f.srv = httptest.NewServer(f)
 	t.Cleanup(f.srv.Close)
@@ -73,6 +86,9 @@ func (f *callFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	offer := func(code string) {
 		pr := x402.NewPaymentRequired(x402.ResourceInfo{URL: f.srv.URL + r.URL.Path}, "PAYMENT-SIGNATURE header is required", f.offer)
+		if f.kept != nil {
+			x402.DeclarePaymentIdentifier(&pr, false)
+		}
 		v, _ := x402.EncodePaymentRequired(pr)
 		w.Header().Set(x402.HeaderPaymentRequired, v)
 		problem(http.StatusPaymentRequired, code)
@@ -89,6 +105,14 @@ func (f *callFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			offer(x402.Reason(err))
 			return
+		}
+		if id, ok, _ := p.PaymentIdentifier(); ok && f.kept != nil {
+			if f.replay(w, id, p.Fingerprint()) {
+				return
+			}
+			rec := httptest.NewRecorder()
+			defer f.keep(w, rec, id, p.Fingerprint())
+			w = rec
 		}
 		v, err := x402.VerifyLocal(p, f.offer, time.Now())
 		if err != nil {
@@ -123,6 +147,43 @@ func (f *callFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"jobId": rec["jobId"], "tool": "json_parse", "dryRun": true, "status": "completed", "proofHash": hash,
 		"paymentProtocol": protocol, "result": map[string]any{"output": map[string]string{"k": "v"}, "exitCode": 0, "simulated": true},
 	})
+}
+
+// replay answers a resend of a payment identifier with the answer kept for it; false when
+// none was kept.
+func (f *callFake) replay(w http.ResponseWriter, id string, fp [32]byte) bool {
+	f.mu.Lock()
+	k, ok := f.kept[id]
+	f.mu.Unlock()
+	if !ok || k.fingerprint != fp {
+		return false
+	}
+	for h, vs := range k.rec.Header() {
+		w.Header()[h] = vs
+	}
+	w.WriteHeader(k.rec.Code)
+	_, _ = w.Write(k.rec.Body.Bytes())
+	return true
+}
+
+// keep keeps a paid answer under its payment identifier, then sends it or loses it.
+func (f *callFake) keep(w http.ResponseWriter, rec *httptest.ResponseRecorder, id string, fp [32]byte) {
+	f.mu.Lock()
+	f.kept[id] = keptCall{fingerprint: fp, rec: rec}
+	lose := f.lose > 0
+	f.lose--
+	f.mu.Unlock()
+	if lose {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+		return
+	}
+	for h, vs := range rec.Header() {
+		w.Header()[h] = vs
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
 }
 
 // runCall runs `secureexec call` with the given environment and flags.
@@ -182,6 +243,18 @@ func TestCallCommand(t *testing.T) {
 			args:     []string{"--tool", "json_parse", "--allow-asset", allowLocal},
 			requests: 2, errHas: "server refused the payment: invalid_exact_evm_insufficient_balance",
 			errOut: []string{"payment: 0.01 USDC (10000 atomic) on eip155:31337", "settlement: not reported by the gateway"},
+		},
+		{
+			name: "the answer to a paid call is lost: the same payment is sent again", env: payer, fake: func(f *callFake) { f.lose = 1 },
+			args:     []string{"--tool", "json_parse", "--allow-asset", allowLocal},
+			requests: 3, outHas: []string{"payment: 0.01 USDC (10000 atomic) on eip155:31337", "settlement: settled"},
+			errOut: []string{"sending the same payment again"},
+			check: func(t *testing.T, f *callFake) {
+				sig := f.requests[1].Header.Get(x402.HeaderPaymentSignature)
+				if sig == "" || f.requests[2].Header.Get(x402.HeaderPaymentSignature) != sig {
+					t.Error("the resend does not carry the payment that was sent")
+				}
+			},
 		},
 		{
 			name: "a paid call that fails says what was paid", env: payer, fake: func(f *callFake) { f.failPaid = true },
