@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/google/uuid"
 
+	"github.com/secureexec/secureexec/client"
 	"github.com/secureexec/secureexec/payments"
 	"github.com/secureexec/secureexec/payments/x402"
 	"github.com/secureexec/secureexec/proof"
@@ -375,4 +378,51 @@ func TestCallHelpKeepsKeysOutOfFlags(t *testing.T) {
 			t.Errorf("--help lacks %q", s)
 		}
 	}
+}
+
+// losingTransport delivers requests and loses the first answer to a paid one, as a dropped
+// connection does after the gateway has run the call.
+type losingTransport struct {
+	base http.RoundTripper
+	lost atomic.Bool
+}
+
+func (l *losingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := l.base.RoundTrip(r)
+	if err != nil || !x402.HasCredential(r.Header) || !l.lost.CompareAndSwap(false, true) {
+		return resp, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return nil, errors.New("test: the answer was lost")
+}
+
+// TestResendIsReplayedByTheGateway: against a real gateway process on a real chain, a paid
+// call whose answer was lost is sent again with the same payment (Client.Resend, which `call`
+// uses); the gateway answers with the answer it kept under the payment identifier, and the
+// money moves once.
+func TestResendIsReplayedByTheGateway(t *testing.T) {
+	f := newX402Fixture(t)
+	before := f.balances(t)
+	c, err := client.New(f.a.base, client.WithX402Signer(f.keys["payer2"]), client.WithHTTPClient(&http.Client{Transport: &losingTransport{base: f.http.Transport}}),
+		client.WithTimeout(30*time.Second), client.WithAllowedAssets(x402.CustomNetwork(e2eChainID, f.token, "USD Coin", "2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Exec(f.ctx, dryRunCall("resend"))
+	var inFlight *client.PaymentInFlightError
+	if !errors.As(err, &inFlight) || inFlight.Payment.PaymentID == "" {
+		t.Fatalf("err = %v, want a payment in flight with a payment identifier", err)
+	}
+	res, err := c.Resend(f.ctx, err)
+	if err != nil {
+		t.Fatalf("Resend: %v", err)
+	}
+	if res.Payment.Nonce != inFlight.Payment.Nonce || res.Settlement == nil || !res.Settlement.Success {
+		t.Fatalf("the resend was answered with payment %+v, settlement %+v", res.Payment, res.Settlement)
+	}
+	if rows := f.paymentRows(t, f.db, inFlight.Payment.Nonce); len(rows) != 1 || rows[0].JobID != res.JobID {
+		t.Fatalf("ledger rows %+v, want one, for job %s", rows, res.JobID)
+	}
+	f.expectMoved(t, before, map[string]int64{"payer2": -priceDryRun, "payTo": priceDryRun})
 }
