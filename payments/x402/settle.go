@@ -219,11 +219,15 @@ func (s *ChainSettler) recordedAnyway(ctx context.Context, pid uuid.UUID, hash s
 // take it for a call that never answered and mark it not charged, so the result must be
 // withheld (503) rather than delivered unpaid. So is one the reconciler has already closed
 // (a call that ran longer than it waits): a conflict counts as queued only when the payment
-// is on its way to being settled.
+// is on its way to being settled. A move that reports an error may have been made anyway (its
+// answer lost): the row, read back, says whether the payment is owed.
 func deferSettlement(ctx context.Context, book paymentBook, pid, jobID uuid.UUID) (*payments.Settlement, error) {
 	_, err := book.Transition(ctx, pid, []ledger.Status{ledger.StatusVerified}, ledger.StatusQueued, ledger.Patch{JobID: jobID})
-	if errors.Is(err, ledger.ErrConflict) {
-		err = owedAlready(ctx, book, pid)
+	if err != nil {
+		owed := owedAlready(context.WithoutCancel(ctx), book, pid)
+		if owed == nil || errors.Is(err, ledger.ErrConflict) {
+			err = owed
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("x402: payment %s could be neither settled nor queued: %w", pid, errors.Join(payments.ErrNotRecorded, payments.ErrUnavailable, err))

@@ -3,6 +3,7 @@ package x402
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"testing"
 	"time"
@@ -168,5 +169,48 @@ func TestFirstSendFindsTheAuthorizationUsedByAnotherWithConfirmations(t *testing
 	st, err := rail.Settle(ctx, a)
 	if err != nil || st.Status != payments.SettlementSettled || st.TxHash != h.Hex() {
 		t.Fatalf("Settle = %+v, %v; want settled by %s", st, err, h.Hex())
+	}
+}
+
+// lostQueuedAnswer is a ledger whose move to queued commits and then reports Postgres away, as
+// a statement whose answer was lost.
+type lostQueuedAnswer struct{ *ledger.Memory }
+
+func (l lostQueuedAnswer) Transition(ctx context.Context, id uuid.UUID, from []ledger.Status, to ledger.Status, patch ledger.Patch) (ledger.Payment, error) {
+	p, err := l.Memory.Transition(ctx, id, from, to, patch)
+	if err == nil && to == ledger.StatusQueued {
+		return ledger.Payment{}, fmt.Errorf("ledger: move payment: %w: read tcp 127.0.0.1:5432: connection reset by peer", payments.ErrUnavailable)
+	}
+	return p, err
+}
+
+// A payment queued for the batch worker by a move whose answer was lost is charged by the
+// worker: its call must be answered (pending), not withheld as not recorded while the money
+// moves. The row says which it was.
+func TestDeferredSettlementWhoseAnswerWasLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	book := lostQueuedAnswer{r.book}
+	settler := NewChainSettler(book, nodeDown{r.sender}, r.net.Asset, 5*time.Second, nil)
+	settler.DeferToBatches()
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Mode: SettleSync, Reservations: r.reserved},
+		NewRPCReader(r.dev.Client(), rigReadTimeout), book, book, settler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.verify(t, rail)
+	if st, err := rail.Settle(ctx, a); err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("Settle = %+v, %v; want pending: the payment is queued and will be charged", st, err)
+	}
+	if s := r.status(t, a); s != ledger.StatusQueued {
+		t.Fatalf("status %s, want queued", s)
+	}
+	before := r.balance(t)
+	if n, err := r.worker.SettleBatch(ctx); n != 1 || err != nil {
+		t.Fatalf("SettleBatch = %d, %v", n, err)
+	}
+	if got := new(big.Int).Sub(r.balance(t), before); got.Cmp(new(big.Int).SetUint64(a.Amount)) != 0 {
+		t.Fatalf("payTo gained %v, want the price %v once", got, a.Amount)
 	}
 }
