@@ -34,6 +34,9 @@ func AppendCanonical(dst, raw []byte) ([]byte, error) {
 	if err := v.Canonicalize(); err != nil {
 		return buf[:start], fmt.Errorf("canonicalize: %w", err)
 	}
+	if err := checkNumberRange(raw, v); err != nil {
+		return buf[:start], err
+	}
 	// v still shares buf's array unless canonicalizing made it longer than the room left.
 	return append(buf[:start], v...), nil
 }

@@ -1,6 +1,7 @@
 package proof
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,14 +19,44 @@ var ErrMismatch = errors.New("proof_hash_mismatch")
 var ErrMalformedHash = errors.New("malformed_proof_hash")
 
 // Canonicalize returns the RFC 8785 canonical form of a JSON document. Documents that are
-// not I-JSON (RFC 7493: duplicate member names, invalid UTF-8, lone surrogates) have no
-// canonical form and are refused. The input is not modified.
+// not I-JSON (RFC 7493: duplicate member names, invalid UTF-8, lone surrogates, a number
+// beyond a double's range) have no canonical form and are refused. The input is not modified.
 func Canonicalize(doc []byte) ([]byte, error) {
 	v := jsontext.Value(append([]byte(nil), doc...))
 	if err := v.Canonicalize(); err != nil {
 		return nil, fmt.Errorf("canonicalize: %w", err)
 	}
+	if err := checkNumberRange(doc, v); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// maxDoubleText is how jsontext writes the largest double, and also every number that
+// rounds to ±Infinity.
+var maxDoubleText = []byte("1.7976931348623157e+308")
+
+// checkNumberRange refuses doc when it holds a number that rounds to ±Infinity as a double:
+// RFC 8785 (§3.2.2.3) requires an error for it, and every independent implementation gives
+// one, but jsontext writes it as ±1.7976931348623157e+308, a hash nobody else could
+// recompute. Only a canonical form holding that text can come from such a number, so the
+// exact check runs on the rare document whose canonical form does.
+func checkNumberRange(doc, canonical []byte) error {
+	if !bytes.Contains(canonical, maxDoubleText) {
+		return nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(doc))
+	for {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil // doc canonicalised, so this is its end
+		}
+		if tok.Kind() == '0' {
+			if _, err := tok.Float(); err != nil {
+				return fmt.Errorf("canonicalize: the number %s is beyond the range of a double", tok.String())
+			}
+		}
+	}
 }
 
 // HashCanonical returns the proof hash of bytes that are already canonical.

@@ -144,3 +144,42 @@ func FuzzCanonicalizeMatchesReference(f *testing.F) {
 		}
 	})
 }
+
+// RFC 8785 §3.2.2.3: a number a double cannot hold (it rounds to ±Infinity) has no canonical
+// form and must be refused, as every independent implementation refuses it; writing it as
+// ±1.7976931348623157e+308 would give a hash nobody else can recompute, and let 1e400 and
+// 1e999 pass for each other.
+func TestCanonicalizeRefusesNumbersBeyondDouble(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want string // canonical form, "" for refused
+	}{
+		{`[1e400]`, ""},
+		{`{"a":[-1e400]}`, ""},
+		{`1.7976931348623159e308`, ""},
+		{`{"b":"x","a":123456789012345678901234567890e300}`, ""},
+		{`1.7976931348623158e308`, `1.7976931348623157e+308`}, // rounds down to the largest double
+		{`[-1.7976931348623157e308]`, `[-1.7976931348623157e+308]`},
+		{`["1.7976931348623157e+308",1e-400]`, `["1.7976931348623157e+308",0]`}, // underflow rounds to 0
+	} {
+		c, err := Canonicalize([]byte(tc.doc))
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("Canonicalize(%s) = %s, want refused", tc.doc, c)
+			}
+			if _, err := AppendCanonical(nil, []byte(tc.doc)); err == nil {
+				t.Errorf("AppendCanonical(%s) accepted it, want refused", tc.doc)
+			}
+			if _, err := Hash([]byte(tc.doc)); err == nil {
+				t.Errorf("Hash(%s) accepted it, want refused", tc.doc)
+			}
+			continue
+		}
+		if err != nil || string(c) != tc.want {
+			t.Errorf("Canonicalize(%s) = %s, %v; want %s", tc.doc, c, err, tc.want)
+		}
+		if a, err := AppendCanonical(nil, []byte(tc.doc)); err != nil || string(a) != tc.want {
+			t.Errorf("AppendCanonical(%s) = %s, %v; want %s", tc.doc, a, err, tc.want)
+		}
+	}
+}
