@@ -121,7 +121,7 @@ func verifyCmd() *cobra.Command {
 			var err error
 			switch {
 			case file != "" && len(args) == 0:
-				raw, err = os.ReadFile(file)
+				raw, err = readJobFile(file)
 			case file == "" && len(args) == 1 && args[0] != "":
 				raw, err = fetchJob(cmd.Context(), server, args[0])
 			case file != "" && len(args) > 0:
@@ -150,6 +150,24 @@ func verifyCmd() *cobra.Command {
 }
 
 const maxJobDocument = 4 << 20
+
+// readJobFile reads a saved job document, at most maxJobDocument bytes of it: the path may
+// name a pipe or a device as well as a file.
+func readJobFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxJobDocument+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(raw) > maxJobDocument {
+		return nil, fmt.Errorf("%s: job document larger than %d bytes", path, maxJobDocument)
+	}
+	return raw, nil
+}
 
 func fetchJob(ctx context.Context, server, jobID string) ([]byte, error) {
 	u, err := url.Parse(server)

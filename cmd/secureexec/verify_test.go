@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/secureexec/secureexec/proof"
@@ -135,5 +136,42 @@ func TestLocalServerFollowsPORT(t *testing.T) {
 		if got := localServer(); got != want {
 			t.Errorf("PORT=%q: %s, want %s", port, got, want)
 		}
+	}
+}
+
+// TestVerifyFileIsSizeCapped: --file reads at most maxJobDocument bytes, as a fetch does, so
+// that a pipe (verify --file <(curl ...)), a device or a huge file cannot make it read without
+// end. The writer stops on its own once it has written far past the cap, so a reader that
+// does not stop fails the test instead of hanging it.
+func TestVerifyFileIsSizeCapped(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "doc.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	written := make(chan int64, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			written <- -1
+			return
+		}
+		defer f.Close()
+		chunk := bytes.Repeat([]byte(" "), 64<<10)
+		var n int64
+		for n <= 4*maxJobDocument {
+			k, err := f.Write(chunk)
+			n += int64(k)
+			if err != nil {
+				break // the reader stopped and closed its end
+			}
+		}
+		written <- n
+	}()
+	out, err := runVerify("--file", fifo)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("verify --file of an endless pipe: %v %s; want a refusal naming the size", err, out)
+	}
+	if n := <-written; n > 4*maxJobDocument {
+		t.Errorf("verify read %d bytes of the pipe, past the %d-byte cap", n, maxJobDocument)
 	}
 }
