@@ -104,8 +104,9 @@ func sameJob(a, b string) bool {
 
 func verifyCmd() *cobra.Command {
 	var (
-		server string
-		file   string
+		server   string
+		file     string
+		maxBytes int64
 	)
 	cmd := &cobra.Command{
 		Use:   "verify [jobId]",
@@ -120,10 +121,12 @@ func verifyCmd() *cobra.Command {
 			var raw []byte
 			var err error
 			switch {
+			case maxBytes <= 0:
+				return fmt.Errorf("--max-bytes %d: want a positive number of bytes", maxBytes)
 			case file != "" && len(args) == 0:
-				raw, err = readJobFile(file)
+				raw, err = readJobFile(file, maxBytes)
 			case file == "" && len(args) == 1 && args[0] != "":
-				raw, err = fetchJob(cmd.Context(), server, args[0])
+				raw, err = fetchJobUpTo(cmd.Context(), server, args[0], maxBytes)
 			case file != "" && len(args) > 0:
 				return errors.New("give either a jobId or --file, not both")
 			default:
@@ -146,30 +149,41 @@ func verifyCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&server, "server", localServer(), "gateway base URL (default: this machine, at PORT)")
 	cmd.Flags().StringVar(&file, "file", "", "verify a saved job document instead of fetching one")
+	cmd.Flags().Int64Var(&maxBytes, "max-bytes", defaultMaxJobDocument, "refuse a job document larger than this many bytes")
 	return cmd
 }
 
-const maxJobDocument = 4 << 20
+// defaultMaxJobDocument covers what a gateway with the default 1 MiB body limit serves: a
+// record holds up to about 1 MiB of args and 1 MiB of output, which GET /exec/jobs/{jobId}
+// may answer six times larger (encoding/json writes '<' as \u003c) or, from Postgres, with
+// every number spelled out in full (5e-324 as 326 digits, about 47 times larger).
+const defaultMaxJobDocument = 128 << 20
 
-// readJobFile reads a saved job document, at most maxJobDocument bytes of it: the path may
-// name a pipe or a device as well as a file.
-func readJobFile(path string) ([]byte, error) {
+// readJobFile reads a saved job document of at most limit bytes: the path may name a pipe or
+// a device as well as a file.
+func readJobFile(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxJobDocument+1))
+	raw, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	if len(raw) > maxJobDocument {
-		return nil, fmt.Errorf("%s: job document larger than %d bytes", path, maxJobDocument)
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("%s: job document larger than %d bytes (see --max-bytes)", path, limit)
 	}
 	return raw, nil
 }
 
+// fetchJob fetches a job document of at most defaultMaxJobDocument bytes.
 func fetchJob(ctx context.Context, server, jobID string) ([]byte, error) {
+	return fetchJobUpTo(ctx, server, jobID, defaultMaxJobDocument)
+}
+
+// fetchJobUpTo fetches GET /exec/jobs/{jobId}, refusing an answer larger than limit bytes.
+func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64) ([]byte, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("--server %q: want an http(s) URL", server)
@@ -186,12 +200,12 @@ func fetchJob(ctx context.Context, server, jobID string) ([]byte, error) {
 		return nil, fmt.Errorf("fetching %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJobDocument+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", u, err)
 	}
-	if len(body) > maxJobDocument {
-		return nil, fmt.Errorf("%s: job document larger than %d bytes", u, maxJobDocument)
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%s: job document larger than %d bytes (see --max-bytes)", u, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(body)))

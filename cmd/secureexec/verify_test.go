@@ -3,16 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/secureexec/secureexec/proof"
+	"github.com/secureexec/secureexec/store"
 )
 
 const (
@@ -139,11 +143,12 @@ func TestLocalServerFollowsPORT(t *testing.T) {
 	}
 }
 
-// TestVerifyFileIsSizeCapped: --file reads at most maxJobDocument bytes, as a fetch does, so
+// TestVerifyFileIsSizeCapped: --file reads at most --max-bytes bytes, as a fetch does, so
 // that a pipe (verify --file <(curl ...)), a device or a huge file cannot make it read without
 // end. The writer stops on its own once it has written far past the cap, so a reader that
 // does not stop fails the test instead of hanging it.
 func TestVerifyFileIsSizeCapped(t *testing.T) {
+	const limit = 1 << 20
 	fifo := filepath.Join(t.TempDir(), "doc.json")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Skipf("no named pipes here: %v", err)
@@ -158,7 +163,7 @@ func TestVerifyFileIsSizeCapped(t *testing.T) {
 		defer f.Close()
 		chunk := bytes.Repeat([]byte(" "), 64<<10)
 		var n int64
-		for n <= 4*maxJobDocument {
+		for n <= 4*limit {
 			k, err := f.Write(chunk)
 			n += int64(k)
 			if err != nil {
@@ -167,11 +172,62 @@ func TestVerifyFileIsSizeCapped(t *testing.T) {
 		}
 		written <- n
 	}()
-	out, err := runVerify("--file", fifo)
+	out, err := runVerify("--file", fifo, "--max-bytes", strconv.Itoa(limit))
 	if err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("verify --file of an endless pipe: %v %s; want a refusal naming the size", err, out)
 	}
-	if n := <-written; n > 4*maxJobDocument {
-		t.Errorf("verify read %d bytes of the pipe, past the %d-byte cap", n, maxJobDocument)
+	for {
+		select {
+		case n := <-written:
+			if n > 4*limit {
+				t.Errorf("verify read %d bytes of the pipe, past the %d-byte cap", n, limit)
+			}
+			return
+		default:
+		}
+		// Had verify not opened the pipe, the writer would wait for a reader: be one that
+		// leaves at once, and its writes fail.
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			r.Close()
+		}
+	}
+}
+
+// TestVerifyTakesTheLargestDocumentsTheGatewayServes: with the gateway's default 1 MiB body
+// limit, hash_generate hashes an input of a million characters; GET /exec/jobs/{jobId}
+// answers with encoding/json, which writes each '<' of it as \u003c, six bytes. Such a
+// document is genuine and verify must take it, fetched or saved.
+func TestVerifyTakesTheLargestDocumentsTheGatewayServes(t *testing.T) {
+	input := strings.Repeat("<", 1<<20-64)
+	record := []byte(`{"agentId":"alice","dryRun":true,"endpoint":"simulate","iam":{"approved":true},"jobId":"` + verifyJobA +
+		`","payment":{"amount":"0","currency":"USDC","protocol":"none"},"result":{"exitCode":0,"output":{"ok":true},"simulated":true},` +
+		`"schemaVersion":"v1","status":"completed","timestamp":"2026-11-25T09:00:00.123Z","tool":{"args":{"input":"` + input +
+		`"},"name":"hash_generate","timeoutMs":30000}}`)
+	hash, err := proof.Hash(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := json.Marshal(store.Entry{
+		JobID: verifyJobA, Timestamp: time.Date(2026, 11, 25, 9, 0, 0, 123456000, time.UTC), CallerAgentID: "alice",
+		ToolName: "hash_generate", DryRun: true, Status: "completed", IAMApproved: true, ProofHash: hash, LatencyMs: 1,
+		PaymentProtocol: "none", SchemaVersion: "v1", Record: record,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(served) < 6<<20 {
+		t.Fatalf("the served document is only %d bytes", len(served))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(served) }))
+	defer srv.Close()
+	if out, err := runVerify("--server", srv.URL, verifyJobA); err != nil {
+		t.Errorf("verify of a %d-byte document: %v %s", len(served), err, out)
+	}
+	file := filepath.Join(t.TempDir(), "doc.json")
+	if err := os.WriteFile(file, served, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runVerify("--file", file); err != nil {
+		t.Errorf("verify --file of a %d-byte document: %v %s", len(served), err, out)
 	}
 }
