@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gowebpki/jcs"
+
 	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
@@ -229,5 +231,57 @@ func TestVerifyTakesTheLargestDocumentsTheGatewayServes(t *testing.T) {
 	}
 	if out, err := runVerify("--file", file); err != nil {
 		t.Errorf("verify --file of a %d-byte document: %v %s", len(served), err, out)
+	}
+}
+
+// TestVerifyHostileRecordsThroughPostgres: calls whose args and output hold what RFC 8785
+// implementations most often get wrong go through the real gateway and Postgres (whose jsonb
+// reorders members and spells numbers its own way); verify, and an independent RFC 8785
+// implementation, must recompute each proof hash from what GET /exec/jobs/{jobId} serves
+// from the database, after a restart has emptied the gateway's memory of them.
+func TestVerifyHostileRecordsThroughPostgres(t *testing.T) {
+	dbURL, _ := freshSchema(t)
+	env := map[string]string{"DATABASE_URL": dbURL, "SECUREEXEC_DATA_DIR": t.TempDir()}
+	base, stop := startGateway(t, env)
+	text := `{"n":[1e21,1e-7,-0,-0.0,5e-324,1.7976931348623157e308,9007199254740993,123456789012345678901234567890,0.1,1E2,4.50],` +
+		`"\ud83d\ude00":1,"\ue000":2,"\uffff":3,"\u00e9":4,"a":5,"\uff61":6,` +
+		`"s":"\u2028\u2029\u007f\u0001\u001f\b\f\n\r\t\"\\\/<>&\ud83d\ude00\ufffd","lone":"\ud800"}`
+	textJSON, _ := json.Marshal(text)
+	sealed := map[string]string{} // job id -> proof hash
+	for _, body := range []string{
+		`{"agentId":"hostile","tool":{"name":"json_parse","args":{"text":` + string(textJSON) + `}}}`,
+		`{"agentId":"hostile","tool":{"name":"json_parse","args":{"data":{"n":[1e21,1e-7,-0,5e-324,1e-400,18446744073709551617],` +
+			`"\ud83d\ude00":1,"\ue000":2,"\uffff":3,"s":"\u2028<&>\u007f\u001f"}}},"context":{"\ud83d\ude00":"\ue000","a":-0}}`,
+		`{"agentId":"hostile","tool":{"name":"hash_generate","args":{"input":"\u2028\u2029 <&> \u007f \ud83d\ude00"}}}`,
+	} {
+		code, res := post(t, base+"/exec/simulate", body)
+		if code != 200 {
+			t.Fatalf("%s: %d %v", body, code, res)
+		}
+		sealed[res["jobId"].(string)] = res["proofHash"].(string)
+	}
+	stop() // drains the audit log into Postgres
+
+	base, stop = startGateway(t, env)
+	defer stop()
+	for id, hash := range sealed {
+		raw, err := fetchJob(context.Background(), base, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifyJobDocument(raw, id); err != nil {
+			t.Errorf("job %s: %v\n%s", id, err, raw)
+		}
+		var doc store.Entry
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		ref, err := jcs.Transform(doc.Record)
+		if err != nil {
+			t.Fatalf("job %s: gowebpki/jcs refuses the served record: %v", id, err)
+		}
+		if h := proof.HashCanonical(ref); h != hash {
+			t.Errorf("job %s: an independent RFC 8785 implementation hashes the served record to %s, the gateway sealed %s", id, h, hash)
+		}
 	}
 }
