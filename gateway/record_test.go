@@ -4,14 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/gowebpki/jcs"
+
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/proof"
+	"github.com/secureexec/secureexec/store"
 )
 
 // TestRecordShapeKnown fails when a field is added to (or changed in) any type of the
@@ -284,4 +290,48 @@ func TestFormatTimestampMatchesTimeFormat(t *testing.T) {
 			t.Fatalf("formatTimestamp(%v) = %q, want %q", tm, got, want)
 		}
 	}
+}
+
+// FuzzSealedRecordVerifies is the round trip a user makes: the gateway seals a call's record,
+// GET /exec/jobs/{jobId} serves it inside the job document, and verify (or any RFC 8785
+// implementation) recomputes the proof hash from what was served. Args and context reach a
+// record only as the request decoder lets them through; the output and the strings are the
+// tool's and the caller's, anything at all.
+func FuzzSealedRecordVerifies(f *testing.F) {
+	f.Add("agent", "msg", []byte(`{"a":1}`), []byte(`[1,2]`), []byte(`{"p":1}`))
+	f.Add("\xff<&>\u2028", "\x00\x7f", []byte(`{"n":[1e21,1e-7,-0,5e-324,9007199254740993,1e-400]}`), []byte(`[1e400,1.7976931348623157e308]`), []byte(``))
+	f.Add("\ud7ff\ue000", "\U0001F600", []byte(`{"\ud83d\ude00":1,"\ue000":2,"\uffff":3}`), []byte(`{"\u2028":"\ud800","a":"\u0000"}`), []byte(`{"\ud83d\ude00":"\ue000"}`))
+	f.Add("", "", []byte(`"\u001f\"\\\/"`), []byte(`{"a":1,"a":2}`), []byte(`{"b":-0.0,"a":1E2}`))
+	f.Fuzz(func(t *testing.T, s1, s2 string, args, output, context []byte) {
+		for _, raw := range [][]byte{args, context} {
+			if c, err := proof.Canonicalize(raw); len(raw) > 0 && (err != nil || hasNULEscape(c)) {
+				t.Skip("the request decoder refuses it")
+			}
+		}
+		rec := baseRecord()
+		rec.AgentID, rec.Result.Error = s1, &exec.ToolError{Code: s2, Message: s1 + s2}
+		rec.IAM.Violations = []string{s2}
+		rec.Tool.Args, rec.Result.Output, rec.Context = args, output, context
+		if len(args) == 0 {
+			rec.Tool.Args = nil
+		}
+		canonical, hash := seal(rec)
+
+		w := httptest.NewRecorder()
+		writeJSON(w, http.StatusOK, "application/json", store.Entry{JobID: rec.JobID, ProofHash: hash, Record: canonical})
+		var doc store.Entry
+		if err := jsonv2.Unmarshal(w.Body.Bytes(), &doc); err != nil {
+			t.Fatalf("the served document does not decode: %v\n%s", err, w.Body.Bytes())
+		}
+		if err := proof.Verify(doc.Record, doc.ProofHash); err != nil {
+			t.Fatalf("the served record does not verify: %v\n%s", err, doc.Record)
+		}
+		ref, err := jcs.Transform(doc.Record)
+		if err != nil {
+			t.Fatalf("an independent RFC 8785 implementation refuses the served record: %v\n%s", err, doc.Record)
+		}
+		if h := proof.HashCanonical(ref); h != hash {
+			t.Fatalf("an independent RFC 8785 implementation hashes the served record to %s, sealed %s\n ours %s\n  ref %s", h, hash, canonical, ref)
+		}
+	})
 }
