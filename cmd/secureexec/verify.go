@@ -107,6 +107,7 @@ func verifyCmd() *cobra.Command {
 		server   string
 		file     string
 		maxBytes int64
+		timeout  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "verify [jobId]",
@@ -123,10 +124,12 @@ func verifyCmd() *cobra.Command {
 			switch {
 			case maxBytes <= 0:
 				return fmt.Errorf("--max-bytes %d: want a positive number of bytes", maxBytes)
+			case timeout <= 0:
+				return fmt.Errorf("--timeout %s: want a positive duration", timeout)
 			case file != "" && len(args) == 0:
 				raw, err = readJobFile(file, maxBytes)
 			case file == "" && len(args) == 1 && args[0] != "":
-				raw, err = fetchJobUpTo(cmd.Context(), server, args[0], maxBytes)
+				raw, err = fetchJobUpTo(cmd.Context(), server, args[0], maxBytes, timeout)
 			case file != "" && len(args) > 0:
 				return errors.New("give either a jobId or --file, not both")
 			default:
@@ -150,6 +153,7 @@ func verifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&server, "server", localServer(), "gateway base URL (default: this machine, at PORT)")
 	cmd.Flags().StringVar(&file, "file", "", "verify a saved job document instead of fetching one")
 	cmd.Flags().Int64Var(&maxBytes, "max-bytes", defaultMaxJobDocument, "refuse a job document larger than this many bytes")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultFetchTimeout, "give up on a fetch, body included, after this long")
 	return cmd
 }
 
@@ -158,6 +162,10 @@ func verifyCmd() *cobra.Command {
 // may answer six times larger (encoding/json writes '<' as \u003c) or, from Postgres, with
 // every number spelled out in full (5e-324 as 326 digits, about 47 times larger).
 const defaultMaxJobDocument = 128 << 20
+
+// defaultFetchTimeout bounds a fetch, body included: a server that never answers, or answers
+// a byte at a time, must not hold verify.
+const defaultFetchTimeout = 10 * time.Second
 
 // readJobFile reads a saved job document of at most limit bytes: the path may name a pipe or
 // a device as well as a file.
@@ -177,19 +185,20 @@ func readJobFile(path string, limit int64) ([]byte, error) {
 	return raw, nil
 }
 
-// fetchJob fetches a job document of at most defaultMaxJobDocument bytes.
+// fetchJob fetches a job document with the default limits.
 func fetchJob(ctx context.Context, server, jobID string) ([]byte, error) {
-	return fetchJobUpTo(ctx, server, jobID, defaultMaxJobDocument)
+	return fetchJobUpTo(ctx, server, jobID, defaultMaxJobDocument, defaultFetchTimeout)
 }
 
-// fetchJobUpTo fetches GET /exec/jobs/{jobId}, refusing an answer larger than limit bytes.
-func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64) ([]byte, error) {
+// fetchJobUpTo fetches GET /exec/jobs/{jobId}, refusing an answer larger than limit bytes or
+// slower than timeout.
+func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64, timeout time.Duration) ([]byte, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("--server %q: want an http(s) URL", server)
 	}
 	u = u.JoinPath("exec", "jobs", jobID)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -197,12 +206,12 @@ func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64) ([]byt
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", u, err)
+		return nil, fetchError(ctx, u, timeout, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", u, err)
+		return nil, fetchError(ctx, u, timeout, err)
 	}
 	if int64(len(body)) > limit {
 		return nil, fmt.Errorf("%s: job document larger than %d bytes (see --max-bytes)", u, limit)
@@ -211,6 +220,14 @@ func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64) ([]byt
 		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
+}
+
+// fetchError names the timeout when it is why a fetch failed.
+func fetchError(ctx context.Context, u *url.URL, timeout time.Duration, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no complete answer within %s (see --timeout)", u, timeout)
+	}
+	return fmt.Errorf("fetching %s: %w", u, err)
 }
 
 // localServer is the gateway `serve` runs on this machine with the same environment: 127.0.0.1

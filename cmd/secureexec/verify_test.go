@@ -285,3 +285,22 @@ func TestVerifyHostileRecordsThroughPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyGivesUpOnAServerThatNeverAnswers: the fetch, body included, is bounded by
+// --timeout; a large document over a slow link needs more than the default, so it can be set.
+func TestVerifyGivesUpOnAServerThatNeverAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the body never comes: only verify giving up ends this
+	}))
+	defer srv.Close()
+	out, err := runVerify("--server", srv.URL, "--timeout", "200ms", verifyJobA)
+	if err == nil || !strings.Contains(err.Error(), "200ms") {
+		t.Errorf("verify of a server that never answers: %v %s; want it to give up after --timeout, saying so", err, out)
+	}
+	if _, err := runVerify("--server", srv.URL, "--timeout", "0s", verifyJobA); err == nil || !strings.Contains(err.Error(), "--timeout") {
+		t.Errorf("--timeout 0s: %v; want it refused", err)
+	}
+}
