@@ -304,3 +304,32 @@ func TestVerifyGivesUpOnAServerThatNeverAnswers(t *testing.T) {
 		t.Errorf("--timeout 0s: %v; want it refused", err)
 	}
 }
+
+// TestVerifyRefusesATamperedRecord: any change to the record, a missing proof hash and a
+// number only this implementation would read as the sealed one all exit non-zero.
+func TestVerifyRefusesATamperedRecord(t *testing.T) {
+	rec, _ := verifyRecord(t, verifyJobA)
+	rec = bytes.Replace(rec, []byte(`"output":{"ok":true}`), []byte(`"output":[1.7976931348623157e+308,9007199254740993]`), 1)
+	hash, err := proof.Hash(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := verifyDocument(verifyJobA, hash, rec)
+	if _, err := verifyJobDocument([]byte(good), verifyJobA); err != nil {
+		t.Fatalf("the true document: %v", err)
+	}
+	for name, doc := range map[string]string{
+		"no proofHash":                  strings.Replace(good, `"proofHash":"`+hash+`",`, "", 1),
+		"an empty proofHash":            strings.Replace(good, hash, "", 1),
+		"a proofHash of another shape":  strings.Replace(good, hash, hash[2:], 1),
+		"an extra member in the record": strings.Replace(good, `"record":{`, `"record":{"extra":null,`, 1),
+		"a changed string":              strings.Replace(good, `"name":"hash_generate"`, `"name":"hash_generatE"`, 1),
+		"a changed integer":             strings.Replace(good, `9007199254740993`, `9007199254740995`, 1),
+		"a number past a double where the record has the largest": strings.Replace(good, `1.7976931348623157e+308`, `1e400`, 1),
+		"a duplicated member in the record":                       strings.Replace(good, `"dryRun":true`, `"dryRun":true,"dryRun":true`, 1),
+	} {
+		if _, err := verifyJobDocument([]byte(doc), verifyJobA); err == nil {
+			t.Errorf("%s: verified", name)
+		}
+	}
+}
