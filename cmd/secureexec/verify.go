@@ -58,11 +58,11 @@ func verifyJobDocument(raw []byte, wantJob string) (string, error) {
 		return "", errors.New("the document has no record or no proofHash")
 	}
 	if err := proof.Verify(doc.Record, doc.ProofHash); err != nil {
-		return "", fmt.Errorf("job %s: %w", doc.JobID, err)
+		return "", fmt.Errorf("job %q: %w", doc.JobID, err)
 	}
 	var rec recordFacts
 	if err := jsonv2.Unmarshal(doc.Record, &rec); err != nil {
-		return "", fmt.Errorf("job %s: the record is not a call record: %w", doc.JobID, err)
+		return "", fmt.Errorf("job %q: the record is not a call record: %w", doc.JobID, err)
 	}
 	if !sameJob(rec.JobID, doc.JobID) {
 		return "", fmt.Errorf("the document is job %q, its record is job %q", doc.JobID, rec.JobID)
@@ -89,10 +89,19 @@ func verifyJobDocument(raw []byte, wantJob string) (string, error) {
 		{"timestamp", doc.Timestamp.Truncate(time.Millisecond).UTC(), recTime.UTC()},
 	} {
 		if f.doc != f.record {
-			return "", fmt.Errorf("job %s: the document's %s is %v, the record's is %v", rec.JobID, f.name, f.doc, f.record)
+			return "", fmt.Errorf("job %s: the document's %s is %s, the record's is %s", rec.JobID, f.name, quoted(f.doc), quoted(f.record))
 		}
 	}
 	return rec.JobID, nil
+}
+
+// quoted shows a value from the document for the terminal: strings quoted, so that control
+// characters and escape sequences in them are shown, not obeyed.
+func quoted(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(v)
 }
 
 // sameJob compares job ids as UUIDs (a user may type one in capitals).
@@ -217,7 +226,9 @@ func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64, timeou
 		return nil, fmt.Errorf("%s: job document larger than %d bytes (see --max-bytes)", u, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+		// The body is the server's to choose: show the start of it, quoted.
+		excerpt := strings.TrimSpace(string(body[:min(len(body), 512)]))
+		return nil, fmt.Errorf("%s answered %d %s: %q", u, resp.StatusCode, http.StatusText(resp.StatusCode), excerpt)
 	}
 	return body, nil
 }

@@ -333,3 +333,54 @@ func TestVerifyRefusesATamperedRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyErrorsDoNotCarryControlCharacters: what a server or a saved file says reaches the
+// user's terminal only quoted, and a refusal's body only in part: an answer or a document
+// holding escape sequences must not rewrite the terminal (say, into "ok: ...") while verify
+// fails.
+func TestVerifyErrorsDoNotCarryControlCharacters(t *testing.T) {
+	const spoof = "\x1b[1A\x1b[2K\rok: job " + verifyJobA + ": its record hashes to its proof hash\u2028\u202e"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, spoof+strings.Repeat("x", 1<<20))
+	}))
+	defer srv.Close()
+	_, fetchErr := runVerify("--server", srv.URL, verifyJobA)
+
+	rec, hash := verifyRecord(t, verifyJobA)
+	good := verifyDocument(verifyJobA, hash, rec)
+	spoofJSON, _ := json.Marshal(spoof)
+	errs := map[string]error{"a refusal from the server": fetchErr}
+	for name, doc := range map[string]string{
+		"a jobId with escapes beside a tampered record": strings.Replace(strings.Replace(good, `"jobId":"`+verifyJobA+`"`, `"jobId":`+string(spoofJSON), 1), `"ok":true`, `"ok":false`, 1),
+		"a jobId with escapes":                          strings.Replace(good, `"jobId":"`+verifyJobA+`"`, `"jobId":`+string(spoofJSON), 1),
+		"a callerAgentId with escapes":                  strings.Replace(good, `"callerAgentId":"alice"`, `"callerAgentId":`+string(spoofJSON), 1),
+		"a repeated member named with escapes":          strings.Replace(good, `"record":`, `"x`+spoof+`":1,"x`+spoof+`":1,"record":`, 1),
+		"a record member named with escapes, repeated":  strings.Replace(good, `"record":{`, `"record":{"`+spoof+`":1,"`+spoof+`":1,`, 1),
+		"a raw escape character":                        strings.Replace(good, `"alice"`, `"al`+spoof+`ice"`, 1),
+	} {
+		_, errs[name] = verifyJobDocument([]byte(doc), "")
+	}
+	// A record that hashes to its proof hash but holds what the document does not say.
+	for name, field := range map[string]string{
+		"a record timestamp with escapes":  `"timestamp":` + string(spoofJSON),
+		"a record field of the wrong type": `"timestamp":{` + string(spoofJSON) + `:1}`,
+		"a record status with escapes":     `"timestamp":"2026-11-25T09:00:00.123Z","status":` + string(spoofJSON),
+	} {
+		bad := bytes.Replace(rec, []byte(`"status":"completed","timestamp":"2026-11-25T09:00:00.123Z"`), []byte(field), 1)
+		badHash, err := proof.Hash(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, errs[name] = verifyJobDocument([]byte(verifyDocument(verifyJobA, badHash, bad)), "")
+	}
+	for name, err := range errs {
+		if err == nil {
+			t.Errorf("%s: verified", name)
+			continue
+		}
+		if msg := err.Error(); strings.ContainsAny(msg, "\x1b\r\n\u2028\u202e") || len(msg) > 4<<10 {
+			t.Errorf("%s: the error carries control characters or the whole body (%d bytes): %q", name, len(msg), msg[:min(len(msg), 300)])
+		}
+	}
+}
