@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -332,6 +334,65 @@ func FuzzSealedRecordVerifies(f *testing.F) {
 		}
 		if h := proof.HashCanonical(ref); h != hash {
 			t.Fatalf("an independent RFC 8785 implementation hashes the served record to %s, sealed %s\n ours %s\n  ref %s", h, hash, canonical, ref)
+		}
+	})
+}
+
+// FuzzCallRecordVerifies runs the whole path on any request body: the gateway answers (never
+// 500), and for every call it answered 200 GET /exec/jobs/{jobId} serves a document whose
+// record hashes, by proof.Verify and by gowebpki/jcs alike, to the proof hash the call
+// answered with.
+func FuzzCallRecordVerifies(f *testing.F) {
+	for _, s := range []string{
+		`{"agentId":"a","tool":{"name":"json_parse","args":{"text":"{\"n\":[1e21,1e-7,-0,5e-324,9007199254740993,1e-400],\"\\ud83d\\ude00\":1,\"\\ue000\":2,\"s\":\"\\u2028\\u007f\\ud800\"}"}}}`,
+		`{"tool":{"name":"json_parse","args":{"data":{"\ud83d\ude00":1,"\uffff":[18446744073709551617,-0.0]}}},"context":{"\u2028":"<&>"}}`,
+		`{"tool":{"name":"data_filter","args":{"data":[{"a":1e308,"b":"\u001f"},{"a":-1e-320}],"where":[{"field":"a","op":"gt","value":0}]}}}`,
+		`{"tool":{"name":"hash_generate","args":{"input":"\u2028\u2029<&>\u007f\ud83d\ude00"}},"agentId":"\u00e9"}`,
+		`{"tool":{"name":"json_parse","args":{"text":"[1e400]"}}}`,
+	} {
+		f.Add(s)
+	}
+	reg, err := exec.NewRegistry(exec.NewJSONParse(), exec.NewDataFilter(), exec.NewHashGenerate())
+	if err != nil {
+		f.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := New(DefaultConfig, Deps{Runner: exec.NewRunner(reg, exec.DefaultLimits, quiet), IAM: &fakeIAM{},
+		Audit: &memAudit{entries: map[string]store.Entry{}}, Logger: quiet})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		w := postSimulate(srv, strings.NewReader(body))
+		if w.Code >= 500 {
+			t.Fatalf("%q: %d %s", body, w.Code, w.Body.Bytes())
+		}
+		if w.Code != http.StatusOK {
+			return
+		}
+		var res struct {
+			JobID     string `json:"jobId"`
+			ProofHash string `json:"proofHash"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil {
+			t.Fatalf("%q: the answer does not decode: %v", body, err)
+		}
+		r := httptest.NewRequest("GET", "/exec/jobs/"+res.JobID, nil)
+		got := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(got, r)
+		var doc store.Entry
+		if err := jsonv2.Unmarshal(got.Body.Bytes(), &doc); err != nil || got.Code != http.StatusOK {
+			t.Fatalf("%q: GET /exec/jobs/%s: %d %v %s", body, res.JobID, got.Code, err, got.Body.Bytes())
+		}
+		if doc.ProofHash != res.ProofHash {
+			t.Fatalf("%q: the job document claims %s, the call answered %s", body, doc.ProofHash, res.ProofHash)
+		}
+		if err := proof.Verify(doc.Record, res.ProofHash); err != nil {
+			t.Fatalf("%q: the served record does not verify: %v\n%s", body, err, doc.Record)
+		}
+		ref, err := jcs.Transform(doc.Record)
+		if err != nil || proof.HashCanonical(ref) != res.ProofHash {
+			t.Fatalf("%q: an independent RFC 8785 implementation gives %q (%v), the call answered %s", body, ref, err, res.ProofHash)
 		}
 	})
 }
