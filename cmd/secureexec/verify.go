@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -176,6 +177,10 @@ const defaultMaxJobDocument = 128 << 20
 // a byte at a time, must not hold verify.
 const defaultFetchTimeout = 10 * time.Second
 
+// pastLimit is how much to read to learn that a document is larger than limit bytes: one
+// more, without overflowing when limit is the largest int64 (--max-bytes at its maximum).
+func pastLimit(limit int64) int64 { return min(limit, math.MaxInt64-1) + 1 }
+
 // readJobFile reads a saved job document of at most limit bytes: the path may name a pipe or
 // a device as well as a file.
 func readJobFile(path string, limit int64) ([]byte, error) {
@@ -184,7 +189,7 @@ func readJobFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, limit+1))
+	raw, err := io.ReadAll(io.LimitReader(f, pastLimit(limit)))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
@@ -218,7 +223,7 @@ func fetchJobUpTo(ctx context.Context, server, jobID string, limit int64, timeou
 		return nil, fetchError(ctx, u, timeout, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, pastLimit(limit)))
 	if err != nil {
 		return nil, fetchError(ctx, u, timeout, err)
 	}

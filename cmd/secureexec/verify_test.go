@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -382,5 +383,18 @@ func TestVerifyErrorsDoNotCarryControlCharacters(t *testing.T) {
 		if msg := err.Error(); strings.ContainsAny(msg, "\x1b\r\n\u2028\u202e") || len(msg) > 4<<10 {
 			t.Errorf("%s: the error carries control characters or the whole body (%d bytes): %q", name, len(msg), msg[:min(len(msg), 300)])
 		}
+	}
+}
+
+// --max-bytes at the largest int64 is "no practical cap", not a cap of zero: reading one byte
+// past it overflowed, and a genuine document was refused as "not a job document".
+func TestVerifyMaxBytesAtItsLargest(t *testing.T) {
+	rec, hash := verifyRecord(t, verifyJobA)
+	path := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(path, []byte(verifyDocument(verifyJobA, hash, rec)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runVerify("--file", path, "--max-bytes", strconv.FormatInt(math.MaxInt64, 10)); err != nil {
+		t.Fatalf("verify --max-bytes MaxInt64: %v %s", err, out)
 	}
 }
