@@ -12,6 +12,7 @@ import (
 	"github.com/secureexec/secureexec/exec"
 	"github.com/secureexec/secureexec/identity"
 	"github.com/secureexec/secureexec/payments"
+	"github.com/secureexec/secureexec/proof"
 	"github.com/secureexec/secureexec/store"
 )
 
@@ -274,6 +275,11 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		}
 		s.writeError(w, r, err)
 		return
+	}
+	// Postgres keeps the record as jsonb (members reordered, numbers written out in full):
+	// serve the bytes the proof hash was computed over.
+	if canonical, err := proof.Canonicalize(e.Record); err == nil {
+		e.Record = canonical
 	}
 	writeJSON(w, http.StatusOK, "application/json", e)
 }

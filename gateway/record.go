@@ -23,8 +23,8 @@ const SchemaVersion = "v1"
 const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // Record is everything a call decided and produced. Its RFC 8785 canonical JSON is what
-// the proof hash commits to; GET /exec/jobs/{jobId} returns it verbatim so that anyone can
-// recompute the hash.
+// the proof hash commits to; GET /exec/jobs/{jobId} returns it in that form (JSON's escaping
+// of <, > and & aside) so that anyone can recompute the hash.
 type Record struct {
 	SchemaVersion string           `json:"schemaVersion"`
 	JobID         string           `json:"jobId"`

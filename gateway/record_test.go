@@ -396,3 +396,25 @@ func FuzzCallRecordVerifies(f *testing.F) {
 		}
 	})
 }
+
+// Postgres keeps the record as jsonb, which reorders members and writes numbers out in full
+// (5e-324 as 326 digits): GET /exec/jobs/{jobId} serves the record in its canonical form, the
+// bytes the proof hash was computed over, not jsonb's spelling of it.
+func TestJobServesTheRecordInItsCanonicalForm(t *testing.T) {
+	h := newHarness(t)
+	sealed := []byte(`{"a":5e-324,"b":[1e+21,"x"],"jobId":"0190f0a0-0000-7000-8000-00000000000b"}`)
+	asJSONB := []byte(`{"b": [1000000000000000000000, "x"], "a": 0.` + strings.Repeat("0", 323) + `4940656458412465441765687928682213723651, "jobId": "0190f0a0-0000-7000-8000-00000000000b"}`)
+	canonical, err := proof.Canonicalize(asJSONB)
+	if err != nil || !bytes.Equal(canonical, sealed) {
+		t.Fatalf("the premise: jsonb's spelling canonicalises to %s (%v), want %s", canonical, err, sealed)
+	}
+	id := "0190f0a0-0000-7000-8000-00000000000b"
+	h.audit.Submit(store.Entry{JobID: id, ProofHash: proof.HashCanonical(sealed), Record: asJSONB})
+	w := h.do("GET", "/exec/jobs/"+id, "")
+	if w.Code != 200 {
+		t.Fatalf("job: %d %s", w.Code, w.Body)
+	}
+	if got := decode[store.Entry](t, w).Record; !bytes.Equal(got, sealed) {
+		t.Fatalf("served record %s, want the sealed bytes %s", got, sealed)
+	}
+}
