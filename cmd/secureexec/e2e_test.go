@@ -153,7 +153,7 @@ func TestEndToEndWithPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := verifyJobDocument(raw, r["jobId"].(string)); err != nil || !bytes.Contains(raw, []byte(`"proofHash":"`+r["proofHash"].(string)+`"`)) {
+		if _, _, err := verifyJobDocument(raw, r["jobId"].(string)); err != nil || !bytes.Contains(raw, []byte(`"proofHash":"`+r["proofHash"].(string)+`"`)) {
 			t.Fatalf("job %v does not verify: %v", r["jobId"], err)
 		}
 	}
@@ -192,7 +192,7 @@ func TestEmbeddedDefaultKeepsHistory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("job lost across a restart: %v", err)
 	}
-	if _, err := verifyJobDocument(raw, sim["jobId"].(string)); err != nil {
+	if _, _, err := verifyJobDocument(raw, sim["jobId"].(string)); err != nil {
 		t.Fatal(err)
 	}
 }

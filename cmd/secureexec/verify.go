@@ -47,33 +47,33 @@ type recordFacts struct {
 
 // verifyJobDocument checks a job document: the record hashes to the proofHash, the record is
 // the job's (wantJob, when given, and the document's jobId) and every field the document
-// repeats says what the record says. It returns the job id. The document is decoded strictly
+// repeats says what the record says. It returns the job id and its proof hash. The document is decoded strictly
 // (names matched exactly, a repeated name refused), so that what verify checks is what any
 // other JSON reader of the document would read.
-func verifyJobDocument(raw []byte, wantJob string) (string, error) {
+func verifyJobDocument(raw []byte, wantJob string) (jobID, proofHash string, err error) {
 	var doc store.Entry
 	if err := jsonv2.Unmarshal(raw, &doc); err != nil {
-		return "", fmt.Errorf("not a job document: %w", err)
+		return "", "", fmt.Errorf("not a job document: %w", err)
 	}
 	if len(doc.Record) == 0 || doc.ProofHash == "" {
-		return "", errors.New("the document has no record or no proofHash")
+		return "", "", errors.New("the document has no record or no proofHash")
 	}
 	if err := proof.Verify(doc.Record, doc.ProofHash); err != nil {
-		return "", fmt.Errorf("job %q: %w", doc.JobID, err)
+		return "", "", fmt.Errorf("job %q: %w", doc.JobID, err)
 	}
 	var rec recordFacts
 	if err := jsonv2.Unmarshal(doc.Record, &rec); err != nil {
-		return "", fmt.Errorf("job %q: the record is not a call record: %w", doc.JobID, err)
+		return "", "", fmt.Errorf("job %q: the record is not a call record: %w", doc.JobID, err)
 	}
 	if !sameJob(rec.JobID, doc.JobID) {
-		return "", fmt.Errorf("the document is job %q, its record is job %q", doc.JobID, rec.JobID)
+		return "", "", fmt.Errorf("the document is job %q, its record is job %q", doc.JobID, rec.JobID)
 	}
 	if wantJob != "" && !sameJob(rec.JobID, wantJob) {
-		return "", fmt.Errorf("asked for job %q, the record is job %q", wantJob, rec.JobID)
+		return "", "", fmt.Errorf("asked for job %q, the record is job %q", wantJob, rec.JobID)
 	}
 	recTime, err := time.Parse(time.RFC3339, rec.Timestamp)
 	if err != nil {
-		return "", fmt.Errorf("job %s: the record's timestamp %q: %w", rec.JobID, rec.Timestamp, err)
+		return "", "", fmt.Errorf("job %s: the record's timestamp %q: %w", rec.JobID, rec.Timestamp, err)
 	}
 	for _, f := range []struct {
 		name        string
@@ -90,10 +90,10 @@ func verifyJobDocument(raw []byte, wantJob string) (string, error) {
 		{"timestamp", doc.Timestamp.Truncate(time.Millisecond).UTC(), recTime.UTC()},
 	} {
 		if f.doc != f.record {
-			return "", fmt.Errorf("job %s: the document's %s is %s, the record's is %s", rec.JobID, f.name, quoted(f.doc), quoted(f.record))
+			return "", "", fmt.Errorf("job %s: the document's %s is %s, the record's is %s", rec.JobID, f.name, quoted(f.doc), quoted(f.record))
 		}
 	}
-	return rec.JobID, nil
+	return rec.JobID, doc.ProofHash, nil
 }
 
 // quoted shows a value from the document for the terminal: strings quoted, so that control
@@ -118,6 +118,7 @@ func verifyCmd() *cobra.Command {
 		file     string
 		maxBytes int64
 		timeout  time.Duration
+		expect   string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify [jobId]",
@@ -125,7 +126,9 @@ func verifyCmd() *cobra.Command {
 		Long: "verify fetches GET /exec/jobs/{jobId} from a gateway (or reads a saved copy with --file),\n" +
 			"recomputes SHA-256 over the RFC 8785 canonical JSON of the record, and compares it with the\n" +
 			"proofHash. It also checks that the record is the job asked for and that the document's own\n" +
-			"fields (jobId, status, toolName, ...) say what the record says. It exits 0 when all agree and\n" +
+			"fields (jobId, status, toolName, ...) say what the record says. A document that agrees with\n" +
+			"itself proves only that: --expect-hash compares it with the proofHash (or X-Proof-Hash) the call\n" +
+			"returned, which anyone could otherwise forge a document for. It exits 0 when all agree and\n" +
 			"1 on any mismatch or error.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -152,9 +155,16 @@ func verifyCmd() *cobra.Command {
 			if len(args) == 1 {
 				want = args[0]
 			}
-			job, err := verifyJobDocument(raw, want)
+			job, hash, err := verifyJobDocument(raw, want)
 			if err != nil {
 				return err
+			}
+			if expect != "" {
+				if !strings.EqualFold(hash, expect) {
+					return fmt.Errorf("job %s: %w: its proof hash is %s, expected %s", job, proof.ErrMismatch, hash, quoted(expect))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ok: job %s: its record hashes to the expected proof hash, and the document agrees with it\n", job)
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ok: job %s: its record hashes to its proof hash, and the document agrees with it\n", job)
 			return nil
@@ -164,6 +174,7 @@ func verifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&file, "file", "", "verify a saved job document instead of fetching one")
 	cmd.Flags().Int64Var(&maxBytes, "max-bytes", defaultMaxJobDocument, "refuse a job document larger than this many bytes")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultFetchTimeout, "give up on a fetch, body included, after this long")
+	cmd.Flags().StringVar(&expect, "expect-hash", "", "the proofHash the call returned: the record must hash to it")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -59,7 +60,7 @@ func runVerify(args ...string) (string, error) {
 
 func TestVerifyAcceptsAConsistentDocument(t *testing.T) {
 	rec, hash := verifyRecord(t, verifyJobA)
-	if _, err := verifyJobDocument([]byte(verifyDocument(verifyJobA, hash, rec)), strings.ToUpper(verifyJobA)); err != nil {
+	if _, _, err := verifyJobDocument([]byte(verifyDocument(verifyJobA, hash, rec)), strings.ToUpper(verifyJobA)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -270,7 +271,7 @@ func TestVerifyHostileRecordsThroughPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := verifyJobDocument(raw, id); err != nil {
+		if _, _, err := verifyJobDocument(raw, id); err != nil {
 			t.Errorf("job %s: %v\n%s", id, err, raw)
 		}
 		var doc store.Entry
@@ -316,7 +317,7 @@ func TestVerifyRefusesATamperedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := verifyDocument(verifyJobA, hash, rec)
-	if _, err := verifyJobDocument([]byte(good), verifyJobA); err != nil {
+	if _, _, err := verifyJobDocument([]byte(good), verifyJobA); err != nil {
 		t.Fatalf("the true document: %v", err)
 	}
 	for name, doc := range map[string]string{
@@ -329,7 +330,7 @@ func TestVerifyRefusesATamperedRecord(t *testing.T) {
 		"a number past a double where the record has the largest": strings.Replace(good, `1.7976931348623157e+308`, `1e400`, 1),
 		"a duplicated member in the record":                       strings.Replace(good, `"dryRun":true`, `"dryRun":true,"dryRun":true`, 1),
 	} {
-		if _, err := verifyJobDocument([]byte(doc), verifyJobA); err == nil {
+		if _, _, err := verifyJobDocument([]byte(doc), verifyJobA); err == nil {
 			t.Errorf("%s: verified", name)
 		}
 	}
@@ -360,7 +361,7 @@ func TestVerifyErrorsDoNotCarryControlCharacters(t *testing.T) {
 		"a record member named with escapes, repeated":  strings.Replace(good, `"record":{`, `"record":{"`+spoof+`":1,"`+spoof+`":1,`, 1),
 		"a raw escape character":                        strings.Replace(good, `"alice"`, `"al`+spoof+`ice"`, 1),
 	} {
-		_, errs[name] = verifyJobDocument([]byte(doc), "")
+		_, _, errs[name] = verifyJobDocument([]byte(doc), "")
 	}
 	// A record that hashes to its proof hash but holds what the document does not say.
 	for name, field := range map[string]string{
@@ -373,7 +374,7 @@ func TestVerifyErrorsDoNotCarryControlCharacters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, errs[name] = verifyJobDocument([]byte(verifyDocument(verifyJobA, badHash, bad)), "")
+		_, _, errs[name] = verifyJobDocument([]byte(verifyDocument(verifyJobA, badHash, bad)), "")
 	}
 	for name, err := range errs {
 		if err == nil {
@@ -396,5 +397,23 @@ func TestVerifyMaxBytesAtItsLargest(t *testing.T) {
 	}
 	if out, err := runVerify("--file", path, "--max-bytes", strconv.FormatInt(math.MaxInt64, 10)); err != nil {
 		t.Fatalf("verify --max-bytes MaxInt64: %v %s", err, out)
+	}
+}
+
+// A document that agrees with itself proves only that: anyone can write a record and its hash.
+// --expect-hash holds it to the proof hash the call returned.
+func TestVerifyExpectHash(t *testing.T) {
+	rec, hash := verifyRecord(t, verifyJobA)
+	path := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(path, []byte(verifyDocument(verifyJobA, hash, rec)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runVerify("--file", path, "--expect-hash", hash); err != nil || !strings.Contains(out, "expected proof hash") {
+		t.Fatalf("the hash the call returned: %v %s", err, out)
+	}
+	other := "0x" + strings.Repeat("ab", 32)
+	out, err := runVerify("--file", path, "--expect-hash", other)
+	if !errors.Is(err, proof.ErrMismatch) || strings.Contains(out, "ok:") {
+		t.Fatalf("a self-consistent document with another hash than the call returned: %v %s; want a mismatch", err, out)
 	}
 }
