@@ -161,7 +161,40 @@ func (c *FacilitatorClient) Verify(ctx context.Context, body []byte) (VerifyResp
 	if status/100 != 2 && out.IsValid {
 		return out, facilitatorFault("/verify", "HTTP %d with isValid true", status)
 	}
+	// A yes for another payer is not an answer about this payment.
+	if out.IsValid && out.Payer != "" {
+		asked := subjectOf(body)
+		got, ok1 := ParseAddress(out.Payer)
+		want, ok2 := ParseAddress(asked.PaymentPayload.Payload.Authorization.From)
+		if !ok1 || !ok2 || got != want {
+			return out, facilitatorFault("/verify", "isValid true for payer %q, the payment is from %q", clip(out.Payer, 64),
+				clip(asked.PaymentPayload.Payload.Authorization.From, 64))
+		}
+	}
 	return out, nil
+}
+
+// facilitatorSubject is what a facilitator's answer must agree with: the payer and the network
+// of the request it answers.
+type facilitatorSubject struct {
+	PaymentPayload struct {
+		Payload struct {
+			Authorization struct {
+				From string `json:"from"`
+			} `json:"authorization"`
+		} `json:"payload"`
+	} `json:"paymentPayload"`
+	PaymentRequirements struct {
+		Network string `json:"network"`
+	} `json:"paymentRequirements"`
+}
+
+// subjectOf reads the payer and network of a FacilitatorRequest; a request the gateway did not
+// build has none, and no answer agrees with it.
+func subjectOf(body []byte) facilitatorSubject {
+	var s facilitatorSubject
+	_ = json.Unmarshal(body, &s)
+	return s
 }
 
 // Settle asks the facilitator to settle the payment in body. The answer may be a success, a

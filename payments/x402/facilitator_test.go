@@ -314,6 +314,10 @@ func (f *fakeFacilitator) count() int { f.mu.Lock(); defer f.mu.Unlock(); return
 func TestFacilitatorClientAnswers(t *testing.T) {
 	ctx := context.Background()
 	tx := "0x" + strings.Repeat("ab", 32)
+	payer := "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+	// request is what the gateway asks about: a payment from payer on eip155:8453.
+	request := []byte(`{"x402Version":2,"paymentPayload":{"x402Version":2,"payload":{"authorization":{"from":"` + payer + `"}}},` +
+		`"paymentRequirements":{"scheme":"exact","network":"eip155:8453"}}`)
 	for _, tc := range []struct {
 		name    string
 		status  int
@@ -323,7 +327,11 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		success bool
 		reason  string
 	}{
-		{name: "verify ok", status: 200, body: `{"isValid":true,"payer":"0x1"}`},
+		{name: "verify ok", status: 200, body: `{"isValid":true,"payer":"` + payer + `"}`},
+		{name: "verify ok, payer in lower case", status: 200, body: `{"isValid":true,"payer":"` + strings.ToLower(payer) + `"}`},
+		{name: "verify ok without payer", status: 200, body: `{"isValid":true}`},
+		{name: "verify valid for another payer", status: 200, body: `{"isValid":true,"payer":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8"}`, fault: true},
+		{name: "verify payer not an address", status: 200, body: `{"isValid":true,"payer":"0x1"}`, fault: true},
 		{name: "verify refusal in a 400", status: 400, body: `{"isValid":false,"invalidReason":"invalid_exact_evm_signature"}`, reason: "invalid_exact_evm_signature"},
 		{name: "verify refusal without a reason", status: 200, body: `{"isValid":false}`, fault: true},
 		{name: "verify reason not a code", status: 200, body: `{"isValid":false,"invalidReason":"<script>"}`, fault: true},
@@ -360,11 +368,11 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 			var reason string
 			if tc.settle {
 				var res SettlementResponse
-				res, err = c.Settle(ctx, []byte(`{}`))
+				res, err = c.Settle(ctx, request)
 				ok, reason = res.Success, res.ErrorReason
 			} else {
 				var res VerifyResponse
-				res, err = c.Verify(ctx, []byte(`{}`))
+				res, err = c.Verify(ctx, request)
 				ok, reason = res.IsValid, res.InvalidReason
 			}
 			if tc.fault {
