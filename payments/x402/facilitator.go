@@ -199,7 +199,8 @@ func subjectOf(body []byte) facilitatorSubject {
 
 // Settle asks the facilitator to settle the payment in body. The answer may be a success, a
 // refusal (Success false, no transaction: nothing was sent), a failed transaction, or
-// settlement_pending; an error (ErrFacilitator) means the outcome is unknown.
+// settlement_pending, each on the payment's network; an error (ErrFacilitator) means the
+// outcome is unknown.
 func (c *FacilitatorClient) Settle(ctx context.Context, body []byte) (SettlementResponse, error) {
 	var out SettlementResponse
 	status, err := c.post(ctx, "/settle", body, c.opts.SettleTimeout, &out)
@@ -211,6 +212,10 @@ func (c *FacilitatorClient) Settle(ctx context.Context, body []byte) (Settlement
 	}
 	if status/100 != 2 && out.Success {
 		return out, facilitatorFault("/settle", "HTTP %d with success true", status)
+	}
+	// An answer about another network is not about this payment; a transaction needs one.
+	if asked := subjectOf(body).PaymentRequirements.Network; out.Network != asked && (out.Network != "" || out.Success || out.Transaction != "") {
+		return out, facilitatorFault("/settle", "the answer is about network %q, the payment is on %q", clip(out.Network, 64), clip(asked, 64))
 	}
 	return out, nil
 }

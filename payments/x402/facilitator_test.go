@@ -32,7 +32,7 @@ type fakeFacilitator struct {
 	srv    *httptest.Server
 
 	mu       sync.Mutex
-	behavior string // "ok", "lose-answer", "refuse", "lie", "down", "invalid"
+	behavior string // "ok", "lose-answer", "refuse", "lie", "other-network", "down", "invalid"
 	settles  int
 	verifies int
 }
@@ -102,6 +102,9 @@ func (f *fakeFacilitator) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	case "lie":
 		reply(200, SettlementResponse{Success: true, Transaction: common.Hash{1, 2, 3}.Hex(), Network: f.rig.net.CAIP2, Payer: payer})
+		return
+	case "other-network":
+		reply(200, SettlementResponse{Success: true, Transaction: common.Hash{4, 5, 6}.Hex(), Network: "eip155:1", Payer: payer})
 		return
 	}
 	f2, err := parseExact(&req.PaymentPayload.Payload)
@@ -279,6 +282,29 @@ func TestFacilitatorSettlement(t *testing.T) {
 		}
 	})
 
+	t.Run("a success on another network is no answer: recovery asks again, and it settles once", func(t *testing.T) {
+		before := rig.balance(t)
+		a := rig.verify(t, rail)
+		fac.set("other-network")
+		s, err := rail.Settle(ctx, a)
+		fac.set("ok")
+		if err != nil || s.Status != payments.SettlementPending {
+			t.Fatalf("Settle = %+v, %v, want pending", s, err)
+		}
+		if p := rig.payment(t, a); p.Status != ledger.StatusSettling || p.TxHash != "" {
+			t.Fatalf("ledger: %s %q, want settling with no transaction", p.Status, p.TxHash)
+		}
+		if err := worker.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p := rig.payment(t, a); p.Status != ledger.StatusSettled {
+			t.Fatalf("after recovery: %s %q, want settled", p.Status, p.TxHash)
+		}
+		if got := new(big.Int).Sub(rig.balance(t), before); got.Int64() != 10_000 {
+			t.Fatalf("payTo gained %v, want exactly one payment", got)
+		}
+	})
+
 	t.Run("a facilitator that reports a transaction that never lands: pending, failed after expiry", func(t *testing.T) {
 		a := rig.verify(t, rail)
 		fac.set("lie")
@@ -342,10 +368,14 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		{name: "verify array", status: 200, body: `[]`, fault: true},
 		{name: "verify trailing data", status: 200, body: `{"isValid":true}{}`, fault: true},
 		{name: "verify oversized", status: 200, body: `{"isValid":true,"x":"` + strings.Repeat("a", maxFacilitatorBody) + `"}`, fault: true},
-		{name: "settle ok", status: 200, body: `{"success":true,"transaction":"` + tx + `","network":"eip155:1"}`, settle: true, success: true},
+		{name: "settle ok", status: 200, body: `{"success":true,"transaction":"` + tx + `","network":"eip155:8453"}`, settle: true, success: true},
+		{name: "settle success on another network", status: 200, body: `{"success":true,"transaction":"` + tx + `","network":"eip155:1"}`, settle: true, fault: true},
+		{name: "settle success without network", status: 200, body: `{"success":true,"transaction":"` + tx + `"}`, settle: true, fault: true},
+		{name: "settle pending on another network", status: 200, body: `{"success":false,"errorReason":"settlement_pending","transaction":"` + tx + `","network":"eip155:1"}`, settle: true, fault: true},
+		{name: "settle refusal about another network", status: 200, body: `{"success":false,"errorReason":"invalid_exact_evm_insufficient_balance","network":"eip155:1"}`, settle: true, fault: true},
 		{name: "settle success without transaction", status: 200, body: `{"success":true,"transaction":""}`, settle: true, fault: true},
 		{name: "settle bad transaction", status: 200, body: `{"success":true,"transaction":"0x12"}`, settle: true, fault: true},
-		{name: "settle pending", status: 200, body: `{"success":false,"errorReason":"settlement_pending","transaction":"` + tx + `"}`, settle: true, reason: "settlement_pending"},
+		{name: "settle pending", status: 200, body: `{"success":false,"errorReason":"settlement_pending","transaction":"` + tx + `","network":"eip155:8453"}`, settle: true, reason: "settlement_pending"},
 		{name: "settle refusal", status: 400, body: `{"success":false,"errorReason":"invalid_exact_evm_nonce_already_used","transaction":""}`, settle: true, reason: "invalid_exact_evm_nonce_already_used"},
 		{name: "settle success in a 400", status: 400, body: `{"success":true,"transaction":"` + tx + `"}`, settle: true, fault: true},
 		{name: "settle 503", status: 503, body: ``, settle: true, fault: true},
