@@ -251,8 +251,8 @@ func (c *FacilitatorClient) post(ctx context.Context, path string, body []byte, 
 }
 
 // do sends req and decodes a JSON answer of at most maxFacilitatorBody bytes into out. 4xx
-// answers are decoded too (a facilitator may refuse with a 400 and its reason); 3xx, 5xx and
-// anything that is not one JSON object are faults.
+// answers are decoded too (a facilitator may refuse with a 400 and its reason); 3xx, 408, 429,
+// 5xx and anything that is not one JSON object are faults.
 func (c *FacilitatorClient) do(req *http.Request, path string, out any) (int, error) {
 	req.Header.Set("Accept", "application/json")
 	if c.opts.AuthHeader != "" {
@@ -267,7 +267,8 @@ func (c *FacilitatorClient) do(req *http.Request, path string, out any) (int, er
 	if err != nil {
 		return res.StatusCode, facilitatorFault(path, "reading the answer: %v", err)
 	}
-	if res.StatusCode/100 != 2 && res.StatusCode/100 != 4 {
+	// 408 and 429 say "not now", whatever their body says: never a verdict on the payment.
+	if res.StatusCode/100 != 2 && res.StatusCode/100 != 4 || res.StatusCode == http.StatusRequestTimeout || res.StatusCode == http.StatusTooManyRequests {
 		return res.StatusCode, facilitatorFault(path, "HTTP %d", res.StatusCode)
 	}
 	if len(raw) > maxFacilitatorBody {

@@ -363,6 +363,8 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		{name: "verify reason not a code", status: 200, body: `{"isValid":false,"invalidReason":"<script>"}`, fault: true},
 		{name: "verify isValid true in a 400", status: 400, body: `{"isValid":true}`, fault: true},
 		{name: "verify 500", status: 500, body: `{"isValid":true}`, fault: true},
+		{name: "verify rate limited", status: 429, body: `{"isValid":false,"invalidReason":"rate_limited"}`, fault: true},
+		{name: "verify request timeout", status: 408, body: `{"isValid":false,"invalidReason":"timeout"}`, fault: true},
 		{name: "verify redirect", status: 302, body: ``, fault: true},
 		{name: "verify not JSON", status: 200, body: `<html>`, fault: true},
 		{name: "verify array", status: 200, body: `[]`, fault: true},
@@ -379,6 +381,7 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		{name: "settle refusal", status: 400, body: `{"success":false,"errorReason":"invalid_exact_evm_nonce_already_used","transaction":""}`, settle: true, reason: "invalid_exact_evm_nonce_already_used"},
 		{name: "settle success in a 400", status: 400, body: `{"success":true,"transaction":"` + tx + `"}`, settle: true, fault: true},
 		{name: "settle 503", status: 503, body: ``, settle: true, fault: true},
+		{name: "settle rate limited", status: 429, body: `{"success":false,"errorReason":"rate_limited","network":"eip155:8453"}`, settle: true, fault: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
