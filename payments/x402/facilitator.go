@@ -161,6 +161,11 @@ func (c *FacilitatorClient) Verify(ctx context.Context, body []byte) (VerifyResp
 	if status/100 != 2 && out.IsValid {
 		return out, facilitatorFault("/verify", "HTTP %d with isValid true", status)
 	}
+	// unexpected_verify_error is the facilitator failing, not the payment: like
+	// unexpected_settle_error at /settle, it decides nothing.
+	if !out.IsValid && out.InvalidReason == ReasonUnexpectedVerifyError {
+		return out, facilitatorFault("/verify", "%s: %s", out.InvalidReason, out.InvalidMessage)
+	}
 	// A yes for another payer is not an answer about this payment.
 	if out.IsValid && out.Payer != "" {
 		asked := subjectOf(body)

@@ -360,6 +360,7 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		{name: "verify payer not an address", status: 200, body: `{"isValid":true,"payer":"0x1"}`, fault: true},
 		{name: "verify refusal in a 400", status: 400, body: `{"isValid":false,"invalidReason":"invalid_exact_evm_signature"}`, reason: "invalid_exact_evm_signature"},
 		{name: "verify refusal without a reason", status: 200, body: `{"isValid":false}`, fault: true},
+		{name: "verify failed inside the facilitator", status: 200, body: `{"isValid":false,"invalidReason":"unexpected_verify_error"}`, fault: true},
 		{name: "verify reason not a code", status: 200, body: `{"isValid":false,"invalidReason":"<script>"}`, fault: true},
 		{name: "verify isValid true in a 400", status: 400, body: `{"isValid":true}`, fault: true},
 		{name: "verify 500", status: 500, body: `{"isValid":true}`, fault: true},
