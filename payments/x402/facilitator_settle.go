@@ -32,6 +32,7 @@ type settlementChain interface {
 	chain.ReceiptReader
 	ethereum.LogFilterer
 	BlockNumber(ctx context.Context) (uint64, error)
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
 }
 
 // nonceState is the token's authorizationState; the rail's ChainReader satisfies it.
@@ -192,7 +193,11 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 		}
 		return recordOutcome(ctx, s.book, s.log, p.ID, p.TxHash, from, to, patch)
 	}
-	if !s.cfg.Now().Before(unixTime(a.ValidBefore)) {
+	expired, err := s.expired(ctx, a)
+	if err != nil {
+		return fmt.Errorf("x402: payment %s: %w", p.ID, err)
+	}
+	if expired {
 		// Expired and unused: no one can ever move this money now.
 		to, reason := ledger.StatusNotCharged, "expired before the facilitator settled it"
 		if p.Status == ledger.StatusPending {
@@ -209,6 +214,28 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	}
 	_, err = s.ask(ctx, p.ID, a, req)
 	return ignoreRefusal(err)
+}
+
+// expired reports whether no block can include a's transfer any more: the chain's own time,
+// Confirmations blocks below its head, is past validBefore (the token requires
+// block.timestamp < validBefore). Our clock only says when to ask: it may run ahead of the
+// chain, and our node may lag the facilitator's, while the transaction waits in a pool.
+func (s *FacilitatorSettler) expired(ctx context.Context, a chain.Authorization) (bool, error) {
+	if s.cfg.Now().Before(unixTime(a.ValidBefore)) {
+		return false, nil
+	}
+	head, err := s.chain.BlockNumber(ctx)
+	if err != nil {
+		return false, err
+	}
+	if head < s.cfg.Confirmations {
+		return false, nil
+	}
+	h, err := s.chain.HeaderByNumber(ctx, new(big.Int).SetUint64(head-s.cfg.Confirmations))
+	if err != nil {
+		return false, fmt.Errorf("reading block %d for its time: %w", head-s.cfg.Confirmations, err)
+	}
+	return a.ValidBefore.IsUint64() && h.Time >= a.ValidBefore.Uint64(), nil
 }
 
 // authorizationCanceledTopic is keccak256("AuthorizationCanceled(address,bytes32)").

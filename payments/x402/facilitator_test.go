@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,8 +321,12 @@ func TestFacilitatorSettlement(t *testing.T) {
 			t.Fatalf("status %s before expiry, want pending", st)
 		}
 		clock.Lock()
-		clock.now = clock.now.Add(2 * time.Hour) // past validBefore
+		clock.now = clock.now.Add(2 * time.Hour) // past validBefore, on our clock and on the chain's
 		clock.Unlock()
+		// The last subtest: the chain's time does not go back.
+		if err := rig.dev.AdjustTime(2 * time.Hour); err != nil {
+			t.Fatal(err)
+		}
 		defer func() { clock.Lock(); clock.now = time.Now(); clock.Unlock() }()
 		if err := worker.Reconcile(ctx); err != nil {
 			t.Fatal(err)
@@ -518,5 +523,57 @@ func TestFacilitatorSettlementWaitsForConfirmations(t *testing.T) {
 	}
 	if p := rig.payment(t, a); p.Status != ledger.StatusSettled || p.TxHash != st.TxHash {
 		t.Fatalf("two blocks on top: %s by %s; want settled by %s", p.Status, p.TxHash, st.TxHash)
+	}
+}
+
+// TestFacilitatorExpiryIsTheChainsNotOurClock: a payment whose /settle answer was lost while
+// the facilitator's transaction waits in the pool is not closed as never charged because the
+// gateway's clock (or a node that lags) says its authorization expired: only a chain whose
+// head is past validBefore can no longer include the transaction. When it lands, recovery
+// records it settled.
+func TestFacilitatorExpiryIsTheChainsNotOurClock(t *testing.T) {
+	ctx := context.Background()
+	rig := newRecoveryRig(t, chain.DevChainOptions{}) // no auto-mining: the transaction waits in the pool
+	fac := newFakeFacilitator(t, rig)
+	c, err := NewFacilitatorClient(fac.srv.URL, FacilitatorOptions{SettleTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	reader := NewRPCReader(rig.dev.Client(), rigReadTimeout)
+	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: rig.net.Asset, ReceiptWait: 100 * time.Millisecond, Now: now},
+		rig.book, c, rig.dev.Client(), reader)
+	rail, err := NewRail(Config{Network: rig.net, PayTo: rig.payTo, Facilitator: c}, reader, rig.book, rig.book, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := NewWorker(WorkerConfig{Network: rig.net, StaleAfter: time.Nanosecond, Facilitator: s}, rig.book, nil, nil)
+
+	before := rig.balance(t)
+	a := rig.verify(t, rail) // valid for an hour
+	// The facilitator sends the transaction and waits for a receipt that does not come in our
+	// /settle's time: the answer is lost, the transaction is in the pool.
+	if st, err := rail.Settle(ctx, a); err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("Settle = %+v, %v; want pending", st, err)
+	}
+	fac.set("down")
+	clock.Add(int64(2 * time.Hour)) // our clock says validBefore has passed; the chain's does not
+	if err := worker.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := rig.payment(t, a); p.Status != ledger.StatusSettling {
+		t.Fatalf("with the chain before validBefore: %s %q; want still settling", p.Status, p.ErrorReason)
+	}
+	rig.dev.Commit() // the facilitator's transaction lands, before validBefore on chain
+	if got := new(big.Int).Sub(rig.balance(t), before); got.Int64() != 10_000 {
+		t.Fatalf("payTo gained %v, want the payment", got)
+	}
+	if err := worker.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := rig.payment(t, a); p.Status != ledger.StatusSettled || p.TxHash == "" {
+		t.Fatalf("the money moved, and the payment is %s %q", p.Status, p.TxHash)
 	}
 }
