@@ -3,6 +3,7 @@ package x402
 import (
 	"context"
 	"math/big"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,4 +109,74 @@ func TestFacilitatorPaymentRecoveredReleasesItsHold(t *testing.T) {
 		t.Fatalf("payTo gained %v, want one payment", gained)
 	}
 	r.wantNoHolds(t, ctx, a)
+}
+
+// usedElsewhereFacilitator settles through c, then answers as a facilitator whose own attempt
+// found the authorization already used (by an earlier attempt of its own, or by anyone else
+// holding it): a refusal, nonce_already_used, with no transaction.
+type usedElsewhereFacilitator struct{ c *FacilitatorClient }
+
+func (r usedElsewhereFacilitator) Settle(ctx context.Context, body []byte) (SettlementResponse, error) {
+	res, err := r.c.Settle(ctx, body)
+	if err == nil && res.Success {
+		res = SettlementResponse{Success: false, ErrorReason: ReasonNonceAlreadyUsed, Network: res.Network}
+	}
+	return res, err
+}
+
+// laggingNode is a node some blocks behind: while behind, every authorization looks unused.
+type laggingNode struct {
+	nonceState
+	behind atomic.Bool
+}
+
+func (l *laggingNode) AuthorizationState(ctx context.Context, token, authorizer common.Address, nonce common.Hash) (bool, error) {
+	if l.behind.Load() {
+		return false, nil
+	}
+	return l.nonceState.AuthorizationState(ctx, token, authorizer, nonce)
+}
+
+// TestFacilitatorNonceUsedIsNeverNotCharged: a facilitator refuses to settle because the
+// authorization is already used, and our node, behind, still shows it unused. The refusal is
+// evidence that money moved, not that none did: the payment stays settling (pending), and
+// recovery, once the node has caught up, records it settled by the transaction that used it.
+func TestFacilitatorNonceUsedIsNeverNotCharged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	f := newFakeFacilitator(t, r)
+	c, err := NewFacilitatorClient(f.srv.URL, FacilitatorOptions{SettleTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := NewRPCReader(r.dev.Client(), rigReadTimeout)
+	node := &laggingNode{nonceState: reader}
+	s := NewFacilitatorSettler(FacilitatorSettlerConfig{Token: r.net.Asset, ReceiptWait: 300 * time.Millisecond}, r.book, usedElsewhereFacilitator{c}, r.dev.Client(), node)
+	rail, err := NewRail(Config{Network: r.net, PayTo: r.payTo, Facilitator: c}, reader, r.book, r.book, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(WorkerConfig{Network: r.net, StaleAfter: time.Nanosecond, Facilitator: s}, r.book, nil, nil)
+
+	before := r.balance(t)
+	a := r.verify(t, rail)
+	node.behind.Store(true)
+	st, err := rail.Settle(ctx, a)
+	if err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("Settle = %+v, %v; want pending, never a refusal of a payment whose nonce is used", st, err)
+	}
+	if p := r.payment(t, a); p.Status.Terminal() {
+		t.Fatalf("after the refusal: %s %q; want still open", p.Status, p.ErrorReason)
+	}
+	node.behind.Store(false)
+	if err := w.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Cmp(big.NewInt(10_000)) != 0 {
+		t.Fatalf("payTo gained %v, want one payment", gained)
+	}
+	if p := r.payment(t, a); p.Status != ledger.StatusSettled || p.TxHash == "" {
+		t.Fatalf("the money moved, and the payment is %s %q", p.Status, p.TxHash)
+	}
 }

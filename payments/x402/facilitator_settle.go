@@ -121,9 +121,11 @@ func (s *FacilitatorSettler) ask(ctx context.Context, pid uuid.UUID, a chain.Aut
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 	}
 	// Refused with nothing sent. Believe it only if the chain agrees that the authorization is
-	// unused: otherwise the money moved and recovery finds the transaction.
+	// unused: otherwise the money moved and recovery finds the transaction. A refusal because
+	// the nonce is used says the facilitator's chain shows a use, whatever our node (perhaps
+	// behind) says: recovery decides it from the use, or from the expiry.
 	used, err := s.nonces.AuthorizationState(ctx, s.cfg.Token, a.From, a.Nonce)
-	if err != nil || used {
+	if err != nil || used || res.ErrorReason == ReasonNonceAlreadyUsed {
 		s.log.Warn("x402: facilitator refused a settlement the chain may hold", "payment", pid, "reason", res.ErrorReason, "used", used, "err", err)
 		return &payments.Settlement{Status: payments.SettlementPending, ID: pid.String()}, nil
 	}
