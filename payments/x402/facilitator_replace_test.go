@@ -180,3 +180,51 @@ func TestFacilitatorNonceUsedIsNeverNotCharged(t *testing.T) {
 		t.Fatalf("the money moved, and the payment is %s %q", p.Status, p.TxHash)
 	}
 }
+
+// replayingFacilitator settles the first payment through c, then answers every later /settle
+// with that first answer (a cache keyed by payer and amount, or a facilitator that lies),
+// sending nothing.
+type replayingFacilitator struct {
+	c     *FacilitatorClient
+	first *SettlementResponse
+}
+
+func (r *replayingFacilitator) Settle(ctx context.Context, body []byte) (SettlementResponse, error) {
+	if r.first != nil {
+		return *r.first, nil
+	}
+	res, err := r.c.Settle(ctx, body)
+	if err == nil && res.Success {
+		r.first = &res
+	}
+	return res, err
+}
+
+// TestFacilitatorTransactionOfAnotherPaymentDoesNotSettle: the facilitator names the
+// transaction that settled an earlier payment of the same payer, amount and payTo. Its Transfer
+// matches, but it used another authorization: this payment is not settled by it, and with its
+// own authorization unused on chain it is failed (transfer_event_mismatch).
+func TestFacilitatorTransactionOfAnotherPaymentDoesNotSettle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := newRecoveryRig(t)
+	remote := &replayingFacilitator{}
+	rail, _, _ := r.facilitatorRig(t, func(c *FacilitatorClient) remoteSettler { remote.c = c; return remote })
+	before := r.balance(t)
+	first := r.verify(t, rail)
+	if st, err := rail.Settle(ctx, first); err != nil || st.Status != payments.SettlementSettled {
+		t.Fatalf("first payment: %+v %v", st, err)
+	}
+	second := r.verify(t, rail)
+	st, err := rail.Settle(ctx, second)
+	if err == nil && st.Status == payments.SettlementSettled {
+		t.Fatalf("the second payment was answered settled by the first one's transaction %s", st.TxHash)
+	}
+	wantReason(t, err, ReasonTransferEventMismatch)
+	if p := r.payment(t, second); p.Status != ledger.StatusFailed || p.ErrorReason != ReasonTransferEventMismatch {
+		t.Fatalf("the second payment is %s (%q) by %s, and its money never moved; want failed", p.Status, p.ErrorReason, p.TxHash)
+	}
+	if gained := new(big.Int).Sub(r.balance(t), before); gained.Cmp(big.NewInt(10_000)) != 0 {
+		t.Fatalf("payTo gained %v, want the first payment only", gained)
+	}
+}

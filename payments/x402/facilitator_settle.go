@@ -326,11 +326,13 @@ func (f *useFinder) find(ctx context.Context, a chain.Authorization) (authorizat
 }
 
 // receiptOutcome is what the receipt of a transaction sent for authorization a decides of its
-// payment: settled by it when it carries the Transfer the authorization promised, failed by it
-// otherwise (but see decideReceipt).
+// payment: settled by it when it used a (its AuthorizationUsed event) and carries the Transfer
+// the authorization promised, failed by it otherwise (but see decideReceipt). The Transfer
+// alone is not enough: an earlier payment of the same payer, amount and payTo carries the same
+// one, and a facilitator may name its transaction.
 func receiptOutcome(token common.Address, a chain.Authorization, receipt *types.Receipt) (ledger.Status, ledger.Patch) {
 	patch := ledger.Patch{TxHash: receipt.TxHash.Hex()}
-	if chain.HasTransfer(receipt, token, a.From, a.To, a.Value) {
+	if usesAuthorization(receipt, token, a) && chain.HasTransfer(receipt, token, a.From, a.To, a.Value) {
 		return ledger.StatusSettled, patch
 	}
 	patch.ErrorReason = ReasonTransferEventMismatch
@@ -338,6 +340,17 @@ func receiptOutcome(token common.Address, a chain.Authorization, receipt *types.
 		patch.ErrorReason = ReasonTransactionFailed
 	}
 	return ledger.StatusFailed, patch
+}
+
+// usesAuthorization reports whether receipt holds token's AuthorizationUsed(a.From, a.Nonce).
+func usesAuthorization(receipt *types.Receipt, token common.Address, a chain.Authorization) bool {
+	for _, l := range receipt.Logs {
+		if l.Address == token && len(l.Topics) == 3 && l.Topics[0] == chain.AuthorizationUsedTopic &&
+			l.Topics[1] == common.BytesToHash(a.From.Bytes()) && l.Topics[2] == a.Nonce {
+			return true
+		}
+	}
+	return false
 }
 
 // useOutcome is what the chain's use decides of a payment: the transaction that used its
