@@ -6,15 +6,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -201,6 +205,158 @@ func TestX402RemoteFacilitator(t *testing.T) {
 		if err == nil || !strings.Contains(out, "X402_FACILITATOR_URL") || !strings.Contains(out, e2eNetwork) {
 			t.Fatalf("gateway with a facilitator for another network: %v\n%s", err, out)
 		}
+	})
+}
+
+// facilitatorProxy stands between the gateway and the reference facilitator, and answers as a
+// misbehaving facilitator does when told to.
+type facilitatorProxy struct {
+	t    *testing.T
+	to   string
+	srv  *httptest.Server
+	mu   sync.Mutex
+	mode string // "" forwards; see serve for the others
+}
+
+func newFacilitatorProxy(t *testing.T, to string) *facilitatorProxy {
+	p := &facilitatorProxy{t: t, to: to}
+	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *facilitatorProxy) set(mode string) { p.mu.Lock(); p.mode = mode; p.mu.Unlock() }
+
+func (p *facilitatorProxy) serve(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	mode := p.mode
+	p.mu.Unlock()
+	body, _ := io.ReadAll(r.Body)
+	answer := func(status int, v string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, v)
+	}
+	switch {
+	case mode == "refuse-verify" && r.URL.Path == "/verify":
+		answer(http.StatusOK, `{"isValid":false,"invalidReason":"invalid_exact_evm_token_name_mismatch","invalidMessage":"name() is not USD Coin"}`)
+		return
+	case mode == "rate-limited":
+		answer(http.StatusTooManyRequests, `{"isValid":false,"invalidReason":"rate_limited","success":false,"errorReason":"rate_limited"}`)
+		return
+	case mode == "refuse-settle" && r.URL.Path == "/settle":
+		answer(http.StatusOK, `{"success":false,"errorReason":"invalid_exact_evm_transaction_simulation_failed","transaction":"","network":"`+e2eNetwork+`"}`)
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.to+r.URL.Path, bytes.NewReader(body))
+	if err != nil {
+		p.t.Error(err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	if mode == "lose-settle-answer" && r.URL.Path == "/settle" {
+		http.Error(w, "gateway timeout", http.StatusGatewayTimeout) // settled, answer lost
+		return
+	}
+	w.Header().Set("Content-Type", res.Header.Get("Content-Type"))
+	w.WriteHeader(res.StatusCode)
+	_, _ = w.Write(out)
+}
+
+// TestX402RemoteFacilitatorMisbehaving: what a facilitator answers reaches the payer as the
+// protocol says: its refusal at /verify is a 402 with its reason; a facilitator that asks us to
+// come back later is a 503 with Retry-After; a refusal at /settle withholds the result and
+// charges nothing; a lost /settle answer is pending, never failed, and charged once.
+func TestX402RemoteFacilitatorMisbehaving(t *testing.T) {
+	f := newX402Fixture(t)
+	fac := startFacilitator(t, f.rpcURL, e2eChainID, freePort(t))
+	proxy := newFacilitatorProxy(t, fac.url)
+	dbURL, db := freshSchema(t)
+	gw := startGatewayProc(t, "gateway-FM", f.facilitatorEnv(dbURL, proxy.srv.URL))
+
+	// paid sends one fresh payment of payer2 for a dry run marked marker.
+	paid := func(t *testing.T, marker string) (payment, []byte, map[string]string) {
+		body := dryRunBody(marker)
+		p := pay(t, f.offer(t, gw.base, body), f.keys["payer2"], nil, nil)
+		return p, body, map[string]string{x402.HeaderPaymentSignature: p.header}
+	}
+
+	t.Run("refusal_at_verify_is_a_402_with_the_facilitators_reason", func(t *testing.T) {
+		p, body, hdr := paid(t, "facilitator-refuses-verify")
+		before := f.balances(t)
+		proxy.set("refuse-verify")
+		r := f.send(t, "POST", gw.base+"/exec/tool", body, hdr)
+		proxy.set("")
+		expectRefused(t, r, "invalid_exact_evm_token_name_mismatch")
+		f.expectMoved(t, before, nil)
+		if rows := f.paymentRows(t, db, p.nonce); len(rows) != 0 {
+			t.Fatalf("a payment the facilitator refused was recorded: %+v", rows)
+		}
+	})
+
+	t.Run("rate_limited_facilitator_is_a_503_with_retry_after_and_the_payment_pays_later", func(t *testing.T) {
+		p, body, hdr := paid(t, "facilitator-rate-limited")
+		before := f.balances(t)
+		proxy.set("rate-limited")
+		r := f.send(t, "POST", gw.base+"/exec/tool", body, hdr)
+		proxy.set("")
+		if retry, err := strconv.Atoi(r.header.Get("Retry-After")); r.status != http.StatusServiceUnavailable || err != nil || retry <= 0 || r.body == nil {
+			t.Fatalf("rate limited: %d, Retry-After %q: %s", r.status, r.header.Get("Retry-After"), r.raw)
+		}
+		f.expectMoved(t, before, nil)
+		if rows := f.paymentRows(t, db, p.nonce); len(rows) != 0 {
+			t.Fatalf("a payment refused for a rate limit was recorded: %+v", rows)
+		}
+		r = f.send(t, "POST", gw.base+"/exec/tool", body, hdr)
+		if st := settlementOf(t, r.raw); r.status != http.StatusOK || st == nil || st.Status != "settled" {
+			t.Fatalf("the same payment once the facilitator takes it: %d %s", r.status, r.raw)
+		}
+		f.expectMoved(t, before, map[string]int64{"payer2": -priceDryRun, "payTo": priceDryRun})
+	})
+
+	t.Run("refusal_at_settle_withholds_the_result_and_charges_nothing", func(t *testing.T) {
+		p, body, hdr := paid(t, "facilitator-refuses-settle")
+		before := f.balances(t)
+		proxy.set("refuse-settle")
+		r := f.send(t, "POST", gw.base+"/exec/tool", body, hdr)
+		proxy.set("")
+		if r.status != http.StatusPaymentRequired || r.str("code") != x402.ReasonTransactionSimulationFailed {
+			t.Fatalf("refused at /settle: %d %q: %s", r.status, r.str("code"), r.raw)
+		}
+		if _, ok := r.body["result"]; ok {
+			t.Fatalf("a refused settlement's 402 carries the result: %s", r.raw)
+		}
+		if pr, err := x402.DecodePaymentRequired(r.header.Get(x402.HeaderPaymentRequired)); err != nil || pr.Error != x402.ReasonTransactionSimulationFailed {
+			t.Fatalf("PAYMENT-REQUIRED %+v, %v; want error %s", pr, err, x402.ReasonTransactionSimulationFailed)
+		}
+		f.expectMoved(t, before, nil)
+		if rows := f.paymentRows(t, db, p.nonce); len(rows) != 1 || rows[0].Status != "not_charged" {
+			t.Fatalf("ledger rows %+v, want one not_charged", rows)
+		}
+	})
+
+	t.Run("lost_settle_answer_is_pending_never_failed_and_charged_once", func(t *testing.T) {
+		p, body, hdr := paid(t, "facilitator-loses-settle-answer")
+		before := f.balances(t)
+		proxy.set("lose-settle-answer")
+		r := f.send(t, "POST", gw.base+"/exec/tool", body, hdr)
+		proxy.set("")
+		if st := settlementOf(t, r.raw); r.status != http.StatusOK || st == nil || st.Status != "pending" {
+			t.Fatalf("settled with the answer lost: %d %s; want 200, pending", r.status, r.raw)
+		}
+		f.expectMoved(t, before, map[string]int64{"payer2": -priceDryRun, "payTo": priceDryRun})
+		if rows := f.paymentRows(t, db, p.nonce); len(rows) != 1 || rows[0].Status != "settling" {
+			t.Fatalf("ledger rows %+v, want one settling (left to reconciliation)", rows)
+		}
+		expectRefused(t, f.send(t, "POST", gw.base+"/exec/tool", body, hdr), x402.ReasonNonceAlreadyUsed)
+		f.expectMoved(t, before, map[string]int64{"payer2": -priceDryRun, "payTo": priceDryRun})
 	})
 }
 
