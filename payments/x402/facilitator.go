@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -44,6 +46,8 @@ type FacilitatorOptions struct {
 	SettleTimeout time.Duration
 	// Client is the HTTP client [one with the timeouts above and no redirects].
 	Client *http.Client
+	// Logger receives the causes of failures to reach the facilitator [slog.Default()].
+	Logger *slog.Logger
 }
 
 // FacilitatorClient asks a remote facilitator to verify and settle payments.
@@ -67,6 +71,9 @@ func NewFacilitatorClient(baseURL string, opts FacilitatorOptions) (*Facilitator
 	}
 	if opts.SettleTimeout <= 0 {
 		opts.SettleTimeout = 60 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{
@@ -265,7 +272,10 @@ func (c *FacilitatorClient) do(req *http.Request, path string, out any) (int, er
 	}
 	res, err := c.opts.Client.Do(req)
 	if err != nil {
-		return 0, facilitatorFault(path, "%v", err)
+		// The cause names the facilitator's URL and address, and the fault's text reaches the
+		// payer in the 503: the operator reads the cause in the log, the payer its kind.
+		c.opts.Logger.Warn("x402: the facilitator could not be asked", "path", path, "err", err)
+		return 0, facilitatorFault(path, "%s", transportFailure(err))
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(res.Body, maxFacilitatorBody+1))
@@ -283,6 +293,20 @@ func (c *FacilitatorClient) do(req *http.Request, path string, out any) (int, er
 		return res.StatusCode, facilitatorFault(path, "HTTP %d: %v", res.StatusCode, err)
 	}
 	return res.StatusCode, nil
+}
+
+// transportFailure says what kind of failure err (from http.Client.Do) is, without the URL or
+// address it names.
+func transportFailure(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "request canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "no answer in time"
+	default:
+		return "not reachable (connection or TLS failure)"
+	}
 }
 
 // decodeFacilitatorJSON decodes one JSON object into out; unknown fields are allowed (the

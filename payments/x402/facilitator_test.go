@@ -446,6 +446,27 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		}
 	})
 
+	t.Run("an unreachable facilitator's address is not in the error the payer sees", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		base := srv.URL + "/key-0123456789abcdef"
+		host := strings.TrimPrefix(srv.URL, "http://")
+		srv.Close() // connection refused from now on
+		c, err := NewFacilitatorClient(base, FacilitatorOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, verr := c.Verify(ctx, request)
+		_, serr := c.Settle(ctx, request)
+		for _, err := range []error{verr, serr} {
+			if !errors.Is(err, ErrFacilitator) || !errors.Is(err, payments.ErrUnavailable) {
+				t.Fatalf("err = %v, want a facilitator fault", err)
+			}
+			if msg := err.Error(); strings.Contains(msg, "key-0123456789abcdef") || strings.Contains(msg, host) {
+				t.Fatalf("the error, which the 503 shows, names the facilitator's URL or address: %s", msg)
+			}
+		}
+	})
+
 	for _, bad := range []string{"ftp://x", "http://", "http://u:p@h", "http://h/?q=1", "://"} {
 		if _, err := NewFacilitatorClient(bad, FacilitatorOptions{}); err == nil {
 			t.Errorf("NewFacilitatorClient(%q) accepted", bad)
