@@ -214,8 +214,25 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	if err != nil {
 		return err
 	}
+	// The ask is recorded first, which makes the payment young again: a facilitator that
+	// cannot answer is asked once per StaleAfter, not on every tick of the worker. A payment
+	// that moved meanwhile (its call's own /settle answered) is not asked about again.
+	if ab, ok := s.book.(attemptBook); ok {
+		if _, err := ab.RecordAttempt(ctx, p.ID, p.Status); err != nil {
+			if errors.Is(err, ledger.ErrConflict) {
+				return nil
+			}
+			return fmt.Errorf("x402: payment %s: recording a settlement attempt: %w", p.ID, err)
+		}
+	}
 	_, err = s.ask(ctx, p.ID, a, req)
 	return ignoreRefusal(err)
+}
+
+// attemptBook counts a settlement attempt on a payment that stays where it is, and resets its
+// age for recovery; *ledger.Ledger and *ledger.Memory satisfy it.
+type attemptBook interface {
+	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 }
 
 // expired reports whether no block can include a's transfer any more: the chain's own time,

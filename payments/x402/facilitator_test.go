@@ -58,6 +58,9 @@ func (f *fakeFacilitator) set(b string) { f.mu.Lock(); f.behavior = b; f.mu.Unlo
 func (f *fakeFacilitator) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	behavior := f.behavior
+	if r.URL.Path == "/settle" {
+		f.settles++ // every /settle asked, answered or not
+	}
 	f.mu.Unlock()
 	if behavior == "down" {
 		http.Error(w, "upstream unavailable", http.StatusBadGateway)
@@ -94,9 +97,6 @@ func (f *fakeFacilitator) serve(w http.ResponseWriter, r *http.Request) {
 		reply(200, VerifyResponse{IsValid: true, Payer: payer})
 		return
 	}
-	f.mu.Lock()
-	f.settles++
-	f.mu.Unlock()
 	switch behavior {
 	case "refuse":
 		reply(200, SettlementResponse{Success: false, ErrorReason: ReasonTransactionSimulationFailed, Network: f.rig.net.CAIP2, Payer: payer})
@@ -596,5 +596,35 @@ func TestFacilitatorExpiryIsTheChainsNotOurClock(t *testing.T) {
 	}
 	if p := rig.payment(t, a); p.Status != ledger.StatusSettled || p.TxHash == "" {
 		t.Fatalf("the money moved, and the payment is %s %q", p.Status, p.TxHash)
+	}
+}
+
+// TestFacilitatorRecoveryAsksOncePerStaleAfter: while the facilitator cannot answer, recovery
+// asks it again about a settling payment once per pass over stale payments, and records the
+// attempt, which makes the payment young again: the next ask waits StaleAfter, instead of one
+// /settle per payment on every tick of the worker (four a second) at a facilitator that is
+// down or rate-limiting.
+func TestFacilitatorRecoveryAsksOncePerStaleAfter(t *testing.T) {
+	ctx := context.Background()
+	rig := newRecoveryRig(t)
+	fac := newFakeFacilitator(t, rig)
+	rail, _, worker := rig.facilitatorRail(t, fac, time.Now)
+	a := rig.verify(t, rail)
+	fac.set("down")
+	if st, err := rail.Settle(ctx, a); err != nil || st.Status != payments.SettlementPending {
+		t.Fatalf("Settle = %+v, %v; want pending", st, err)
+	}
+	before := rig.payment(t, a)
+	asked := fac.count()
+	if err := worker.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := rig.payment(t, a)
+	if after.Status != ledger.StatusSettling || fac.count() != asked+1 {
+		t.Fatalf("recovery: %s, asked %d more times; want settling, asked once", after.Status, fac.count()-asked)
+	}
+	if after.Attempts != before.Attempts+1 || !after.UpdatedAt.After(before.UpdatedAt) {
+		t.Fatalf("attempts %d -> %d, updated %s -> %s: the ask was not recorded, and the next tick asks again",
+			before.Attempts, after.Attempts, before.UpdatedAt, after.UpdatedAt)
 	}
 }
