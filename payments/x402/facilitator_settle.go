@@ -207,6 +207,12 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 		}
 		return recordOutcome(ctx, s.book, s.log, p.ID, "", from, to, ledger.Patch{ErrorReason: reason})
 	}
+	// Each look is recorded, which makes the payment young again: the next one waits
+	// StaleAfter (OnChainAfter when pending), not the next tick of the worker. A payment that
+	// moved meanwhile (its call's own /settle answered) is left alone.
+	if moved, err := s.recordAttempt(ctx, p); err != nil || moved {
+		return err
+	}
 	if p.Status != ledger.StatusSettling {
 		return nil // pending with a transaction in flight: wait for it, or for the expiry
 	}
@@ -214,19 +220,24 @@ func (s *FacilitatorSettler) reconcile(ctx context.Context, p ledger.Payment) er
 	if err != nil {
 		return err
 	}
-	// The ask is recorded first, which makes the payment young again: a facilitator that
-	// cannot answer is asked once per StaleAfter, not on every tick of the worker. A payment
-	// that moved meanwhile (its call's own /settle answered) is not asked about again.
-	if ab, ok := s.book.(attemptBook); ok {
-		if _, err := ab.RecordAttempt(ctx, p.ID, p.Status); err != nil {
-			if errors.Is(err, ledger.ErrConflict) {
-				return nil
-			}
-			return fmt.Errorf("x402: payment %s: recording a settlement attempt: %w", p.ID, err)
-		}
-	}
 	_, err = s.ask(ctx, p.ID, a, req)
 	return ignoreRefusal(err)
+}
+
+// recordAttempt counts one more look at p, which stays where it is, and resets its age;
+// moved reports that p is no longer in its status.
+func (s *FacilitatorSettler) recordAttempt(ctx context.Context, p ledger.Payment) (moved bool, err error) {
+	ab, ok := s.book.(attemptBook)
+	if !ok {
+		return false, nil
+	}
+	if _, err := ab.RecordAttempt(ctx, p.ID, p.Status); err != nil {
+		if errors.Is(err, ledger.ErrConflict) {
+			return true, nil
+		}
+		return false, fmt.Errorf("x402: payment %s: recording a settlement attempt: %w", p.ID, err)
+	}
+	return false, nil
 }
 
 // attemptBook counts a settlement attempt on a payment that stays where it is, and resets its

@@ -314,11 +314,14 @@ func TestFacilitatorSettlement(t *testing.T) {
 		if err != nil || s.Status != payments.SettlementPending || s.TxHash == "" {
 			t.Fatalf("Settle = %+v, %v, want pending with the claimed transaction", s, err)
 		}
+		before := rig.payment(t, a)
 		if err := worker.Reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st := rig.status(t, a); st != ledger.StatusPending {
-			t.Fatalf("status %s before expiry, want pending", st)
+		if p := rig.payment(t, a); p.Status != ledger.StatusPending || p.Attempts != before.Attempts+1 || !p.UpdatedAt.After(before.UpdatedAt) {
+			// Unrecorded, the payment stays stale, and every tick of the worker waits ReceiptWait
+			// for the receipt again.
+			t.Fatalf("before expiry: %s, attempts %d -> %d; want pending, the look recorded", p.Status, before.Attempts, p.Attempts)
 		}
 		clock.Lock()
 		clock.now = clock.now.Add(2 * time.Hour) // past validBefore, on our clock and on the chain's
