@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+
 	"github.com/secureexec/secureexec/payments"
 )
 
@@ -346,7 +348,7 @@ func (v *VerifyResponse) check() error {
 func checkSettlementAnswer(s *SettlementResponse) error {
 	s.ErrorMessage = clip(s.ErrorMessage, maxFacilitatorText)
 	if s.Transaction != "" {
-		if _, ok := parseBytes32(s.Transaction); !ok {
+		if h, ok := parseBytes32(s.Transaction); !ok || h == (common.Hash{}) {
 			return fmt.Errorf("transaction %q is not a 32-byte hash", clip(s.Transaction, 80))
 		}
 	}

@@ -386,6 +386,7 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 		{name: "settle refusal about another network", status: 200, body: `{"success":false,"errorReason":"invalid_exact_evm_insufficient_balance","network":"eip155:1"}`, settle: true, fault: true},
 		{name: "settle success without transaction", status: 200, body: `{"success":true,"transaction":""}`, settle: true, fault: true},
 		{name: "settle bad transaction", status: 200, body: `{"success":true,"transaction":"0x12"}`, settle: true, fault: true},
+		{name: "settle zero transaction", status: 200, body: `{"success":true,"transaction":"0x` + strings.Repeat("00", 32) + `","network":"eip155:8453"}`, settle: true, fault: true},
 		{name: "settle pending", status: 200, body: `{"success":false,"errorReason":"settlement_pending","transaction":"` + tx + `","network":"eip155:8453"}`, settle: true, reason: "settlement_pending"},
 		{name: "settle refusal", status: 400, body: `{"success":false,"errorReason":"invalid_exact_evm_nonce_already_used","transaction":""}`, settle: true, reason: "invalid_exact_evm_nonce_already_used"},
 		{name: "settle success in a 400", status: 400, body: `{"success":true,"transaction":"` + tx + `"}`, settle: true, fault: true},
