@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -449,6 +450,41 @@ func TestFacilitatorClientAnswers(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+
+	t.Run("an answer whose body never ends is a fault once the deadline passes", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, `{"isValid":true,"payer":"`)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // the rest never comes
+		}))
+		defer srv.Close()
+		c, _ := NewFacilitatorClient(srv.URL, FacilitatorOptions{VerifyTimeout: 200 * time.Millisecond})
+		if _, err := c.Verify(ctx, request); !errors.Is(err, ErrFacilitator) || !errors.Is(err, payments.ErrUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+
+	for _, status := range []int{http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(fmt.Sprintf("a %d to a loopback address is not followed", status), func(t *testing.T) {
+			followed := make(chan struct{}, 1)
+			elsewhere := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { followed <- struct{}{} }))
+			defer elsewhere.Close()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, elsewhere.URL+"/settle", status)
+			}))
+			defer srv.Close()
+			c, _ := NewFacilitatorClient(srv.URL, FacilitatorOptions{})
+			if _, err := c.Settle(ctx, request); !errors.Is(err, ErrFacilitator) {
+				t.Fatalf("err = %v", err)
+			}
+			select {
+			case <-followed:
+				t.Fatal("the /settle was re-sent where the redirect pointed")
+			default:
+			}
+		})
+	}
 
 	t.Run("an unreachable facilitator's address is not in the error the payer sees", func(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
