@@ -587,10 +587,15 @@ func isLoopbackHost(host string) bool {
 }
 
 // longestCall bounds how long one call can take, with room to spare: the longest tool run, EP,
-// and the longer of a Stripe charge and a settlement's receipt wait. Work that waits for a
-// call to finish (a refund of its charge, taking over its payment identifier) waits this long.
+// and the longest settlement (a Stripe charge, a receipt wait, or a remote facilitator's
+// /settle and then the receipt). Work that waits for a call to finish (a refund of its charge,
+// taking over its payment identifier) waits this long, and so does its answer's write deadline.
 func (c Config) longestCall() time.Duration {
-	return c.ToolMaxTimeout + c.EPTimeout + max(c.StripeTimeout, c.ReceiptTimeout) + 2*time.Minute
+	settle := max(c.StripeTimeout, c.ReceiptTimeout)
+	if c.FacilitatorURL != "" {
+		settle = max(settle, c.FacilitatorWait+c.ReceiptTimeout)
+	}
+	return c.ToolMaxTimeout + c.EPTimeout + settle + 2*time.Minute
 }
 
 // shutdownGrace is how long a graceful stop waits for requests in flight: a request whose

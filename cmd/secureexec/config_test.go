@@ -53,6 +53,10 @@ func TestLongestCall(t *testing.T) {
 		{nil, 30*time.Second + 3*time.Second + 30*time.Second + 2*time.Minute},
 		{map[string]string{"TOOL_MAX_TIMEOUT_S": "600", "SETTLEMENT_RECEIPT_TIMEOUT_S": "600", "EP_TIMEOUT_MS": "60000"},
 			600*time.Second + 60*time.Second + 600*time.Second + 2*time.Minute},
+		// A remote facilitator's /settle may take X402_FACILITATOR_TIMEOUT_S, then the receipt.
+		{map[string]string{"X402_NETWORK": "custom", "ETH_RPC_URL": "http://127.0.0.1:8545", "PAYMENT_WALLET": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+			"X402_TOKEN_ADDRESS": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "X402_FACILITATOR_URL": "http://127.0.0.1:4022", "X402_FACILITATOR_TIMEOUT_S": "600"},
+			30*time.Second + 3*time.Second + 600*time.Second + 30*time.Second + 2*time.Minute},
 	} {
 		c, err := loadConfig(envOf(tc.env), "")
 		if err != nil {

@@ -248,9 +248,9 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 
 // buildFacilitator connects to X402_FACILITATOR_URL: it must settle the exact scheme on our
 // network (GET /supported). A facilitator that cannot be reached at start is only a warning:
-// each call asks it again, and answers 503 until it is back.
+// each call asks it, and gets a 503 while it cannot answer.
 func buildFacilitator(ctx context.Context, cfg Config, network x402.Network, book ledgerAll, backend chainBackend, log *slog.Logger) (*x402.FacilitatorClient, *x402.FacilitatorSettler, error) {
-	opts := x402.FacilitatorOptions{SettleTimeout: cfg.FacilitatorWait, VerifyTimeout: min(10*time.Second, cfg.FacilitatorWait)}
+	opts := x402.FacilitatorOptions{SettleTimeout: cfg.FacilitatorWait, VerifyTimeout: min(10*time.Second, cfg.FacilitatorWait), Logger: log}
 	if cfg.FacilitatorKey != "" {
 		opts.AuthHeader = "Bearer " + cfg.FacilitatorKey
 	}
@@ -261,7 +261,7 @@ func buildFacilitator(ctx context.Context, cfg Config, network x402.Network, boo
 	sup, err := c.Supported(ctx)
 	switch {
 	case err != nil:
-		log.Warn("x402: the facilitator did not answer GET /supported; paid calls answer 503 until it does", "url", cfg.FacilitatorURL, "err", err)
+		log.Warn("x402: the facilitator did not answer GET /supported at start: whether it settles this network is not checked; paid calls get 503 while it cannot answer", "url", cfg.FacilitatorURL, "err", err)
 	case !sup.Settles(2, network.CAIP2):
 		return nil, nil, fmt.Errorf("X402_FACILITATOR_URL: %s does not settle x402 v2 exact payments on %s (GET /supported lists %d other kinds)",
 			cfg.FacilitatorURL, network.CAIP2, len(sup.Kinds))
