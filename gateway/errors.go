@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -136,10 +137,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p.Detail = denied.detail
 		p.JobID, p.ProofHash = denied.jobID, denied.proofHash
 	}
-	if code == "internal_error" {
+	switch {
+	case code == "internal_error":
 		s.log.Error("unexpected failure", "err", err, "path", r.URL.Path, "request_id", p.RequestID)
 		p.Detail = "an unexpected error occurred; it has been logged, retry later"
-	} else {
+	case status >= 500:
+		// A backend's error names where it is (a node's URL, its API key in the path; the
+		// address dialled): the payer reads what failed, the operator's log where.
+		s.log.Warn("request refused: a backend is out of reach", "code", code, "err", err, "path", r.URL.Path, "request_id", p.RequestID)
+		p.Detail = hideEndpoints(p.Detail)
+	default:
 		s.log.Debug("request refused", "code", code, "status", status, "err", err)
 	}
 	p.Detail = textcut.Clip(p.Detail, maxProblemDetail)
@@ -148,6 +155,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	writeJSON(w, status, "application/problem+json", p)
+}
+
+// endpointPattern matches what names a place in an error's text: a URL of any scheme (with
+// its credentials, path and query), a bracketed IPv6 address, an IPv4 address, each with its
+// port.
+var endpointPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"';,]+|\[[0-9a-fA-F:.%]+\](:\d+)?|\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`)
+
+// hideEndpoints replaces every URL and address in detail with "<endpoint>".
+func hideEndpoints(detail string) string {
+	return endpointPattern.ReplaceAllLiteralString(detail, "<endpoint>")
 }
 
 // A problem's field and detail may quote the request (a member name, a path to one): they are

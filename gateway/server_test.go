@@ -1430,3 +1430,31 @@ func TestProblemBodiesAreBounded(t *testing.T) {
 		})
 	}
 }
+
+// leakyRail fails as a backend out of reach whose error names its URL (an RPC endpoint with
+// its API key in the path) and the address it dialled, as net/http's errors do.
+type leakyRail struct{ *fakeRail }
+
+func (leakyRail) Verify(context.Context, *http.Request, payments.Price) (*payments.Authorization, error) {
+	return nil, fmt.Errorf("x402: reading the payer's balance: %w: Post \"https://rpc.internal.invalid/v2/sk_live_SECRETKEY\": dial tcp 10.20.30.40:443: i/o timeout; redis://:hunter2@[fd00::7]:6379", payments.ErrUnavailable)
+}
+
+// A 503 tells the payer what kind of thing failed, never where it is or the secret in its URL:
+// the full cause goes to the gateway's log.
+func TestUnavailableDetailHidesEndpoints(t *testing.T) {
+	h := newHarness(t)
+	h.srv.pay.rails = []payments.Rail{leakyRail{h.rail}}
+	w := h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, "Authorization", "Fake good")
+	p := decode[problem](t, w)
+	if w.Code != 503 || p.Code != "payment_backend_unavailable" {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	for _, secret := range []string{"SECRETKEY", "rpc.internal.invalid", "10.20.30.40", "hunter2", "fd00::7"} {
+		if strings.Contains(w.Body.String(), secret) {
+			t.Errorf("the 503 shows %q: %s", secret, w.Body)
+		}
+	}
+	if !strings.Contains(p.Detail, "reading the payer's balance") || !strings.Contains(p.Detail, "i/o timeout") {
+		t.Errorf("the 503 lost what failed: %s", p.Detail)
+	}
+}
