@@ -12,6 +12,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ type Client struct {
 	timeout      time.Duration
 	maxBodyBytes int64
 	log          *slog.Logger
+	insecureHTTP bool // pay offers that came over plain HTTP from another machine
 }
 
 // assetKey names a token on a chain.
@@ -60,6 +62,17 @@ type assetKey struct {
 
 // Option configures a Client.
 type Option func(*Client) error
+
+// WithInsecureHTTP lets the client pay a gateway reached over plain HTTP on another machine.
+// Without it such an offer is refused (ReasonInsecureTransport): anyone on the path can rewrite
+// a 402's payTo, and the client would sign the transfer to them. A gateway on this machine
+// (loopback) is paid over HTTP either way.
+func WithInsecureHTTP() Option {
+	return func(c *Client) error {
+		c.insecureHTTP = true
+		return nil
+	}
+}
 
 // WithHTTPClient sets the HTTP client. The Client uses a copy whose redirects are never
 // followed, so that a payment header cannot be carried to another host.
@@ -322,6 +335,9 @@ func (c *Client) execute(ctx context.Context, path string, call Call) (*Result, 
 		return nil, &PaymentRefusedError{Reason: ReasonSimulateNotFree, Detail: fmt.Sprintf("a simulation is free; the server asked for payment (%s: %s)", serverReason, serverDetail), Status: resp.status}
 	case c.signer == nil:
 		return nil, &PaymentRefusedError{Reason: ReasonNoSigner, Detail: "payment required and no signer is configured", Status: resp.status}
+	case c.base.Scheme == "http" && !c.insecureHTTP && !isLoopbackHost(c.base.Hostname()):
+		return nil, &PaymentRefusedError{Reason: ReasonInsecureTransport, Status: resp.status,
+			Detail: "the offer came over plain HTTP from " + c.base.Host + ", where anyone on the path could have changed whom it pays: use https, or WithInsecureHTTP"}
 	}
 	o, err := parseOffer(resp.header, resp.body)
 	if err != nil {
@@ -668,4 +684,13 @@ func clip(s string) string {
 // or an Authorization header of any scheme (the gateway reads only payment credentials there).
 func carriesPayment(h http.Header) bool {
 	return x402.HasCredential(h) || h.Get("Authorization") != ""
+}
+
+// isLoopbackHost reports whether host names this machine: "localhost" or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

@@ -35,6 +35,10 @@ const (
 	// ReasonSimulateNotFree: /exec/simulate asked for payment; a simulation is free, so the
 	// client does not pay for one.
 	ReasonSimulateNotFree = "simulate_not_free"
+	// ReasonInsecureTransport: the offer came over plain HTTP from a gateway that is not on
+	// this machine, where anyone on the path could have rewritten its payTo (see
+	// WithInsecureHTTP).
+	ReasonInsecureTransport = "insecure_transport"
 )
 
 // ErrResponseTooLarge is returned when a response body exceeds the client's cap.

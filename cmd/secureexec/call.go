@@ -31,7 +31,7 @@ const (
 func callCmd(getenv func(string) string) *cobra.Command {
 	var (
 		server, tool, args, agentID, maxPayment, callContext string
-		real, simulate                                       bool
+		real, simulate, insecureHTTP                         bool
 		timeoutS                                             float64
 		allowAssets                                          []string
 	)
@@ -79,6 +79,9 @@ func callCmd(getenv func(string) string) *cobra.Command {
 				client.WithLogger(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))),
 				// The HTTP deadline must outlast the tool's own timeout.
 				client.WithTimeout(max(client.DefaultTimeout, time.Duration(timeoutS*float64(time.Second))+30*time.Second)),
+			}
+			if insecureHTTP {
+				opts = append(opts, client.WithInsecureHTTP())
 			}
 			for _, s := range allowAssets {
 				n, err := parseAllowedAsset(s)
@@ -139,6 +142,7 @@ func callCmd(getenv func(string) string) *cobra.Command {
 	f.StringVar(&maxPayment, "max-payment", "1", "refuse to pay more than this many USDC for the call (decimal, e.g. 0.05)")
 	f.StringVar(&callContext, "context", "", "optional JSON context recorded with the call")
 	f.StringArrayVar(&allowAssets, "allow-asset", nil, "also pay in this token: eip155:<chain id>/<address> (repeatable)")
+	f.BoolVar(&insecureHTTP, "insecure-http", false, "pay a gateway on another machine over plain http:// (anyone on the path could redirect the payment)")
 	_ = cmd.MarkFlagRequired("tool")
 	return cmd
 }
