@@ -144,14 +144,24 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 	default:
 		return a, fmt.Errorf("%w: \"valid\" is not a boolean", errBadResponse)
 	}
-	a.Violations = decodeViolations(violations)
-	if a.Valid && len(a.Violations) > 0 {
-		// EP's valid is "no violations": an approval that lists some is not one.
+	if a.Valid && !noViolations(violations) {
+		// EP's valid is "no violations": an approval that lists some, in whatever shape
+		// (a bare string, objects, strings we would drop), is not one.
 		return epAnswer{}, fmt.Errorf("%w: valid with violations", errBadResponse)
 	}
+	a.Violations = decodeViolations(violations)
 	a.RiskScore = decodeRiskScore(risk)
 	a.ProofHash = normProofHash(proof)
 	return a, nil
+}
+
+// noViolations reports whether a "violations" value says there are none: absent, null or [].
+func noViolations(raw json.RawMessage) bool {
+	if len(raw) == 0 || string(raw) == "null" {
+		return true
+	}
+	var items []json.RawMessage
+	return json.Unmarshal(raw, &items) == nil && len(items) == 0
 }
 
 // decodeViolations keeps the string elements of a JSON array, bounded in count and size, with
