@@ -169,8 +169,11 @@ func (c *EPClient) Validate(ctx context.Context, req Request) Outcome {
 	}
 	if !ans.Valid {
 		out.Decision, out.Reason = DecisionDenied, ReasonEPDenied
+		if ans.Contradictory {
+			out.Reason = ReasonEPContradictory
+		}
 		c.log.Info("ep denied call", "job_id", req.JobID, "agent_id", req.AgentID, "tool", req.Tool,
-			"violations", ans.Violations, "risk_score", ans.RiskScore)
+			"reason", out.Reason, "violations", ans.Violations, "risk_score", ans.RiskScore)
 	}
 	return out
 }

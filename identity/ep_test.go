@@ -71,9 +71,17 @@ func TestEPOutcomes(t *testing.T) {
 		{"a 200 carrying an error is not an approval", func(*fakeEP) http.HandlerFunc {
 			return respond(200, `{"valid":true,"error":"Internal server error","message":"db down"}`)
 		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
-		{"valid with violations is not an approval", func(*fakeEP) http.HandlerFunc {
+		{"valid with violations is a denial, in either mode", func(*fakeEP) http.HandlerFunc {
 			return respond(200, `{"valid":true,"violations":["Single trade exceeds $100 policy limit"],"risk_score":"HIGH"}`)
-		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
+		}, 1, Outcome{Decision: DecisionDenied, Source: SourceEP, Reason: ReasonEPContradictory,
+			Violations: []string{"Single trade exceeds $100 policy limit"}, RiskScore: "HIGH"}},
+		{"valid with a bare-string violation is a denial", func(*fakeEP) http.HandlerFunc {
+			return respond(200, `{"valid":true,"violations":"Single trade exceeds $100 policy limit"}`)
+		}, 1, Outcome{Decision: DecisionDenied, Source: SourceEP, Reason: ReasonEPContradictory}},
+		{"a denial carrying an error is still a denial", func(*fakeEP) http.HandlerFunc {
+			return respond(200, `{"valid":false,"violations":["Leverage exceeds 3x policy limit"],"error":"Internal server error"}`)
+		}, 1, Outcome{Decision: DecisionDenied, Source: SourceEP, Reason: ReasonEPDenied,
+			Violations: []string{"Leverage exceeds 3x policy limit"}}},
 		{"redirect is not followed", func(*fakeEP) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/elsewhere", http.StatusFound) }
 		}, 1, Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadStatus}},
@@ -91,7 +99,9 @@ func TestEPOutcomes(t *testing.T) {
 			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
 		{"Valid in another case is not valid", func(*fakeEP) http.HandlerFunc { return respond(200, `{"Valid":true}`) }, 1,
 			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
-		{"duplicate valid is ambiguous", func(*fakeEP) http.HandlerFunc { return respond(200, `{"valid":false,"valid":true}`) }, 1,
+		{"duplicate valid, false then true, is a denial", func(*fakeEP) http.HandlerFunc { return respond(200, `{"valid":false,"valid":true}`) }, 1,
+			Outcome{Decision: DecisionDenied, Source: SourceEP, Reason: ReasonEPContradictory}},
+		{"duplicate valid true is ambiguous", func(*fakeEP) http.HandlerFunc { return respond(200, `{"valid":true,"valid":true}`) }, 1,
 			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},
 		{"JSON array", func(*fakeEP) http.HandlerFunc { return respond(200, `[{"valid":true}]`) }, 1,
 			Outcome{Approved: true, Decision: DecisionUnavailableFailedOpen, Source: SourceEP, Reason: ReasonEPBadResponse}},

@@ -64,19 +64,23 @@ func amountUSD(atomic uint64) json.Number {
 
 // epAnswer is what we keep of a well-formed EP response.
 type epAnswer struct {
-	Valid      bool
-	Violations []string
-	RiskScore  string
-	ProofHash  string
+	Valid         bool
+	Contradictory bool // a denial because the answer also said valid (never with Valid)
+	Violations    []string
+	RiskScore     string
+	ProofHash     string
 }
 
 var errBadResponse = errors.New("malformed EP response")
 
-// decodeEPResponse validates an EP response body. The boolean "valid" is the sole gate: the
-// body must be one JSON object holding exactly one key "valid" (matched case-sensitively,
-// unlike encoding/json's struct decoding) whose value is true or false; anything else is an
-// error wrapping errBadResponse. The other fields are decoded leniently and dropped when
-// malformed, because EP's documents disagree about their types (ep.md §4 item 6).
+// decodeEPResponse validates an EP response body, which must be one JSON object. The boolean
+// "valid" (matched case-sensitively, unlike encoding/json's struct decoding) is the gate, and
+// a "no" is never lost: any top-level "valid": false, or "valid": true beside violations, is a
+// denial whatever else the object holds (Contradictory says the answer also said yes). An
+// approval needs exactly one "valid", true, no "error" and no violations; anything else that
+// is not a denial is an error wrapping errBadResponse. The other fields are decoded leniently
+// and dropped when malformed, because EP's documents disagree about their types (ep.md §4
+// item 6).
 func decodeEPResponse(body []byte) (epAnswer, error) {
 	var a epAnswer
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -89,8 +93,9 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 	}
 	// Walk the top-level keys ourselves: a duplicated key (two "valid"s) is ambiguous, since
 	// parsers disagree on which one wins, and must not be resolved in the attacker's favour.
-	var valid, violations, risk, proof json.RawMessage
-	seen := map[string]bool{}
+	var valids, violations []json.RawMessage
+	var risk, proof json.RawMessage
+	var dupExtra, sawError bool
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -107,24 +112,26 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 		var dst *json.RawMessage
 		switch key {
 		case "valid":
-			dst = &valid
+			valids = append(valids, raw)
+			continue
 		case "violations":
-			dst = &violations
+			violations = append(violations, raw)
+			continue
 		case "risk_score":
 			dst = &risk
 		case "proof_hash":
 			dst = &proof
 		case "error":
-			// EP's error shape ({"error": ...}); with a "valid" beside it, the answer
+			// EP's error shape ({"error": ...}); beside "valid": true, the answer
 			// contradicts itself.
-			return a, fmt.Errorf("%w: an error answer", errBadResponse)
+			sawError = true
+			continue
 		default:
 			continue
 		}
-		if seen[key] {
-			return a, fmt.Errorf("%w: duplicate key %q", errBadResponse, key)
+		if *dst != nil {
+			dupExtra = true
 		}
-		seen[key] = true
 		*dst = raw
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
@@ -134,22 +141,50 @@ func decodeEPResponse(body []byte) (epAnswer, error) {
 		return a, fmt.Errorf("%w: trailing data after the object", errBadResponse)
 	}
 
-	switch string(valid) {
-	case "true":
-		a.Valid = true
-	case "false":
-		a.Valid = false
-	case "":
+	var yes, no bool
+	for _, v := range valids {
+		switch string(v) {
+		case "true":
+			yes = true
+		case "false":
+			no = true
+		}
+	}
+	violated := false
+	for _, v := range violations {
+		if !noViolations(v) {
+			violated = true
+		}
+	}
+	if no || (yes && violated) {
+		// A denial, though the answer may be odd otherwise: what it says about the call is
+		// "no", and fail-open must not turn that into a yes. Ambiguous extras are dropped.
+		a.Contradictory = yes
+		for _, v := range violations {
+			a.Violations = append(a.Violations, decodeViolations(v)...)
+		}
+		if len(a.Violations) > maxViolations {
+			a.Violations = a.Violations[:maxViolations]
+		}
+		if !dupExtra {
+			a.RiskScore = decodeRiskScore(risk)
+			a.ProofHash = normProofHash(proof)
+		}
+		return a, nil
+	}
+	switch {
+	case len(valids) == 0:
 		return a, fmt.Errorf("%w: no \"valid\" field", errBadResponse)
-	default:
+	case len(valids) > 1:
+		return a, fmt.Errorf("%w: duplicate key \"valid\"", errBadResponse)
+	case !yes:
 		return a, fmt.Errorf("%w: \"valid\" is not a boolean", errBadResponse)
+	case sawError:
+		return a, fmt.Errorf("%w: an error answer", errBadResponse)
+	case dupExtra || len(violations) > 1:
+		return a, fmt.Errorf("%w: duplicate key", errBadResponse)
 	}
-	if a.Valid && !noViolations(violations) {
-		// EP's valid is "no violations": an approval that lists some, in whatever shape
-		// (a bare string, objects, strings we would drop), is not one.
-		return epAnswer{}, fmt.Errorf("%w: valid with violations", errBadResponse)
-	}
-	a.Violations = decodeViolations(violations)
+	a.Valid = true
 	a.RiskScore = decodeRiskScore(risk)
 	a.ProofHash = normProofHash(proof)
 	return a, nil

@@ -25,6 +25,9 @@ const (
 	// EP answered (Source "ep").
 	ReasonEPApproved = "ep_approved"
 	ReasonEPDenied   = "ep_denied"
+	// EP's answer both approved and denied (valid true beside violations, or beside a
+	// second "valid" that is false): taken as a denial in either fail mode.
+	ReasonEPContradictory = "ep_contradictory"
 
 	// EP gave no usable answer (Source "ep"); the fail mode decides Approved.
 	ReasonEPTimeout     = "ep_timeout"      // EP did not answer within the deadline

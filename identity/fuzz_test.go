@@ -9,7 +9,8 @@ import (
 )
 
 // FuzzDecodeEPResponse: EP's body is hostile input. The decoder must never panic, must accept
-// only a JSON object with one boolean "valid", and what it keeps must be bounded and normalised.
+// only a JSON object holding a "valid", approve only on "valid": true, and what it keeps must be
+// bounded and normalised.
 func FuzzDecodeEPResponse(f *testing.F) {
 	hash := strings.Repeat("0f", 32)
 	for _, seed := range []string{
@@ -20,6 +21,8 @@ func FuzzDecodeEPResponse(f *testing.F) {
 		`{"decision_id":"d","approved":true,"confidence":0.9}`,
 		`{"valid":"true"}`,
 		`{"valid":true,"valid":false}`,
+		`{"valid":true,"violations":"over the limit"}`,
+		`{"valid":false,"error":"x"}`,
 		`{"VALID":true}`,
 		`{"valid":true} x`,
 		`{"error":"Internal server error"}`,
@@ -40,9 +43,12 @@ func FuzzDecodeEPResponse(f *testing.F) {
 		if err := json.Unmarshal(body, &m); err != nil {
 			t.Fatalf("accepted a non-object %q: %v", body, err)
 		}
-		var v bool
-		if raw, ok := m["valid"]; !ok || json.Unmarshal(raw, &v) != nil || string(raw) == "null" || v != a.Valid {
-			t.Fatalf("valid = %v, but body says %s", a.Valid, m["valid"])
+		raw, ok := m["valid"]
+		if !ok || (a.Valid && string(raw) != "true") {
+			t.Fatalf("valid = %v, but body says %s", a.Valid, raw)
+		}
+		if a.Valid && (a.Contradictory || !noViolations(m["violations"])) {
+			t.Fatalf("an approval with violations: %q", body)
 		}
 		if a.ProofHash != "" {
 			if len(a.ProofHash) != 64 || strings.Trim(a.ProofHash, "0123456789abcdef") != "" {
