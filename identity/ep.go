@@ -32,6 +32,9 @@ const (
 	DefaultEPChain            = "base"
 )
 
+// maxEPHeaderBytes caps EP's response headers when the client builds its own transport.
+const maxEPHeaderBytes = 16 << 10
+
 // EPConfig configures the EP client. An empty URL means EP is off.
 type EPConfig struct {
 	URL              string        // EP_GUARD_URL, e.g. https://achillesalpha.onrender.com/ep/validate
@@ -42,7 +45,7 @@ type EPConfig struct {
 	BreakerCooldown  time.Duration // how long the breaker stays open before one probe
 	Chain            string        // EP's "chain" field
 
-	Transport http.RoundTripper // nil: a private clone of http.DefaultTransport
+	Transport http.RoundTripper // nil: a private clone of http.DefaultTransport, headers capped
 	Now       func() time.Time  // nil: time.Now; tests inject a clock for the breaker
 	Logger    *slog.Logger      // nil: slog.Default()
 }
@@ -118,7 +121,11 @@ func NewEPClient(cfg EPConfig) (*EPClient, error) {
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		rt = http.DefaultTransport.(*http.Transport).Clone()
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// The default allows megabytes of response headers, which would make the body cap
+		// pointless; EP's headers are a handful of short lines.
+		t.MaxResponseHeaderBytes = maxEPHeaderBytes
+		rt = t
 	}
 	c.http = &http.Client{
 		Transport: rt,

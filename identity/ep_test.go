@@ -216,6 +216,22 @@ func TestEPBodyCap(t *testing.T) {
 	}
 }
 
+// TestEPHeaderCap: the body cap is worth little if EP may send megabytes of headers instead;
+// an answer whose headers are over the cap is no answer.
+func TestEPHeaderCap(t *testing.T) {
+	f := newFakeEP(t, func(w http.ResponseWriter, r *http.Request) {
+		for range 256 {
+			w.Header().Add("X-Pad", strings.Repeat("a", 4<<10))
+		}
+		olympus(w, r)
+	})
+	g := newTestIAM(t, Config{EP: EPConfig{URL: f.URL(), Mode: FailClosed}})
+	out := g.Decide(context.Background(), Request{JobID: testJob, AgentID: testAgent, Tool: "http_get", DryRun: true, PriceAtomic: 1})
+	if out.Approved || out.Decision != DecisionUnavailableFailedClosed {
+		t.Errorf("Decide = %+v, want unavailable_failed_closed for 1 MiB of headers", out)
+	}
+}
+
 // TestEPCircuitBreaker drives the breaker with a fake clock: it opens after N consecutive
 // failures, makes no calls while open, probes once after the cool-down, and closes on success.
 func TestEPCircuitBreaker(t *testing.T) {
