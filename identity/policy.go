@@ -89,13 +89,16 @@ func agentSet(setting string, ids []string) (map[string]bool, error) {
 
 // normAgent is the form agent ids are compared in: compatibility characters folded (NFKC:
 // a full-width "ｅｖｉｌ" is "evil"), invisible ones dropped (a zero-width space, a soft
-// hyphen), lower case, no surrounding space. Look-alikes of other scripts stay distinct: a
+// hyphen), case folded, no surrounding space. Look-alikes of other scripts stay distinct: a
 // list of self-asserted ids is advisory, as any agent can name itself anything else.
 func normAgent(id string) string {
-	if !isASCII(id) { // ASCII is its own NFKC form and has no invisible characters
-		id = strings.Map(dropInvisible, norm.NFKC.String(id))
+	if isASCII(id) { // ASCII is its own NFKC form and has no invisible characters
+		return strings.ToLower(strings.TrimSpace(id))
 	}
-	return strings.ToLower(strings.TrimSpace(id))
+	id = strings.TrimSpace(strings.Map(dropInvisible, norm.NFKC.String(id)))
+	// Lower case alone leaves letters whose upper case is another's: a dotless "ı" and a
+	// final "ς" upper-case to "I" and "Σ", and would stay apart from "i" and "σ".
+	return strings.ToLower(strings.ToUpper(id))
 }
 
 func isASCII(s string) bool {

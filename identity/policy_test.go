@@ -8,7 +8,7 @@ import (
 
 func TestPolicyEvaluate(t *testing.T) {
 	cfg := PolicyConfig{
-		DenyAgents: []string{"evil"},
+		DenyAgents: []string{"evil", "\u03c3\u03bf\u03c6\u03bf\u03c2"}, // "evil", "σοφος" with a final sigma
 		ToolAllow: map[string][]string{
 			"reader":  {"http_get", "json_parse"},
 			AnyAgent:  {"http_get", "json_parse", "hash"},
@@ -32,6 +32,8 @@ func TestPolicyEvaluate(t *testing.T) {
 		{"deny-listed agent", Request{AgentID: "evil", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"deny list ignores case and space", Request{AgentID: "  EVIL ", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"deny list ignores compatibility forms", Request{AgentID: "ｅｖｉｌ", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
+		{"deny list ignores case beyond ASCII: a dotless i is an i", Request{AgentID: "ev\u0131l", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
+		{"deny list ignores case beyond ASCII: upper-case of a final sigma", Request{AgentID: "\u03a3\u039f\u03a6\u039f\u03a3", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"deny list ignores invisible characters", Request{AgentID: "e\u00advil\u200b\ufeff", Tool: "http_get", DryRun: true}, ReasonAgentDenied, 1},
 		{"own allow-list is exclusive", Request{AgentID: "reader", Tool: "hash", DryRun: true}, ReasonToolNotAllowed, 1},
 		{"default allow-list applies to unlisted agents", Request{AgentID: "stranger", Tool: "dns_lookup", DryRun: true}, ReasonToolNotAllowed, 1},
