@@ -32,14 +32,22 @@ type problem struct {
 }
 
 // deniedError is a call refused by IAM; it was sealed and audited like any other.
+// unavailable: no verdict was given (EP out of reach, failing closed), so the refusal is for
+// now only.
 type deniedError struct {
-	reason    string
-	detail    string
-	jobID     string
-	proofHash string
+	reason      string
+	detail      string
+	jobID       string
+	proofHash   string
+	unavailable bool
 }
 
-func (e *deniedError) Error() string { return "iam_denied: " + e.reason }
+func (e *deniedError) Error() string {
+	if e.unavailable {
+		return "iam_unavailable: " + e.reason
+	}
+	return "iam_denied: " + e.reason
+}
 
 // errInternal is what an unexpected failure (a bug, a recovered panic) becomes.
 var errInternal = errors.New("internal_error")
@@ -74,6 +82,8 @@ func classify(err error) (status int, code, field string, retryAfter int) {
 		return http.StatusBadRequest, "dry_run_only", "dryRun", 0
 	case errors.Is(err, exec.ErrToolBlocked):
 		return http.StatusForbidden, "tool_blocked", "tool.name", 0
+	case errors.As(err, &denied) && denied.unavailable:
+		return http.StatusServiceUnavailable, "iam_unavailable", "", 5
 	case errors.As(err, &denied):
 		return http.StatusForbidden, "iam_denied", "", 0
 	case errors.As(err, &payErr) && payErr.Rail == mpp.RailName && mpp.Status(payErr.Reason) < 500:

@@ -139,7 +139,8 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, endpoint string
 			Error: exec.Failf("iam_denied", "%s", denialDetail(rec.IAM))}
 		_, hash := s.finish(rec, start, pay)
 		s.void(ctx, pay, "iam_denied")
-		s.writeError(w, r, &deniedError{reason: rec.IAM.Reason, detail: denialDetail(rec.IAM), jobID: rec.JobID, proofHash: hash})
+		s.writeError(w, r, &deniedError{reason: rec.IAM.Reason, detail: denialDetail(rec.IAM), jobID: rec.JobID, proofHash: hash,
+			unavailable: rec.IAM.Decision == identity.DecisionUnavailableFailedClosed})
 		return
 	}
 

@@ -55,3 +55,36 @@ func TestEPDenialWithNULIsStillAudited(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// EP down in fail-closed mode is a refusal for now, not a verdict: 503 iam_unavailable with
+// Retry-After (a 403 told clients never to retry), still sealed and audited as a denial, and
+// an answer EP actually gave ("no") stays a 403.
+func TestEPUnavailableFailClosedIs503(t *testing.T) {
+	ep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "upstream down", http.StatusBadGateway)
+	}))
+	defer ep.Close()
+	iam, err := identity.New(identity.Config{
+		EP:     identity.EPConfig{URL: ep.URL + "/ep/validate", Mode: identity.FailClosed},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer iam.Close()
+	h := newHarness(t)
+	h.srv.iam = iam
+
+	w := h.do("POST", "/exec/simulate", `{"agentId":"alice","tool":{"name":"echo","args":{"text":"x"}}}`)
+	p := decode[problem](t, w)
+	if w.Code != 503 || p.Code != "iam_unavailable" || w.Header().Get("Retry-After") == "" || p.JobID == "" || p.ProofHash == "" {
+		t.Fatalf("EP down, fail-closed: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	e, err := h.audit.Get(context.Background(), p.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Status != statusDenied || e.IAMApproved {
+		t.Errorf("sealed as status %q, iamApproved %v; want a denial", e.Status, e.IAMApproved)
+	}
+}

@@ -45,6 +45,7 @@ const (
 	oaInternalKey  = "oa-internal-key"
 	oaPayTo        = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 	oaDeniedAgent  = "oa_denied_agent"
+	oaNoEPAgent    = "oa_no_ep_agent" // EP out of reach, failing closed
 	oaPanicAgent   = "oa_panic_agent"
 	oaBrokenJobID  = "00000000-0000-4000-8000-00000000dead" // the audit store fails to read this one
 	oaMissingJobID = "8d3e1f52-7c4a-4b8e-9f0d-2a6b5c4d3e21"
@@ -124,6 +125,8 @@ func (oaApprove) Decide(ctx context.Context, req identity.Request) identity.Outc
 	case oaDeniedAgent:
 		return identity.Outcome{Decision: identity.DecisionDenied, Source: identity.SourceEP, Reason: identity.ReasonEPDenied,
 			Violations: []string{"Single trade exceeds $100 policy limit"}, RiskScore: "HIGH"}
+	case oaNoEPAgent:
+		return identity.Outcome{Decision: identity.DecisionUnavailableFailedClosed, Source: identity.SourceEP, Reason: identity.ReasonEPTimeout}
 	case oaPanicAgent:
 		panic("oa: the authorizer failed unexpectedly")
 	}
@@ -776,6 +779,8 @@ func TestOpenAPIDescribesRealResponses(t *testing.T) {
 			}},
 		{name: "IAM denies a paid call", method: "POST", target: "/exec/tool", header: internal, conform: oaReqConforms, status: 403, code: "iam_denied",
 			body: oaJSON(map[string]any{"agentId": oaDeniedAgent, "tool": map[string]any{"name": "oa_echo", "args": map[string]string{"text": "x"}}})},
+		{name: "EP out of reach, failing closed", method: "POST", target: "/exec/simulate", conform: oaReqConforms, status: 503, code: "iam_unavailable",
+			body: oaJSON(map[string]any{"agentId": oaNoEPAgent, "tool": map[string]any{"name": "oa_echo", "args": map[string]string{"text": "x"}}})},
 		{name: "unpaid /exec/tool", method: "POST", target: "/exec/tool", body: echo("hello"), conform: oaReqConforms, status: 402, code: "payment_required"},
 		{name: "refused x402 credential", method: "POST", target: "/exec/tool", body: echo("hello"), conform: oaReqConforms, status: 402,
 			header: map[string]string{"Authorization": "x402 expired"}, code: "invalid_exact_evm_payload_authorization_valid_before"},
