@@ -376,3 +376,20 @@ func TestHostIsCheckedAtStart(t *testing.T) {
 		}
 	}
 }
+
+// The start-up log names the EP and facilitator endpoints, never the credentials or keys a
+// URL may carry.
+func TestLoggableURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                    "",
+		"https://ep.example/ep/validate":      "https://ep.example/ep/validate",
+		"https://user:s3cret@ep.example/x":    "https://ep.example/x (credentials or query not shown)",
+		"https://ep.example/x?api_key=s3cret": "https://ep.example/x (credentials or query not shown)",
+		"http://127.0.0.1:4022#s3cret":        "http://127.0.0.1:4022 (credentials or query not shown)",
+		"http://[::1]:bad":                    "(not a URL)",
+	} {
+		if got := loggableURL(in); got != want {
+			t.Errorf("loggableURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -261,7 +261,7 @@ func buildFacilitator(ctx context.Context, cfg Config, network x402.Network, boo
 	sup, err := c.Supported(ctx)
 	switch {
 	case err != nil:
-		log.Warn("x402: the facilitator did not answer GET /supported at start: whether it settles this network is not checked; paid calls get 503 while it cannot answer", "url", cfg.FacilitatorURL, "err", err)
+		log.Warn("x402: the facilitator did not answer GET /supported at start: whether it settles this network is not checked; paid calls get 503 while it cannot answer", "url", loggableURL(cfg.FacilitatorURL), "err", err)
 	case !sup.Settles(2, network.CAIP2):
 		return nil, nil, fmt.Errorf("X402_FACILITATOR_URL: %s does not settle x402 v2 exact payments on %s (GET /supported lists %d other kinds)",
 			cfg.FacilitatorURL, network.CAIP2, len(sup.Kinds))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -206,7 +207,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	hs := newHTTPServer(cfg, srv.Handler(), log)
 	log.Info("secureexec serving", "addr", "http://"+ln.Addr().String(), "audit", where,
-		"ep", orNone(cfg.EPGuardURL), "internal_key", cfg.InternalAPIKey != "", "tools", len(reg.List()))
+		"ep", orNone(loggableURL(cfg.EPGuardURL)), "internal_key", cfg.InternalAPIKey != "", "tools", len(reg.List()))
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -242,6 +243,25 @@ func newHTTPServer(cfg Config, h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// loggableURL is a configured URL as the log may show it: without credentials, query or
+// fragment, where keys go (the path, which some providers also put a key in, stays: it names
+// the endpoint).
+func loggableURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not a URL)"
+	}
+	hidden := u.User != nil || u.RawQuery != "" || u.Fragment != ""
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	if hidden {
+		return u.String() + " (credentials or query not shown)"
+	}
+	return u.String()
 }
 
 func orNone(s string) string {
