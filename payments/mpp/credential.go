@@ -115,6 +115,11 @@ func DecodeStripePayload(raw json.RawMessage) (StripePayload, error) {
 	if len(p.ExternalID) > maxExternalID {
 		return p, refuse(ReasonInvalidPayload, "the stripe payload's externalId is too long")
 	}
+	if strings.ContainsFunc(p.ExternalID, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		// The payment record (JSONB) cannot hold a NUL: refused here, before the challenge
+		// is claimed, rather than failing the record and using the challenge up.
+		return p, refuse(ReasonInvalidPayload, "the stripe payload's externalId contains a control character")
+	}
 	return p, nil
 }
 

@@ -78,6 +78,9 @@ func TestDecodeStripePayload(t *testing.T) {
 		{`{"spt":"spt_` + strings.Repeat("a", maxSPTBytes) + `"}`, ReasonInvalidPayload},
 		{`{"spt":"spt_1","other":1}`, ReasonInvalidPayload},
 		{`{"spt":1}`, ReasonInvalidPayload},
+		{`{"spt":"spt_1","externalId":"order\u00001"}`, ReasonInvalidPayload},
+		{`{"spt":"spt_1","externalId":"order\t1"}`, ReasonInvalidPayload},
+		{`{"spt":"spt_1","externalId":"commande_é"}`, ""},
 	} {
 		if _, err := DecodeStripePayload([]byte(tc.in)); Reason(err) != tc.want {
 			t.Errorf("%s: reason %q (%v), want %q", tc.in, Reason(err), err, tc.want)

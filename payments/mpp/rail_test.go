@@ -290,6 +290,29 @@ func TestVerifyRefusesPayload(t *testing.T) {
 	}
 }
 
+// TestVerifyRefusesUnstorableExternalID: an externalId the payment record cannot hold (a NUL,
+// a control character) is refused as invalid-payload before the challenge is claimed, not
+// answered 503 with the challenge used up.
+func TestVerifyRefusesUnstorableExternalID(t *testing.T) {
+	tr := newTestRail(t, nil)
+	c := tr.challenge(t, dryRun)
+	for _, ext := range []string{`order\u00001`, `order\n1`, `order\u007f1`} {
+		cred := Credential{Challenge: c, Payload: json.RawMessage(`{"spt":"` + testSPT + `","externalId":"` + ext + `"}`)}
+		tok, err := cred.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tr.Verify(context.Background(), requestWith("Payment "+tok), dryRun)
+		checkOutcome(t, err, outcome{reason: ReasonInvalidPayload})
+	}
+	if creates, _, _, _ := tr.fake.counts(); creates != 0 {
+		t.Fatalf("%d charges for refused payloads", creates)
+	}
+	if _, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun); err != nil {
+		t.Fatalf("the challenge was used up by a refused payload: %v", err)
+	}
+}
+
 func TestReusedChallenge(t *testing.T) {
 	tr := newTestRail(t, nil)
 	c := tr.challenge(t, dryRun)
