@@ -15,7 +15,7 @@
 // the payment and returns `Payment-Receipt` (receipt.go). The charge is written ahead
 // (charge.go): a charge whose answer was lost is completed by a resend of the same credential,
 // or refunded by Reconcile (reconcile.go). A `MPP pi_…` credential is a PaymentIntent the payer
-// already paid (seedform.go): Verify retrieves it and requires succeeded and not refunded,
+// already paid (seedform.go): Verify retrieves it and requires succeeded, neither refunded nor disputed,
 // this price, this currency, this gateway's binding metadata, this Stripe mode, a bounded
 // age, and no earlier use.
 //

@@ -421,6 +421,12 @@ func TestPaymentIntentForm(t *testing.T) {
 			pi["latest_charge"] = map[string]any{"id": "ch_refunded", "object": "charge", "amount_refunded": 50, "refunded": true}
 			return pi
 		}(), outcome{reason: ReasonVerificationFailed}},
+		{"disputed", func() map[string]any {
+			// A dispute leaves the PaymentIntent succeeded too; Stripe has taken the money back.
+			pi := boundPI("pi_disputed", 50, "usd", "succeeded", created)
+			pi["latest_charge"] = map[string]any{"id": "ch_disputed", "object": "charge", "amount_refunded": 0, "disputed": true}
+			return pi
+		}(), outcome{reason: ReasonVerificationFailed}},
 		{"unknown", map[string]any{"id": "pi_unknown"}, outcome{reason: ReasonVerificationFailed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,6 +54,8 @@ func (r *Rail) verifyPaymentIntent(ctx context.Context, value string, price paym
 		return nil, refuse(ReasonVerificationFailed, fmt.Sprintf("the PaymentIntent is for %d, the call costs %d", pi.Amount, amount))
 	case refunded(pi):
 		return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was refunded")
+	case pi.LatestCharge != nil && pi.LatestCharge.Disputed:
+		return nil, refuse(ReasonVerificationFailed, "the PaymentIntent's charge is disputed")
 	case now.Sub(created) > r.cfg.PaymentIntentMaxAge:
 		return nil, refuse(ReasonPaymentExpired, "the PaymentIntent is too old to pay a call")
 	case created.Sub(now) > 5*time.Minute:
