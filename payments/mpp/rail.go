@@ -35,6 +35,8 @@ type paymentBook interface {
 	Get(ctx context.Context, id uuid.UUID) (ledger.Payment, error)
 	// GetByNonceKey finds the charge a challenge made, for a resend of its credential.
 	GetByNonceKey(ctx context.Context, key string) (ledger.Payment, error)
+	// GetByReference finds the payment a PaymentIntent was recorded for.
+	GetByReference(ctx context.Context, rail, ref string) (ledger.Payment, error)
 	// RecordAttempt touches a payment that stays verified: a charge whose answer was lost.
 	RecordAttempt(ctx context.Context, id uuid.UUID, status ledger.Status) (ledger.Payment, error)
 	// RecordReference records a charge's PaymentIntent, and the customer Stripe names, while

@@ -675,6 +675,67 @@ func TestChargeThatCannotBeClaimedIsRefunded(t *testing.T) {
 	}
 }
 
+// switchableClaims is the memory ledger's claims, with Redis lost from the moment down is set.
+type switchableClaims struct {
+	*ledger.Memory
+	down atomic.Bool
+}
+
+func (c *switchableClaims) Claim(ctx context.Context, key string, exp time.Time) error {
+	if c.down.Load() {
+		return fmt.Errorf("redis away: %w", payments.ErrUnavailable)
+	}
+	return c.Memory.Claim(ctx, key, exp)
+}
+
+// TestSeedFormClaimDownNeverRefundsAPaidCall: a PaymentIntent that already paid a call
+// (its id is in that call's Payment-Receipt, in either form) presented again as `MPP pi_…`
+// while its claim cannot be made is not refunded: the call it paid was delivered.
+func TestSeedFormClaimDownNeverRefundsAPaidCall(t *testing.T) {
+	for _, form := range []string{"token", "seed"} {
+		t.Run(form, func(t *testing.T) {
+			f := newFakeStripe(t)
+			mem := ledger.NewMemory()
+			claims := &switchableClaims{Memory: mem}
+			r, err := NewRail(Config{Realm: "api.example.com", Secret: []byte(testSecret), NetworkID: "profile_test",
+				Now: func() time.Time { return testNow }, Logger: testLogger(t)}, newTestStripe(t, f.URL(), nil), claims, mem)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := &testRail{Rail: r, fake: f, book: mem}
+			auth, pi := "MPP pi_paid1", "pi_paid1"
+			if form == "token" {
+				auth, pi = credential(t, tr.challenge(t, dryRun), testSPT), "pi_fake1"
+			}
+			f.setPI(boundPI("pi_paid1", 50, "usd", "succeeded", testNow.Add(-time.Minute)))
+			a, err := r.Verify(context.Background(), requestWith(auth), dryRun)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := r.Settle(context.Background(), a)
+			if err != nil || s.Reference != pi {
+				t.Fatalf("Settle = %+v, %v", s, err)
+			}
+			f.setPI(boundPI(pi, 50, "usd", "succeeded", testNow.Add(-time.Minute)))
+			claims.down.Store(true)
+			_, err = r.Verify(context.Background(), requestWith("MPP "+pi), dryRun)
+			if err == nil {
+				t.Fatal("a PaymentIntent paid a second call")
+			}
+			if refunds := f.refundRequests(); len(refunds) != 0 {
+				t.Fatalf("the PaymentIntent of a delivered call was refunded: %+v (Verify: %v)", refunds, err)
+			}
+			// One that paid nothing yet may have been claimed all the same: it is refunded.
+			f.setPI(boundPI("pi_fresh1", 50, "usd", "succeeded", testNow.Add(-time.Minute)))
+			_, err = r.Verify(context.Background(), requestWith("MPP pi_fresh1"), dryRun)
+			checkOutcome(t, err, outcome{unavailable: true})
+			if refunds := f.refundRequests(); len(refunds) != 1 || refunds[0].Form.Get("payment_intent") != "pi_fresh1" {
+				t.Fatalf("refunds %+v", refunds)
+			}
+		})
+	}
+}
+
 func TestOffer(t *testing.T) {
 	tr := newTestRail(t, func(c *Config) { c.Amounts = map[payments.Mode]uint64{payments.ModeBatch: 125} })
 	offer, err := tr.Offer(context.Background(), dryRun, nil)

@@ -71,7 +71,8 @@ func refunded(pi *stripe.PaymentIntent) bool {
 }
 
 // record claims a PaymentIntent presented as `MPP pi_…` (so it pays one call, in either
-// form) and creates its payment, keyed by the PaymentIntent. A failure to record refunds it.
+// form) and creates its payment, keyed by the PaymentIntent. A failure to record refunds it,
+// unless a payment already records it.
 func (r *Rail) record(ctx context.Context, pi *stripe.PaymentIntent, st storedPayment, price payments.Price, created time.Time) (*payments.Authorization, error) {
 	log := r.cfg.Logger.With("payment_intent", pi.ID)
 	key := paymentIntentKey(pi.ID)
@@ -83,7 +84,18 @@ func (r *Rail) record(ctx context.Context, pi *stripe.PaymentIntent, st storedPa
 		if errors.Is(err, ledger.ErrNonceUsed) {
 			return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was already used")
 		}
-		return nil, r.unrecorded(ctx, log, pi.ID, fmt.Errorf("mpp: claiming the PaymentIntent: %w", err))
+		cause := fmt.Errorf("mpp: claiming the PaymentIntent: %w", err)
+		// A claim that failed does not say who holds the PaymentIntent: one that paid a call
+		// already (its id is in that call's receipt) is never refunded, nor one we cannot
+		// look up.
+		switch used, lerr := r.paidACall(ctx, pi.ID); {
+		case used:
+			return nil, refuse(ReasonVerificationFailed, "the PaymentIntent was already used")
+		case lerr != nil:
+			log.Error("mpp: a PaymentIntent could neither be claimed nor looked up; not refunded", "err", lerr, "cause", cause)
+			return nil, cause
+		}
+		return nil, r.unrecorded(ctx, log, pi.ID, cause)
 	}
 	payer := st.Customer
 	if payer == "" {
@@ -105,6 +117,19 @@ func (r *Rail) record(ctx context.Context, pi *stripe.PaymentIntent, st storedPa
 	// resolve an agent from it.
 	return &payments.Authorization{Rail: RailName, Payer: st.Customer, Amount: price.Amount, Reference: p.ID.String(),
 		State: &pendingPayment{ID: p.ID, Stored: st}}, nil
+}
+
+// paidACall reports whether a payment of this rail records PaymentIntent pi: keyed by it (the
+// seed form) or with it as its reference (a token charge).
+func (r *Rail) paidACall(ctx context.Context, pi string) (bool, error) {
+	if _, err := r.book.GetByNonceKey(ctx, paymentIntentKey(pi)); !errors.Is(err, ledger.ErrNotFound) {
+		return err == nil, err
+	}
+	_, err := r.book.GetByReference(ctx, RailName, pi)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // unrecorded refunds a payment that could not be claimed or recorded: money is never kept
