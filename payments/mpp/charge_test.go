@@ -125,6 +125,60 @@ func TestLostAnswerIsCompletedByAResend(t *testing.T) {
 	}
 }
 
+// TestConnectionDroppedAfterTheCharge: Stripe charged, then the kept-alive connection broke
+// before its answer. net/http resends a request that carries an Idempotency-Key on its own,
+// unseen by stripe-go, and Stripe answers the resend Idempotent-Replayed: that is this
+// request's own charge, which pays its call, not someone else's.
+func TestConnectionDroppedAfterTheCharge(t *testing.T) {
+	l := newLossyStripe(t, "succeeded", true)
+	var dropped atomic.Bool
+	l.setCreate(func(w http.ResponseWriter, r *http.Request, form url.Values, _ int) {
+		key := r.Header.Get("Idempotency-Key")
+		l.mu.Lock()
+		pi, replay := l.saved[key]
+		if !replay {
+			var amount int64
+			fmt.Sscan(form.Get("amount"), &amount)
+			pi = paymentIntent("pi_dropped1", amount, form.Get("currency"), "succeeded", time.Now(), metadataOf(form))
+			l.saved[key] = pi
+			l.setPI(pi)
+		}
+		l.mu.Unlock()
+		if !replay && dropped.CompareAndSwap(false, true) {
+			conn, _, err := w.(http.Hijacker).Hijack() // charged; the connection breaks
+			if err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		if replay {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
+		writeStripeJSON(w, http.StatusOK, pi)
+	})
+	st := newTestStripe(t, l.URL(), nil)
+	tr := newTestRailOn(t, l.fakeStripe, st, nil)
+	// A first call leaves a kept-alive connection for the charge to reuse.
+	if _, err := st.GetPaymentIntent(context.Background(), "pi_none"); Reason(err) != "" && !errors.As(err, new(*StripeError)) {
+		t.Fatal(err)
+	}
+	c := tr.challenge(t, dryRun)
+	a, err := tr.Verify(context.Background(), requestWith(credential(t, c, testSPT)), dryRun)
+	if !dropped.Load() {
+		t.Fatal("the connection was not dropped")
+	}
+	if err != nil {
+		p := chargeOf(t, tr, c)
+		t.Fatalf("the charge whose connection dropped: %v (payment %s %q: %s; %d charges)", err, p.Status, p.TxHash, p.ErrorReason, l.charges())
+	}
+	if p := chargeOf(t, tr, c); p.Status != ledger.StatusVerified || p.TxHash != "pi_dropped1" || l.charges() != 1 {
+		t.Fatalf("payment %s %q, %d charges", p.Status, p.TxHash, l.charges())
+	}
+	if s, err := tr.Settle(context.Background(), a); err != nil || s.Reference != "pi_dropped1" {
+		t.Fatalf("Settle = %+v, %v", s, err)
+	}
+}
+
 // TestChargeInFlightIsNotResumed: a resend while the first request is still charging is
 // refused, not charged a second time alongside it.
 func TestChargeInFlightIsNotResumed(t *testing.T) {

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -139,9 +141,10 @@ var ErrReplayed = errors.New("mpp: stripe answered with a replayed response")
 // stripe-go's own retries are off because of the replay rule: a response marked
 // Idempotent-Replayed is refused (ErrReplayed) when it answers the first attempt, but accepted
 // when it answers a retry after an attempt of ours whose outcome was unknown (a timeout, a
-// 5xx), or any attempt of a Resumed request: the caller holds the challenge's claim, so that
-// earlier request can only be ours. The PaymentIntent is returned whatever its status; Stripe
-// refusals (a declined card, a bad or spent token) are *StripeError; not reaching Stripe is
+// 5xx, a connection that broke and that net/http resent the request on), or any attempt of a
+// Resumed request: the caller holds the challenge's claim, so that earlier request can only
+// be ours. The PaymentIntent is returned whatever its status; Stripe refusals (a declined
+// card, a bad or spent token) are *StripeError; not reaching Stripe is
 // payments.ErrUnavailable.
 func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.PaymentIntent, error) {
 	if key := req.IdempotencyKey(); len(key) > 255 {
@@ -160,7 +163,13 @@ func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.Paym
 				Enabled: stripe.Bool(true), AllowRedirects: stripe.String("never"),
 			},
 		}
-		p.Context = actx
+		// net/http itself sends a request that carries an Idempotency-Key again when a
+		// kept-alive connection breaks before the answer (Request.isReplayable), unseen by
+		// stripe-go: a replay answering such a resend answers our own first write.
+		var writes atomic.Int32
+		p.Context = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { writes.Add(1) },
+		})
 		p.AddExtra(s.cfg.SPTParam, req.SPT)
 		for k, v := range req.Metadata {
 			p.AddMetadata(k, v)
@@ -175,7 +184,7 @@ func (s *Stripe) ChargeSPT(ctx context.Context, req ChargeRequest) (*stripe.Paym
 			return err
 		}
 		if got.LastResponse != nil && strings.EqualFold(got.LastResponse.Header.Get("Idempotent-Replayed"), "true") {
-			if !ownAttempt {
+			if !ownAttempt && writes.Load() <= 1 {
 				return ErrReplayed
 			}
 			s.cfg.Logger.Info("stripe replayed the outcome of our own earlier attempt", "payment_intent", got.ID, "challenge_id", req.ChallengeID)
