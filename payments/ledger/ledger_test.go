@@ -817,3 +817,53 @@ func TestReplaceTx(t *testing.T) {
 		}
 	}
 }
+
+// Each rail's recovery lists only its own payments: another rail's stale payments, older and
+// more than a page of them, must not fill the page it reads (they may be ones it never
+// finishes, and its own would then never be recovered). In Postgres and in memory alike.
+func TestListStaleByRail(t *testing.T) {
+	leakCheck(t)
+	schema := newSchema(t)
+	pool := openPool(t, schema, "")
+	l := openLedger(t, pool, "")
+	mem := NewMemory()
+	ctx := context.Background()
+	var mine uuid.UUID
+	for i, rail := range []string{"mpp", "mpp", "mpp", "x402"} {
+		p := newPayment(big.NewInt(10_000))
+		p.Rail = rail
+		if rail == "mpp" {
+			p.NonceKey = "mpp:challenge:" + randomHex(16)
+		} else {
+			mine = p.ID
+		}
+		for _, b := range []interface {
+			Create(context.Context, Payment) error
+		}{l, mem} {
+			if err := b.Create(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The other rail's are older.
+		if _, err := pool.Exec(ctx, `UPDATE payments SET updated_at = now() - $2::int * interval '1 minute' WHERE id = $1::uuid`, p.ID.String(), 60-i); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // the memory ledger orders by its own clock
+	}
+	for name, list := range map[string]func(Staleness, int) ([]Payment, error){
+		"postgres": func(a Staleness, n int) ([]Payment, error) { return l.ListStale(ctx, a, n) },
+		"memory": func(a Staleness, n int) ([]Payment, error) {
+			a.Working, a.OnChain = -time.Hour, -time.Hour // the memory ledger's payments are fresh
+			return mem.ListStale(ctx, a, n)
+		},
+	} {
+		got, err := list(Staleness{Working: time.Minute, OnChain: time.Minute, Rail: "x402"}, 2)
+		if err != nil || len(got) != 1 || got[0].ID != mine {
+			t.Fatalf("%s: the x402 page = %+v, %v; want the one x402 payment", name, got, err)
+		}
+		all, err := list(Staleness{Working: time.Minute, OnChain: time.Minute}, 10)
+		if err != nil || len(all) != 4 {
+			t.Fatalf("%s: every rail = %d payments, %v; want 4", name, len(all), err)
+		}
+	}
+}

@@ -229,7 +229,7 @@ func (m *Memory) ListStale(_ context.Context, age Staleness, limit int) ([]Payme
 		if len(out) == limit {
 			break
 		}
-		if age.isStale(p, now) {
+		if age.isStale(p, now) && (age.Rail == "" || p.Rail == age.Rail) {
 			out = append(out, p)
 		}
 	}

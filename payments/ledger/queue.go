@@ -82,6 +82,9 @@ type Staleness struct {
 	// request or batch lane awaits its receipt, recovery can read the chain (and outbid a
 	// transaction the market left behind) without waiting as long as the longest call.
 	OnChain time.Duration
+	// Rail, when set, lists only that rail's payments: each rail's recovery pages through its
+	// own, so that another rail's payments it cannot finish never fill its page.
+	Rail string
 }
 
 func (a Staleness) check() error {
@@ -129,7 +132,8 @@ func (l *Ledger) ListStale(ctx context.Context, age Staleness, limit int) ([]Pay
 		WHERE status IN ('verified', 'submitted', 'settling', 'pending')
 		  AND updated_at < now() - LEAST($1::bigint, $2::bigint) * interval '1 microsecond'
 		  AND updated_at < now() - (CASE WHEN status IN ('submitted', 'pending') THEN $2::bigint ELSE $1::bigint END) * interval '1 microsecond'
-		ORDER BY updated_at, id LIMIT $3`, age.Working.Microseconds(), age.OnChain.Microseconds(), limit)
+		  AND ($4 = '' OR rail = $4)
+		ORDER BY updated_at, id LIMIT $3`, age.Working.Microseconds(), age.OnChain.Microseconds(), limit, age.Rail)
 	if err != nil {
 		return nil, dbError(ctx, "list recoverable payments", err)
 	}

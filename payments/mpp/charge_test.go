@@ -365,11 +365,11 @@ type listAll struct {
 	snapshot []ledger.Payment
 }
 
-func (l listAll) ListRecoverable(ctx context.Context, _ time.Duration, limit int) ([]ledger.Payment, error) {
+func (l listAll) ListStale(ctx context.Context, age ledger.Staleness, limit int) ([]ledger.Payment, error) {
 	if l.snapshot != nil {
 		return l.snapshot, nil
 	}
-	return l.book.ListRecoverable(ctx, -time.Hour, limit)
+	return l.book.ListStale(ctx, ledger.Staleness{Working: -time.Hour, OnChain: -time.Hour, Rail: age.Rail}, limit)
 }
 
 // loseFirstAnswer charges c's credential with Stripe's answer lost: 503, the charge made.

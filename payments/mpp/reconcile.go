@@ -14,7 +14,7 @@ import (
 
 // recoverable lists payments nobody moved for a while (*ledger.Ledger, *ledger.Memory).
 type recoverable interface {
-	ListRecoverable(ctx context.Context, olderThan time.Duration, limit int) ([]ledger.Payment, error)
+	ListStale(ctx context.Context, age ledger.Staleness, limit int) ([]ledger.Payment, error)
 }
 
 // SearchLag is how long Reconcile keeps looking for the charge of a payment whose charge had
@@ -38,7 +38,7 @@ const SearchLag = 2 * time.Hour
 // A payment it must wait for is touched (RecordAttempt), so that it goes to the back of the
 // list and cannot hold up the others.
 func (r *Rail) Reconcile(ctx context.Context, src recoverable, staleAfter time.Duration) error {
-	ps, err := src.ListRecoverable(ctx, staleAfter, 200)
+	ps, err := src.ListStale(ctx, ledger.Staleness{Working: staleAfter, OnChain: staleAfter, Rail: RailName}, 200)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 // recorded bytes and settled from their receipts. It never signs a new transaction for a
 // payment that has one recorded.
 func (w *Worker) Reconcile(ctx context.Context) error {
-	ps, err := w.recovery.ListStale(ctx, ledger.Staleness{Working: w.cfg.StaleAfter, OnChain: w.cfg.OnChainAfter}, 200)
+	ps, err := w.recovery.ListStale(ctx, ledger.Staleness{Working: w.cfg.StaleAfter, OnChain: w.cfg.OnChainAfter, Rail: RailName}, 200)
 	if err != nil {
 		return err
 	}
