@@ -40,7 +40,9 @@ type ReceiptReader interface {
 // WaitReceipt polls for the receipt of hash every pollEvery until it exists or ctx ends. A
 // mined transaction is returned whatever its status (check receipt.Status). When ctx expires
 // or is canceled first, the error wraps ErrReceiptTimeout and the context's error: the
-// transaction is pending, not failed. Transient node errors are retried until the deadline.
+// transaction is pending, not failed. Transient node errors are retried until the deadline. A
+// receipt without a block number (some nodes serve one for a transaction still in their pool)
+// is not a mined transaction: it is waited past too.
 func WaitReceipt(ctx context.Context, r ReceiptReader, hash common.Hash, pollEvery time.Duration) (*types.Receipt, error) {
 	if pollEvery <= 0 {
 		pollEvery = DefaultPollEvery
@@ -61,8 +63,10 @@ func WaitReceipt(ctx context.Context, r ReceiptReader, hash common.Hash, pollEve
 		}
 		rcpt, err := r.TransactionReceipt(ctx, hash)
 		switch {
-		case err == nil && rcpt != nil:
+		case err == nil && rcpt != nil && rcpt.BlockNumber != nil:
 			return rcpt, nil
+		case err == nil && rcpt != nil:
+			lastErr = errors.New("a receipt without a block number")
 		case err == nil, errors.Is(err, ethereum.NotFound):
 			lastErr = nil
 		case ctx.Err() != nil:
@@ -103,7 +107,7 @@ func WaitConfirmed(ctx context.Context, r ReceiptReader, heads HeadReader, hash 
 		}
 		again, err := r.TransactionReceipt(ctx, hash)
 		switch {
-		case err == nil && again != nil && again.BlockHash == rcpt.BlockHash:
+		case err == nil && again != nil && again.BlockNumber != nil && again.BlockHash == rcpt.BlockHash:
 			return again, nil
 		case err == nil, errors.Is(err, ethereum.NotFound):
 			// Reorged out, or into another block: wait for it, and its depth, again.

@@ -205,3 +205,36 @@ func BenchmarkDecodeReceipt(b *testing.B) {
 		}
 	})
 }
+
+// fixedHead is a chain whose head is block head, for ever.
+type fixedHead uint64
+
+func (h fixedHead) BlockNumber(context.Context) (uint64, error) { return uint64(h), nil }
+
+// TestAReceiptWithoutABlockIsNotMined: some nodes answer eth_getTransactionReceipt for a
+// transaction still in their pool with a receipt whose blockNumber and blockHash are null, and
+// a hostile node can send one. Such a receipt proves nothing was mined: the waits keep waiting
+// (and time out as pending) rather than returning it or panicking on its missing block.
+func TestAReceiptWithoutABlockIsNotMined(t *testing.T) {
+	pending := `{"status":"0x1","cumulativeGasUsed":"0x5208","logsBloom":"0x` + zeros512 + `","logs":[],"transactionHash":"0x0100000000000000000000000000000000000000000000000000000000000000","gasUsed":"0x5208","blockNumber":null,"blockHash":null}`
+	r := RPCReceipts{RPC: rawRPC(pending)}
+	h := common.Hash{0x01}
+	for _, tc := range []struct {
+		name string
+		wait func(ctx context.Context) (*types.Receipt, error)
+	}{
+		{"WaitReceipt", func(ctx context.Context) (*types.Receipt, error) { return WaitReceipt(ctx, r, h, time.Millisecond) }},
+		{"WaitConfirmed", func(ctx context.Context) (*types.Receipt, error) {
+			return WaitConfirmed(ctx, r, fixedHead(100), h, 2, time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			got, err := tc.wait(ctx)
+			if !errors.Is(err, ErrReceiptTimeout) {
+				t.Fatalf("got %+v, %v; want ErrReceiptTimeout", got, err)
+			}
+		})
+	}
+}
