@@ -87,3 +87,34 @@ func TestFirstSendOffersTheCapWhenTheCapPays(t *testing.T) {
 		t.Fatalf("Send at a base fee of 100 gwei under a cap of 100: %v; want ErrFeeCapExceeded", err)
 	}
 }
+
+// bigEstimate is a busyNode whose gas estimate for every call is est.
+type bigEstimate struct {
+	*busyNode
+	est uint64
+}
+
+func (b bigEstimate) EstimateGas(context.Context, ethereum.CallMsg) (uint64, error) {
+	return b.est, nil
+}
+
+// TestGasLimitNeverAboveTheBlocks: the margin added to the node's estimate must not carry the
+// limit past the head block's gas limit: a node refuses such a transaction ("exceeds block gas
+// limit") although the call fits in a block, and SendPersisted promises never to send one.
+func TestGasLimitNeverAboveTheBlocks(t *testing.T) {
+	node := &busyNode{base: big.NewInt(1e9), tip: big.NewInt(1e9)}
+	to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	for _, est := range []uint64{21_000, 28_000_000, 30_000_000, 1 << 62} {
+		s, err := NewSender(bigEstimate{node, est}, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SendPersisted(testCtx(t), to, nil, 0, nil); err != nil {
+			t.Fatalf("estimate %d: %v", est, err)
+		}
+		gas := node.sent[len(node.sent)-1].Gas()
+		if gas > 30_000_000 || gas < min(est, 30_000_000) {
+			t.Fatalf("estimate %d: gas limit %d; want at least the estimate and at most the block's 30,000,000", est, gas)
+		}
+	}
+}

@@ -251,7 +251,12 @@ func (s *Sender) send(ctx context.Context, to *common.Address, data []byte, gas 
 			}
 			return common.Hash{}, fmt.Errorf("chain: estimate gas: %w", err)
 		}
-		gas = est + est*s.marginPct/100
+		// The margin never carries the limit past the block's: a node refuses such a
+		// transaction although the call fits in a block.
+		gas = blockGas
+		if est < blockGas {
+			gas = min(est+est*s.marginPct/100, blockGas)
+		}
 	}
 
 	unlock, err := s.acquire(ctx)
