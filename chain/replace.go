@@ -59,10 +59,16 @@ func (s *Sender) Outbid(ctx context.Context, raw []byte) (bool, error) {
 // caller takes either's receipt as the outcome. The replacement is never signed at another
 // nonce: a nonce already mined (raw, or another transaction of the key) is ErrNonceTaken, and
 // a fee cap above SenderOptions.MaxFeePerGas is ErrFeeCapExceeded before anything is signed.
+// raw signed by another key or for another chain is refused before anything is signed.
 func (s *Sender) Replace(ctx context.Context, raw []byte, to common.Address, data []byte, gas uint64, persist func(*types.Transaction) error) (common.Hash, error) {
 	old, err := decodeTx(raw)
 	if err != nil {
 		return common.Hash{}, err
+	}
+	// Only a transaction of this key on this chain holds a nonce a successor competes for: at
+	// the nonce of another key's (one rotated out, say), both could be mined.
+	if from, err := types.Sender(s.signer, old); err != nil || from != s.from {
+		return common.Hash{}, fmt.Errorf("chain: replacing %s: not a transaction of %s on chain %s (%v)", old.Hash().Hex(), s.from.Hex(), s.chainID, err)
 	}
 	if gas == 0 {
 		gas = old.Gas()

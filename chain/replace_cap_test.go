@@ -118,3 +118,35 @@ func TestGasLimitNeverAboveTheBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceOnlyItsOwnTransactions: a recorded transaction signed by another key (the
+// settlement key was rotated) or for another chain holds no nonce of this key: a "successor"
+// at its nonce would compete with nothing, and both could be mined. Replace refuses it and
+// signs nothing.
+func TestReplaceOnlyItsOwnTransactions(t *testing.T) {
+	node := &busyNode{base: big.NewInt(1e9), tip: big.NewInt(1e9)}
+	to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	s, err := NewSender(node, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewSender(node, mustKey(t, "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"), big.NewInt(31337), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherChain, err := NewSender(node, mustKey(t, anvilKey0), big.NewInt(8453), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, from := range map[string]*Sender{"another key": other, "another chain": otherChain} {
+		_, raw := sendRecorded(t, from, to)
+		sent := len(node.sent)
+		if _, err := s.Replace(testCtx(t), raw, to, nil, 0, nil); err == nil || len(node.sent) != sent {
+			t.Fatalf("%s: Replace = %v, %d transactions sent; want an error and none", name, err, len(node.sent)-sent)
+		}
+	}
+	_, raw := sendRecorded(t, s, to)
+	if _, err := s.Replace(testCtx(t), raw, to, nil, 0, nil); err != nil {
+		t.Fatalf("Replace of its own transaction: %v", err)
+	}
+}
