@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/big"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
@@ -148,5 +150,65 @@ func TestReplaceOnlyItsOwnTransactions(t *testing.T) {
 	_, raw := sendRecorded(t, s, to)
 	if _, err := s.Replace(testCtx(t), raw, to, nil, 0, nil); err != nil {
 		t.Fatalf("Replace of its own transaction: %v", err)
+	}
+}
+
+// heldBroadcast is a busyNode whose SendTransaction of hold waits for release (after saying
+// so on entered), and which counts PendingNonceAt calls.
+type heldBroadcast struct {
+	*busyNode
+	hold             common.Hash
+	entered, release chan struct{}
+	nonceReads       atomic.Int32
+}
+
+func (h *heldBroadcast) PendingNonceAt(ctx context.Context, a common.Address) (uint64, error) {
+	h.nonceReads.Add(1)
+	return h.busyNode.PendingNonceAt(ctx, a)
+}
+
+func (h *heldBroadcast) SendTransaction(ctx context.Context, tx *types.Transaction) error {
+	if tx.Hash() == h.hold {
+		close(h.entered)
+		<-h.release
+	}
+	return h.busyNode.SendTransaction(ctx, tx)
+}
+
+// TestRebroadcastHoldsTheSendLock: recovery re-broadcasts a persisted transaction whose nonce
+// the pool may have forgotten; a send that read the pending nonce meanwhile would sign a second
+// transaction at that nonce, and one of the two would be refused or would evict the other. So
+// the re-broadcast happens under the send lock, as every sign-and-broadcast of the key does:
+// no send reads the nonce while it is under way.
+func TestRebroadcastHoldsTheSendLock(t *testing.T) {
+	node := &busyNode{base: big.NewInt(1e9), tip: big.NewInt(1e9)}
+	to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+	key := mustKey(t, anvilKey0)
+	first, err := NewSender(node, key, big.NewInt(31337), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, raw := sendRecorded(t, first, to)
+	held := &heldBroadcast{busyNode: node, hold: h, entered: make(chan struct{}), release: make(chan struct{})}
+	s, err := NewSender(held, key, big.NewInt(31337), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Rebroadcast(testCtx(t), raw)
+		done <- err
+	}()
+	<-held.entered
+	ctx, cancel := context.WithTimeout(testCtx(t), 100*time.Millisecond)
+	defer cancel()
+	_, sendErr := s.Send(ctx, to, []byte{1})
+	reads := held.nonceReads.Load()
+	close(held.release)
+	if err := <-done; err != nil {
+		t.Fatalf("Rebroadcast: %v", err)
+	}
+	if reads != 0 || sendErr == nil {
+		t.Fatalf("a send read the pending nonce %d times (send: %v) while a re-broadcast was under way", reads, sendErr)
 	}
 }

@@ -172,7 +172,14 @@ func (s *Sender) Rebroadcast(ctx context.Context, raw []byte) (common.Hash, erro
 	}
 	ctx, cancel := withDefaultTimeout(ctx, DefaultSendTimeout)
 	defer cancel()
-	err := s.backend.SendTransaction(ctx, &tx)
+	// Under the send lock, as every broadcast of the key: a send reading the pending nonce
+	// while the pool takes this transaction back would sign a second one at its nonce.
+	unlock, err := s.acquire(ctx)
+	if err != nil {
+		return tx.Hash(), err
+	}
+	err = s.backend.SendTransaction(ctx, &tx)
+	unlock()
 	switch {
 	case err == nil || isAlreadyKnown(err):
 		return tx.Hash(), nil
