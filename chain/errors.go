@@ -65,11 +65,13 @@ func DecodeRevert(data []byte) string {
 }
 
 // isReverted reports whether a node error is a simulated revert rather than a transport
-// failure; geth and anvil both say "execution reverted".
+// failure; geth and anvil both say "execution reverted", and answer a revert carrying data
+// with code 3. Error data alone proves nothing: providers attach it to rate limits and
+// internal errors too.
 func isReverted(err error) bool {
 	if err == nil {
 		return false
 	}
-	var de rpc.DataError
-	return errors.As(err, &de) || strings.Contains(err.Error(), "execution reverted")
+	var re rpc.Error
+	return (errors.As(err, &re) && re.ErrorCode() == 3) || strings.Contains(err.Error(), "execution reverted")
 }

@@ -212,3 +212,54 @@ func TestRebroadcastHoldsTheSendLock(t *testing.T) {
 		t.Fatalf("a send read the pending nonce %d times (send: %v) while a re-broadcast was under way", reads, sendErr)
 	}
 }
+
+// rpcError is a JSON-RPC error answer as go-ethereum's client returns it.
+type rpcError struct {
+	code int
+	msg  string
+	data any
+}
+
+func (e rpcError) Error() string  { return e.msg }
+func (e rpcError) ErrorCode() int { return e.code }
+func (e rpcError) ErrorData() any { return e.data }
+
+// failingEstimate is a busyNode whose gas estimates fail with err.
+type failingEstimate struct {
+	*busyNode
+	err error
+}
+
+func (f failingEstimate) EstimateGas(context.Context, ethereum.CallMsg) (uint64, error) {
+	return 0, f.err
+}
+
+// TestOnlyARevertIsARevert: a call the node simulated and saw revert is ErrExecutionReverted
+// (settlement then refuses the payment for good); a node error that merely carries JSON-RPC
+// error data, as providers' rate-limit answers do, is a transient failure, not a revert.
+func TestOnlyARevertIsARevert(t *testing.T) {
+	revertData := "0x08c379a00000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000000c617574686f72697a6174696f6e0000000000000000000000000000000000000000"
+	for _, tc := range []struct {
+		name     string
+		err      error
+		reverted bool
+	}{
+		{"geth's revert with a reason", rpcError{3, "execution reverted: authorization", revertData}, true},
+		{"a revert without data", rpcError{-32000, "execution reverted", nil}, true},
+		{"code 3 under another message", rpcError{3, "reverted", revertData}, true},
+		{"a rate limit with data", rpcError{-32005, "daily request count exceeded, request rate limited", map[string]any{"see": "https://example.invalid"}}, false},
+		{"an internal error with data", rpcError{-32603, "internal error", "upstream timeout"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := failingEstimate{&busyNode{base: big.NewInt(1e9), tip: big.NewInt(1e9)}, tc.err}
+			s, err := NewSender(node, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.Send(testCtx(t), common.Address{1}, nil)
+			if err == nil || errors.Is(err, ErrExecutionReverted) != tc.reverted {
+				t.Fatalf("Send = %v; want reverted=%v", err, tc.reverted)
+			}
+		})
+	}
+}
