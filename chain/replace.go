@@ -37,10 +37,10 @@ func (s *Sender) Outbid(ctx context.Context, raw []byte) (bool, error) {
 	defer cancel()
 	// A mined transaction (one waiting for its confirmations, say) is never outbid: a
 	// successor could only be refused, and recovery would record what the chain shows from a
-	// block less deep than asked.
-	if _, err := s.receipts.TransactionReceipt(ctx, old.Hash()); err == nil {
+	// block less deep than asked. A receipt without a block number is not one (WaitReceipt).
+	if r, err := s.receipts.TransactionReceipt(ctx, old.Hash()); err == nil && r != nil && r.BlockNumber != nil {
 		return false, nil
-	} else if !errors.Is(err, ethereum.NotFound) {
+	} else if err != nil && !errors.Is(err, ethereum.NotFound) {
 		return false, fmt.Errorf("chain: receipt of %s: %w", old.Hash().Hex(), err)
 	}
 	tip, head, err := s.market(ctx)

@@ -263,3 +263,28 @@ func TestOnlyARevertIsARevert(t *testing.T) {
 		})
 	}
 }
+
+// pendingReceipts is a busyNode that serves a receipt without a block for every transaction,
+// as some nodes do for one still in their pool.
+type pendingReceipts struct{ *busyNode }
+
+func (pendingReceipts) TransactionReceipt(_ context.Context, h common.Hash) (*types.Receipt, error) {
+	return &types.Receipt{TxHash: h, Status: types.ReceiptStatusSuccessful}, nil
+}
+
+// TestOutbidLooksPastAReceiptWithoutABlock: a receipt without a block number is not a mined
+// transaction (WaitReceipt waits past it); Outbid must not take it for one and leave an outbid
+// transaction waiting in the pool for good.
+func TestOutbidLooksPastAReceiptWithoutABlock(t *testing.T) {
+	gwei := func(n int64) *big.Int { return new(big.Int).Mul(big.NewInt(n), big.NewInt(1e9)) }
+	node := &busyNode{base: gwei(20), tip: gwei(1)}
+	s, err := NewSender(pendingReceipts{node}, mustKey(t, anvilKey0), big.NewInt(31337), SenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw := sendRecorded(t, s, common.HexToAddress("0x000000000000000000000000000000000000dEaD"))
+	node.base = gwei(60)
+	if out, err := s.Outbid(testCtx(t), raw); err != nil || !out {
+		t.Fatalf("Outbid = %v, %v; want true: the receipt has no block, the market outgrew the fees", out, err)
+	}
+}
