@@ -214,15 +214,63 @@ func (h *HTTPGet) Run(ctx context.Context, raw json.RawMessage) (any, error) {
 		body = body[:h.cfg.MaxBodyBytes]
 	}
 	text, enc := httpGetEncodeBody(body, truncated)
-	return HTTPGetOutput{
+	out := HTTPGetOutput{
 		Status:       resp.StatusCode,
 		Headers:      httpGetPickHeaders(resp.Header),
-		Body:         text,
 		BodyEncoding: enc,
 		BodyBytes:    len(body),
 		Truncated:    truncated,
 		FinalURL:     resp.Request.URL.String(),
-	}, nil
+	}
+	if err := out.fitBody(body, text, outputCap(ctx)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fitBody sets o.Body to text, cut if need be so that the encoded output stays within the
+// runner's cap: JSON makes a body up to six times longer (<, >, & and control characters are
+// escaped) and base64 a third longer, so a body within MaxBodyBytes can still be too large,
+// and the caller should get a truncated page rather than output_too_large.
+func (o *HTTPGetOutput) fitBody(body []byte, text string, capBytes int) error {
+	shell, err := json.Marshal(o) // Body is still empty; cutting only shortens the other fields
+	if err != nil {
+		return err
+	}
+	room := capBytes - len(shell)
+	if room < 0 {
+		return errOutputTooLarge(capBytes)
+	}
+	if o.BodyEncoding == "base64" {
+		if n := room / 4 * 3; n < len(body) {
+			body, o.BodyBytes, o.Truncated = body[:n], n, true
+		}
+		o.Body = base64.StdEncoding.EncodeToString(body)
+		return nil
+	}
+	size := 0
+	for i, r := range text {
+		if size += httpGetJSONLen(r); size > room {
+			text, o.BodyBytes, o.Truncated = text[:i], i, true
+			break
+		}
+	}
+	o.Body = text
+	return nil
+}
+
+// httpGetJSONLen is how many bytes encoding/json writes for r inside a string.
+func httpGetJSONLen(r rune) int {
+	switch r {
+	case '"', '\\', '\b', '\f', '\n', '\r', '\t':
+		return 2
+	case '<', '>', '&', '\u2028', '\u2029':
+		return 6
+	}
+	if r < 0x20 {
+		return 6
+	}
+	return utf8.RuneLen(r)
 }
 
 func (h *HTTPGet) prepare(raw json.RawMessage) (httpGetArgs, *url.URL, uint16, error) {

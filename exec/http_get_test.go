@@ -522,3 +522,55 @@ func TestHTTPGetSimulate(t *testing.T) {
 		t.Error("dry-run resolved a name or opened a socket")
 	}
 }
+
+// A body that fits MaxBodyBytes can still encode to more JSON than the runner's output cap
+// (each <, > and & becomes six bytes, base64 adds a third): the body is cut to fit the cap,
+// so the caller gets a truncated page rather than output_too_large.
+func TestHTTPGetBodyFitsOutputCap(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/text", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, strings.Repeat("a", 200_000)) })
+	mux.HandleFunc("/markup", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, strings.Repeat("<a>&\x01", 45_000)) })
+	mux.HandleFunc("/binary", func(w http.ResponseWriter, _ *http.Request) { w.Write(bytes.Repeat([]byte{0xff, 0}, 100_000)) })
+	srv, _, port := httpGetCountingServer(t, mux)
+	h, _, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{port}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	for _, tc := range []struct {
+		path     string
+		capBytes int
+		full     string // the whole body; the output must hold a truncated prefix of it
+		encoding string
+	}{
+		{"/text", 64 << 10, strings.Repeat("a", 200_000), "utf8"},
+		{"/markup", 1 << 20, strings.Repeat("<a>&\x01", 45_000), "utf8"},
+		{"/markup", 64 << 10, strings.Repeat("<a>&\x01", 45_000), "utf8"},
+		{"/binary", 64 << 10, strings.Repeat("\xff\x00", 100_000), "base64"},
+	} {
+		t.Run(fmt.Sprintf("%s within %d", tc.path, tc.capBytes), func(t *testing.T) {
+			r := toolsARunner(t, Limits{MaxOutputBytes: tc.capBytes}, h)
+			res, status, err := r.Run(context.Background(), Call{Tool: "http_get", Args: httpGetArgsJSON(srv.URL + tc.path)})
+			if err != nil || status != StatusCompleted {
+				t.Fatalf("status %q err %v error %v, want a completed call", status, err, res.Error)
+			}
+			if len(res.Output) > tc.capBytes {
+				t.Fatalf("output is %d bytes, the cap is %d", len(res.Output), tc.capBytes)
+			}
+			var o HTTPGetOutput
+			if err := json.Unmarshal(res.Output, &o); err != nil {
+				t.Fatal(err)
+			}
+			body := o.Body
+			if o.BodyEncoding == "base64" {
+				b, err := base64.StdEncoding.DecodeString(o.Body)
+				if err != nil {
+					t.Fatalf("body is not base64: %v", err)
+				}
+				body = string(b)
+			}
+			if o.BodyEncoding != tc.encoding || !o.Truncated || o.BodyBytes != len(body) ||
+				len(body) < tc.capBytes/8 || !strings.HasPrefix(tc.full, body) {
+				t.Errorf("encoding %s truncated %v bodyBytes %d body %d bytes %.20q, want a %s prefix of the page, marked truncated",
+					o.BodyEncoding, o.Truncated, o.BodyBytes, len(body), body, tc.encoding)
+			}
+		})
+	}
+}
