@@ -204,6 +204,11 @@ func (h *HTTPGet) Run(ctx context.Context, raw json.RawMessage) (any, error) {
 		return nil, httpGetFailure(ctx, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The body would be the raw connection, which the transport no longer closes at the
+		// deadline; a GET never asks for an upgrade anyway.
+		return nil, Failf("request_failed", "the server switched protocols (101) on a request that asked for no upgrade")
+	}
 
 	body, err := io.ReadAll(io.LimitReader(resp.Body, h.cfg.MaxBodyBytes+1))
 	if err != nil {

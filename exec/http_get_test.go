@@ -448,6 +448,18 @@ func TestHTTPGetDeadlines(t *testing.T) {
 	mux.HandleFunc("/huge-headers", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("X-Pad", strings.Repeat("p", 40<<10))
 	})
+	// 101 hands the raw connection to the caller, out of the transport's reach: a read of
+	// it does not end at the deadline, so the tool must refuse it rather than read it.
+	mux.HandleFunc("/switching-protocols", func(w http.ResponseWriter, _ *http.Request) {
+		c, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\npartial")
+		bw.Flush()
+		<-stop
+	})
 	srv, _, port := httpGetCountingServer(t, mux)
 	t.Cleanup(func() { close(stop) }) // runs before srv.Close
 	h, _, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{port}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
@@ -462,6 +474,15 @@ func TestHTTPGetDeadlines(t *testing.T) {
 			}
 		})
 	}
+	t.Run("/switching-protocols", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		var err error
+		if _, ok := runWithin(stretched(10*time.Second), func() { _, err = h.Run(ctx, httpGetArgsJSON(srv.URL+"/switching-protocols")) }); !ok {
+			t.Fatal("Run still reading the switched connection long after its deadline")
+		}
+		toolsAWantCode(t, err, "request_failed", "101")
+	})
 	t.Run("through the runner", func(t *testing.T) {
 		r := toolsARunner(t, Limits{}, h)
 		res, status, err := r.Run(context.Background(), Call{Tool: "http_get", Args: httpGetArgsJSON(srv.URL + "/slow-headers"), Timeout: 100 * time.Millisecond})
