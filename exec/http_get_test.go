@@ -191,6 +191,10 @@ func TestHTTPGetRefusesInternalDestinations(t *testing.T) {
 				if v, ok := seen[netip.MustParseAddrPort(d)]; !ok || v == nil {
 					t.Errorf("destination %s: verdict %v (seen %v), want a refusal", d, v, ok)
 				}
+				// The caller named a host: what it resolves to inside is not theirs to learn.
+				if a := netip.MustParseAddrPort(d).Addr().String(); strings.Contains(err.Error(), a) {
+					t.Errorf("the refusal discloses the resolved address %s: %v", a, err)
+				}
 			}
 			if n := probe.fenced.Load(); n != 0 {
 				t.Errorf("the policy allowed %d connection(s) that only the test fence stopped", n)

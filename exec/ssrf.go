@@ -248,6 +248,12 @@ func (d *ssrfDialer) DialContext(ctx context.Context, network, address string) (
 			firstErr = err
 		}
 	}
+	var denied *ssrfDeniedError
+	if _, err := netip.ParseAddr(host); err != nil && errors.As(firstErr, &denied) {
+		// What a host name resolves to is the operator's network, not the caller's to learn:
+		// the refusal names the host and the class of address; Observe still sees the address.
+		return nil, &ssrfDeniedError{Dest: net.JoinHostPort(host, portStr), Reason: "resolves to a refused address: " + denied.Reason, Err: denied.Err}
+	}
 	return nil, firstErr
 }
 
