@@ -192,7 +192,7 @@ func (h *HTTPGet) Run(ctx context.Context, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(withSSRFCall(ctx), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, Failf("invalid_url", "%v", err)
 	}

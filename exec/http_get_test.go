@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -598,4 +599,74 @@ func TestHTTPGetBodyFitsOutputCap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// httpGetStuckDNS never answers: each lookup waits for its context, or for the test's end.
+type httpGetStuckDNS struct {
+	started, ended chan struct{}
+	release        chan struct{}
+}
+
+func (s *httpGetStuckDNS) LookupNetIP(ctx context.Context, _, _ string) ([]netip.Addr, error) {
+	close(s.started)
+	defer close(s.ended)
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.release:
+		return nil, errors.New("released by the test")
+	}
+}
+
+// net/http dials on a context detached from the request's, so that a later request could use
+// the connection. None ever will (keep-alives are off): the lookup, the connection attempts
+// and the TLS handshake must end with the call, not run on past its deadline.
+func TestHTTPGetDialEndsWithTheCall(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	t.Run("name lookup", func(t *testing.T) {
+		dns := &httpGetStuckDNS{started: make(chan struct{}), ended: make(chan struct{}), release: make(chan struct{})}
+		t.Cleanup(func() { close(dns.release) })
+		h := NewHTTPGet(HTTPGetConfig{Resolver: dns})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := h.Run(ctx, httpGetArgsJSON("http://stuck.test/")); done <- err }()
+		<-dns.started
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v, want the cancellation", err)
+		}
+		if _, ok := runWithin(stretched(10*time.Second), func() { <-dns.ended }); !ok {
+			t.Fatal("the lookup is still running long after the call ended")
+		}
+	})
+	t.Run("TLS handshake", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				accepted <- c
+			}
+		}()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		h, _, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{port}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+		h.client.Transport.(*http.Transport).TLSHandshakeTimeout = time.Hour // only the call's end may stop it
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := h.Run(ctx, httpGetArgsJSON(fmt.Sprintf("https://127.0.0.1:%d/", port))); done <- err }()
+		c := <-accepted // the server never answers the ClientHello
+		defer c.Close()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v, want the cancellation", err)
+		}
+		// The read ends when the client closes the connection.
+		if _, ok := runWithin(stretched(10*time.Second), func() { io.Copy(io.Discard, c) }); !ok {
+			c.Close()
+			t.Fatal("the connection is still open long after the call ended")
+		}
+	})
 }

@@ -207,8 +207,46 @@ func (d *ssrfDialer) decided(ap netip.AddrPort, verdict error) error {
 	return verdict
 }
 
+// ssrfCallKey is the context key under which withSSRFCall keeps the call's own context.
+type ssrfCallKey struct{}
+
+// withSSRFCall records ctx as the call that dials. net/http dials on a context detached from
+// the request's cancellation and deadline, so that a later request could use the connection;
+// none ever will (keep-alives are off), so DialContext ties the dial and the connection to
+// the call instead: a lookup, connection attempts or a TLS handshake cannot outlive it.
+func withSSRFCall(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ssrfCallKey{}, ctx)
+}
+
+// ssrfCallConn is a connection closed when its call ends, if nothing closed it before.
+type ssrfCallConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ssrfCallConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
+}
+
 // DialContext has the signature http.Transport wants. Only TCP is dialed.
 func (d *ssrfDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	call, ok := ctx.Value(ssrfCallKey{}).(context.Context)
+	if !ok {
+		return d.dial(ctx, network, address)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(call, cancel)
+	defer stop()
+	conn, err := d.dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &ssrfCallConn{Conn: conn, stop: context.AfterFunc(call, func() { conn.Close() })}, nil
+}
+
+func (d *ssrfDialer) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil, &ssrfDeniedError{Dest: address, Reason: "network " + network + " is not allowed", Err: ssrf.ErrProhibitedNetwork}
 	}
