@@ -35,7 +35,8 @@ func (f *httpGetFakeDNS) LookupNetIP(_ context.Context, _, host string) ([]netip
 	if a, ok := f.names[host]; ok {
 		return a, nil
 	}
-	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	// As net.Resolver's errors do, this one names the DNS server that answered.
+	return nil, &net.DNSError{Err: "no such host", Name: host, Server: "10.53.0.2:53", IsNotFound: true}
 }
 
 // httpGetProbe records every connect-time verdict, and how often the test fence had to stop
@@ -515,6 +516,9 @@ func TestHTTPGetConnectionErrors(t *testing.T) {
 	toolsAWantCode(t, err, "connection_failed", "")
 	_, err = h.Run(context.Background(), httpGetArgsJSON(fmt.Sprintf("http://no-such-name.test:%d/", closed)))
 	toolsAWantCode(t, err, "dns_lookup_failed", "no-such-name.test")
+	if strings.Contains(err.Error(), "10.53.0.2") {
+		t.Errorf("the lookup failure names the operator's DNS server: %v", err)
+	}
 }
 
 func TestHTTPGetSimulate(t *testing.T) {

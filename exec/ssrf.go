@@ -52,7 +52,15 @@ type ssrfLookupError struct {
 	Err  error
 }
 
-func (e *ssrfLookupError) Error() string { return "resolving " + e.Host + ": " + e.Err.Error() }
+// Error leaves out the DNS server that a *net.DNSError names: the operator's resolver
+// address is not the caller's to learn.
+func (e *ssrfLookupError) Error() string {
+	var dnsErr *net.DNSError
+	if errors.As(e.Err, &dnsErr) {
+		return "resolving " + e.Host + ": " + dnsErr.Err
+	}
+	return "resolving " + e.Host + ": " + e.Err.Error()
+}
 func (e *ssrfLookupError) Unwrap() error { return e.Err }
 
 // ssrfPolicy decides which destinations are allowed: the guardian's deny lists (IANA special
