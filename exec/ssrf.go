@@ -36,6 +36,11 @@ var (
 	ssrfBcast    = netip.MustParseAddr("255.255.255.255")
 )
 
+// ssrfWireServer is Azure's WireServer, the platform endpoint of a VM's guest agent (goal
+// state, extension settings and their certificates). It is a public address, so the IANA
+// lists do not refuse it; it is refused on top of them.
+var ssrfWireServer = netip.MustParsePrefix("168.63.129.16/32")
+
 // ssrfDeniedError is a refused destination. It becomes the ToolError destination_not_allowed.
 type ssrfDeniedError struct {
 	Dest   string // the address, host or URL that was refused
@@ -86,7 +91,8 @@ func newSSRFPolicy(ports []uint16, allow []netip.Prefix) *ssrfPolicy {
 		ports = []uint16{80, 443}
 	}
 	return &ssrfPolicy{
-		guard: ssrf.New(ssrf.WithPorts(ports...), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...)),
+		guard: ssrf.New(ssrf.WithPorts(ports...), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...),
+			ssrf.WithDeniedV4Prefixes(ssrfWireServer)),
 		ports: ports,
 	}
 }
@@ -139,6 +145,8 @@ func ssrfAddrReason(a netip.Addr) string {
 		return "loopback address"
 	case slices.Contains(ssrfMetadata, a.WithZone("")):
 		return "link-local address (cloud metadata endpoint)"
+	case ssrfWireServer.Contains(a):
+		return "cloud platform endpoint (Azure WireServer)"
 	case a.IsLinkLocalUnicast():
 		return "link-local address"
 	case a.IsMulticast():
