@@ -256,11 +256,12 @@ func (o *HTTPGetOutput) fitBody(body []byte, text string, capBytes int) error {
 	size := 0
 	for i, r := range text {
 		if size += httpGetJSONLen(r); size > room {
-			text, o.BodyBytes, o.Truncated = text[:i], i, true
+			text, o.Truncated = text[:i], true
 			break
 		}
 	}
-	o.Body = text
+	// Not len(body): a character that the cap cut in two is not in text.
+	o.Body, o.BodyBytes = text, len(text)
 	return nil
 }
 

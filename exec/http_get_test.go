@@ -333,6 +333,9 @@ func TestHTTPGetFetch(t *testing.T) {
 				t.Errorf("got status %d encoding %s truncated %v body %.40q, want %d %s %v %.40q",
 					o.Status, o.BodyEncoding, o.Truncated, body, tc.status, tc.encoding, tc.truncated, tc.body)
 			}
+			if o.BodyBytes != len(body) {
+				t.Errorf("bodyBytes %d, but the body returned holds %d bytes", o.BodyBytes, len(body))
+			}
 			if o.FinalURL != srv.URL+tc.path {
 				t.Errorf("finalUrl %q", o.FinalURL)
 			}
