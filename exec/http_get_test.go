@@ -237,6 +237,12 @@ func TestSSRFControl(t *testing.T) {
 		{"tcp4", "127.0.0.2:80", allow, false},
 		{"tcp4", "169.254.169.254:80", nil, false},
 		{"tcp4", "168.63.129.16:80", nil, false},
+		// An allowed private range does not open the metadata endpoints inside it.
+		{"tcp4", "169.254.1.1:80", []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}, true},
+		{"tcp4", "169.254.169.254:80", []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}, false},
+		{"tcp6", "[fd00::1]:80", []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, true},
+		{"tcp6", "[fd00:ec2::254]:80", []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, false},
+		{"tcp4", "168.63.129.16:80", []netip.Prefix{netip.MustParsePrefix("168.63.0.0/16")}, false},
 		{"tcp4", "10.1.2.3:443", nil, false},
 		{"tcp4", "100.100.100.200:80", nil, false},
 		{"tcp4", "0.0.0.0:80", nil, false},

@@ -38,7 +38,7 @@ var (
 
 // ssrfWireServer is Azure's WireServer, the platform endpoint of a VM's guest agent (goal
 // state, extension settings and their certificates). It is a public address, so the IANA
-// lists do not refuse it; it is refused on top of them.
+// lists do not refuse it; check refuses it, as it does the metadata endpoints.
 var ssrfWireServer = netip.MustParsePrefix("168.63.129.16/32")
 
 // ssrfDeniedError is a refused destination. It becomes the ToolError destination_not_allowed.
@@ -70,7 +70,7 @@ func (e *ssrfLookupError) Unwrap() error { return e.Err }
 
 // ssrfPolicy decides which destinations are allowed: the guardian's deny lists (IANA special
 // purpose registries, everything outside IPv6 global unicast), a port allow-list, and the
-// operator's explicit allow-list of prefixes.
+// operator's explicit allow-list of prefixes, which never opens a cloud metadata endpoint.
 type ssrfPolicy struct {
 	guard *ssrf.Guardian
 	ports []uint16
@@ -91,8 +91,7 @@ func newSSRFPolicy(ports []uint16, allow []netip.Prefix) *ssrfPolicy {
 		ports = []uint16{80, 443}
 	}
 	return &ssrfPolicy{
-		guard: ssrf.New(ssrf.WithPorts(ports...), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...),
-			ssrf.WithDeniedV4Prefixes(ssrfWireServer)),
+		guard: ssrf.New(ssrf.WithPorts(ports...), ssrf.WithAllowedV4Prefixes(v4...), ssrf.WithAllowedV6Prefixes(v6...)),
 		ports: ports,
 	}
 }
@@ -122,6 +121,11 @@ func (p *ssrfPolicy) checkForm(ap netip.AddrPort) error {
 func (p *ssrfPolicy) check(ap netip.AddrPort) error {
 	if err := p.checkForm(ap); err != nil {
 		return err
+	}
+	// The allow-list names private ranges to reach; a cloud metadata endpoint inside one
+	// (169.254.169.254 in 169.254.0.0/16, fd00:ec2::254 in fd00::/8) is refused all the same.
+	if a := ap.Addr(); slices.Contains(ssrfMetadata, a) || ssrfWireServer.Contains(a) {
+		return &ssrfDeniedError{Dest: ap.String(), Reason: ssrfAddrReason(a), Err: ssrf.ErrProhibitedIP}
 	}
 	err := p.guard.SafeAddrPort(ap)
 	switch {
