@@ -243,6 +243,7 @@ func TestSSRFControl(t *testing.T) {
 		{"tcp6", "[fd00::1]:80", []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, true},
 		{"tcp6", "[fd00:ec2::254]:80", []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, false},
 		{"tcp4", "168.63.129.16:80", []netip.Prefix{netip.MustParsePrefix("168.63.0.0/16")}, false},
+		{"tcp4", "100.100.100.200:80", []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}, false},
 		{"tcp4", "10.1.2.3:443", nil, false},
 		{"tcp4", "100.100.100.200:80", nil, false},
 		{"tcp4", "0.0.0.0:80", nil, false},

@@ -29,10 +29,12 @@ const ssrfMaxAddrs = 8
 
 // Prefixes the deny reasons name; the guardian already refuses all of them.
 var (
-	ssrfCGNAT    = netip.MustParsePrefix("100.64.0.0/10")
-	ssrf6to4     = netip.MustParsePrefix("2002::/16")
-	ssrfTeredo   = netip.MustParsePrefix("2001::/32")
-	ssrfMetadata = []netip.Addr{netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("fd00:ec2::254")}
+	ssrfCGNAT  = netip.MustParsePrefix("100.64.0.0/10")
+	ssrf6to4   = netip.MustParsePrefix("2002::/16")
+	ssrfTeredo = netip.MustParsePrefix("2001::/32")
+	// Cloud metadata endpoints: most clouds' link-local one, AWS's IPv6 one, Alibaba's (in
+	// the CGNAT range, which an operator on a Tailscale network may well allow).
+	ssrfMetadata = []netip.Addr{netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("fd00:ec2::254"), netip.MustParseAddr("100.100.100.200")}
 	ssrfBcast    = netip.MustParseAddr("255.255.255.255")
 )
 
@@ -148,7 +150,7 @@ func ssrfAddrReason(a netip.Addr) string {
 	case a.IsLoopback():
 		return "loopback address"
 	case slices.Contains(ssrfMetadata, a.WithZone("")):
-		return "link-local address (cloud metadata endpoint)"
+		return "cloud metadata endpoint"
 	case ssrfWireServer.Contains(a):
 		return "cloud platform endpoint (Azure WireServer)"
 	case a.IsLinkLocalUnicast():
