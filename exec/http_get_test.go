@@ -686,3 +686,55 @@ func TestHTTPGetDialEndsWithTheCall(t *testing.T) {
 		}
 	})
 }
+
+// httpGetRebindingDNS answers 127.0.0.1 (allowed in the test below) to the first lookup and
+// 127.0.0.2 to every later one, as a rebinding name with a zero TTL would.
+type httpGetRebindingDNS struct{ lookups atomic.Int32 }
+
+func (r *httpGetRebindingDNS) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	if r.lookups.Add(1) == 1 {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+}
+
+// The address judged is the address dialled: a name that passed once and then rebinds to an
+// internal address is refused on the next connection, here the redirect's.
+func TestHTTPGetDNSRebinding(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/first", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/second", http.StatusFound) })
+	mux.HandleFunc("/second", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "internal secret") })
+	_, conns, port := httpGetCountingServer(t, mux)
+	h, probe, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{port}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	dns := &httpGetRebindingDNS{}
+	h.dialer.resolver = dns
+	_, err := h.Run(context.Background(), httpGetArgsJSON(fmt.Sprintf("http://rebind.test:%d/first", port)))
+	toolsAWantCode(t, err, "destination_not_allowed", "loopback address")
+	if v := probe.snapshot()[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port)]; v == nil || dns.lookups.Load() != 2 {
+		t.Errorf("rebound address verdict %v after %d lookups, want a refusal after 2", v, dns.lookups.Load())
+	}
+	if n := conns.Load(); n != 1 || probe.fenced.Load() != 0 {
+		t.Errorf("server saw %d connection(s), fence stopped %d; want only the first, allowed one", n, probe.fenced.Load())
+	}
+}
+
+// A proxy named by the environment would be dialled instead of the checked destination: it
+// must be ignored.
+func TestHTTPGetIgnoresProxyEnvironment(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	proxy, proxyConns, _ := httpGetCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "proxied") }))
+	_, _, port := httpGetCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "direct") }))
+	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"} {
+		t.Setenv(k, proxy.URL)
+	}
+	h, _, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{port}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	// By a name: net/http never proxies a loopback IP literal, whatever the environment says.
+	out, err := h.Run(context.Background(), httpGetArgsJSON(fmt.Sprintf("http://loopback.test:%d/", port)))
+	if err != nil || out.(HTTPGetOutput).Body != "direct" {
+		t.Fatalf("got %+v, %v; want the origin's answer, fetched directly", out, err)
+	}
+	if n := proxyConns.Load(); n != 0 {
+		t.Errorf("the proxy accepted %d connection(s)", n)
+	}
+}
