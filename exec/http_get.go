@@ -408,8 +408,9 @@ func httpGetFailure(ctx context.Context, err error) error {
 		return Failf("tls_error", "%v", err)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		return Failf("connection_failed", "%v", err)
-	case strings.Contains(err.Error(), "response headers exceeded"):
-		// net/http reports the header cap only as text.
+	case strings.Contains(err.Error(), "response headers exceeded"),
+		strings.Contains(err.Error(), "response header list larger than advertised limit"):
+		// net/http reports the header cap only as text, over HTTP/1.1 and over HTTP/2.
 		return Failf("response_headers_too_large", "the response headers exceed %d bytes", httpGetMaxHeaderBytes)
 	default:
 		return Failf("request_failed", "%v", err)

@@ -512,6 +512,22 @@ func TestHTTPGetDeadlines(t *testing.T) {
 		_, err := h.Run(context.Background(), httpGetArgsJSON(srv.URL+"/huge-headers"))
 		toolsAWantCode(t, err, "response_headers_too_large", "")
 	})
+	t.Run("header cap over HTTP/2", func(t *testing.T) {
+		tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			for i := range 40 {
+				w.Header().Set(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 1000))
+			}
+		}))
+		tlsSrv.EnableHTTP2 = true
+		tlsSrv.StartTLS()
+		defer tlsSrv.Close()
+		u, _ := url.Parse(tlsSrv.URL)
+		tlsPort, _ := strconv.Atoi(u.Port())
+		h2, _, _ := newTestHTTPGet(t, HTTPGetConfig{AllowedPorts: []uint16{uint16(tlsPort)}, AllowPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+		h2.client.Transport.(*http.Transport).TLSClientConfig.RootCAs = tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+		_, err := h2.Run(context.Background(), httpGetArgsJSON(tlsSrv.URL+"/"))
+		toolsAWantCode(t, err, "response_headers_too_large", "")
+	})
 }
 
 func TestHTTPGetConnectionErrors(t *testing.T) {
