@@ -69,7 +69,7 @@ func dialWithKey(ctx context.Context, rpc, keyHex string) (*ecdsa.PrivateKey, *e
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--key: %w", err)
 	}
-	client, err := ethclient.DialContext(ctx, rpc)
+	client, err := chain.Dial(ctx, rpc, chain.MaxRPCAnswerBytes)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--rpc %s: %w", rpc, err)
 	}

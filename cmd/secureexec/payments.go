@@ -19,7 +19,6 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
-	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -131,7 +130,7 @@ func buildX402(ctx context.Context, cfg Config, book ledgerAll, claims claimer, 
 			return err
 		}
 	default:
-		c, err := ethclient.DialContext(ctx, cfg.EthRPCURL)
+		c, err := chain.Dial(ctx, cfg.EthRPCURL, chain.MaxRPCAnswerBytes)
 		if err != nil {
 			return fmt.Errorf("ETH_RPC_URL: %w", err)
 		}
