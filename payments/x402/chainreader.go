@@ -60,9 +60,15 @@ func (r *RPCReader) CodeAt(ctx context.Context, addr common.Address) ([]byte, er
 	return code, nil
 }
 
+// erc1271Gas bounds one isValidSignature call: a multisig's or a passkey wallet's check fits
+// well within it, and a wallet that loops costs the node this much per verification, not the
+// node's whole eth_call cap.
+const erc1271Gas = 2_000_000
+
 // IsValidSignature1271 calls wallet.isValidSignature(digest, sig). As OpenZeppelin's
 // SignatureChecker does, only a full return word equal to the magic value 0x1626ba7e is a yes;
-// a revert, short or other return data is a no.
+// a revert, a failure inside the EVM (out of gas, an invalid opcode), short or other return
+// data is a no.
 func (r *RPCReader) IsValidSignature1271(ctx context.Context, wallet common.Address, digest common.Hash, sig []byte) (bool, error) {
 	padded := (len(sig) + 31) / 32 * 32
 	data := make([]byte, 4+32*3+padded)
@@ -71,8 +77,8 @@ func (r *RPCReader) IsValidSignature1271(ctx context.Context, wallet common.Addr
 	data[4+63] = 0x40 // offset of the bytes argument
 	putUint64Word(data[68:100], uint64(len(sig)))
 	copy(data[100:], sig)
-	out, err := r.call(ctx, wallet, data)
-	if errors.Is(err, ErrCallReverted) {
+	out, err := r.callWithGas(ctx, wallet, data, erc1271Gas)
+	if errors.Is(err, ErrCallReverted) || isEVMFailure(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -120,9 +126,14 @@ func (r *RPCReader) AuthorizationState(ctx context.Context, token, authorizer co
 
 // call runs an eth_call with the reader's deadline; a revert is reported as ErrCallReverted.
 func (r *RPCReader) call(ctx context.Context, to common.Address, data []byte) ([]byte, error) {
+	return r.callWithGas(ctx, to, data, 0)
+}
+
+// callWithGas is call with at most gas (0: the node's cap).
+func (r *RPCReader) callWithGas(ctx context.Context, to common.Address, data []byte, gas uint64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	out, err := r.c.CallContract(ctx, ethereum.CallMsg{To: &to, Data: data}, nil)
+	out, err := r.c.CallContract(ctx, ethereum.CallMsg{To: &to, Data: data, Gas: gas}, nil)
 	if err != nil {
 		if isRevert(err) {
 			return nil, fmt.Errorf("%w: %w", ErrCallReverted, err)
@@ -140,6 +151,26 @@ func isRevert(err error) bool {
 		return true
 	}
 	return strings.Contains(err.Error(), "execution reverted")
+}
+
+// evmFailures are how nodes word a call that failed inside the EVM rather than reverted: geth
+// and the simulated backend ("out of gas", "invalid opcode: INVALID", "stack underflow", "invalid
+// jump destination"), anvil ("EVM error OutOfGas", "EVM error InvalidFEOpcode"). Such a call
+// got an answer from the contract, as a revert does.
+var evmFailures = []string{"out of gas", "invalid opcode", "stack underflow", "stack overflow", "invalid jump", "evm error"}
+
+// isEVMFailure tells a call that failed inside the EVM from a failure to reach the node.
+func isEVMFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	for _, f := range evmFailures {
+		if strings.Contains(msg, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // putUint64Word writes n as a big-endian 32-byte ABI word.
