@@ -530,7 +530,9 @@ func (w *Writer) write(ctx context.Context, entries []Entry, counter *atomic.Uin
 	return nil
 }
 
-// appendSpool fsyncs enc's lines into the spool and wakes the replayer.
+// appendSpool fsyncs enc's lines into the spool and wakes the replayer. It wakes it when the
+// append fails too: with nothing spooled the replayer ends the degraded state, so later batches
+// try the backend again instead of all following this one into a spool that cannot take them.
 func (w *Writer) appendSpool(enc *spoolEncoder) {
 	if enc.lines == 0 {
 		return
@@ -538,9 +540,9 @@ func (w *Writer) appendSpool(enc *spoolEncoder) {
 	if err := w.spool.Append(enc.buf.Bytes(), enc.lines); err != nil {
 		w.lost.Add(uint64(enc.lines))
 		w.log.Error("audit spool write failed; entries lost", "err", err, "entries", enc.lines)
-		return
+	} else {
+		w.spooled.Add(uint64(enc.lines))
 	}
-	w.spooled.Add(uint64(enc.lines))
 	select {
 	case w.replaySignal <- struct{}{}:
 	default:

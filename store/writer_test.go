@@ -796,3 +796,37 @@ func TestWriterDeadLettersOutOfRangeTimestamp(t *testing.T) {
 		})
 	}
 }
+
+// TestWriterRecoversWithoutSpool: while the spool cannot be written (a full disk, a read-only
+// directory), one failed write must not leave the writer degraded for good, sending every
+// later batch to the broken spool (lost) although the database is back.
+func TestWriterRecoversWithoutSpool(t *testing.T) {
+	leakCheck(t)
+	pool, _ := migratedPool(t)
+	fb := &flakyBackend{Backend: NewPostgres(pool)}
+	opts := fastRetry(t, t.TempDir())
+	w := newTestWriter(t, fb, opts)
+	// The first segment's name is taken by a directory: every spool append fails.
+	if err := os.Mkdir(filepath.Join(opts.SpoolPath, fmt.Sprintf("%s%020d%s", segmentPrefix, 1, segmentSuffix)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	fb.failing.Store(true)
+	w.Submit(testEntry(0))
+	waitFor(t, 10*time.Second, "the failed batch counted lost", func() bool { return w.Stats().Lost == 1 }, statsString(w))
+	waitFor(t, 10*time.Second, "the writer to leave the degraded state", func() bool { return !w.Stats().Degraded }, statsString(w))
+
+	fb.failing.Store(false)
+	after := testEntries(100)
+	submitAll(w, after, 4)
+	waitFor(t, 10*time.Second, "later entries written", func() bool { return w.Stats().Written == 100 }, statsString(w))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := rowCounts(t, pool); rows != 100 {
+		t.Fatalf("rows = %d, want 100; %+v", rows, w.Stats())
+	}
+	if s := w.Stats(); s.Lost != 1 || s.Degraded {
+		t.Fatalf("stats %+v", s)
+	}
+}
