@@ -741,7 +741,6 @@ func decodeReplayLine(line []byte, torn bool) (Entry, string) {
 
 // deadLetter records an entry that can never be stored.
 func (w *Writer) deadLetter(e Entry, reason, detail string) {
-	w.rejected.Add(1)
 	w.log.Warn("audit entry rejected; kept in the dead-letter file", "job_id", e.JobID, "reason", reason, "detail", detail)
 	rec := e.Record
 	e.Record = nil
@@ -756,11 +755,12 @@ func (w *Writer) deadLetter(e Entry, reason, detail string) {
 
 // deadLetterLine records a spool line that cannot be decoded.
 func (w *Writer) deadLetterLine(line []byte, reason string) {
-	w.rejected.Add(1)
 	w.log.Warn("audit spool line unreadable; kept in the dead-letter file", "reason", reason, "bytes", len(line))
 	w.writeDeadLetter(deadLetter{At: time.Now().UTC(), Reason: reason, SpoolLine: line})
 }
 
+// writeDeadLetter appends d to the dead-letter file and counts it rejected, or, when the file
+// cannot take it, lost (never both).
 func (w *Writer) writeDeadLetter(d deadLetter) {
 	b, err := json.Marshal(d)
 	if err == nil {
@@ -769,5 +769,7 @@ func (w *Writer) writeDeadLetter(d deadLetter) {
 	if err != nil {
 		w.lost.Add(1)
 		w.log.Error("audit dead-letter write failed", "err", fmt.Errorf("dead_letter: %w", err), "reason", d.Reason)
+		return
 	}
+	w.rejected.Add(1)
 }

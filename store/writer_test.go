@@ -830,3 +830,27 @@ func TestWriterRecoversWithoutSpool(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestWriterDeadLetterFailureCountsOnce: an entry whose dead-letter write fails is lost, not
+// rejected: counting it as both says it is kept in the dead-letter file when it is not, and
+// makes the counters add up to more entries than were submitted.
+func TestWriterDeadLetterFailureCountsOnce(t *testing.T) {
+	leakCheck(t)
+	pool, _ := migratedPool(t)
+	opts := fastRetry(t, t.TempDir())
+	// The dead-letter file's name is taken by a directory: it cannot be written.
+	if err := os.Mkdir(filepath.Join(opts.SpoolPath, deadLetterFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w := newTestWriter(t, NewPostgres(pool), opts)
+	e := testEntry(0)
+	e.Record = json.RawMessage(`{"note":"\u0000"}`)
+	w.Submit(e)
+	w.Submit(testEntry(1))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.Stats(); s.Lost != 1 || s.Rejected != 0 || s.Written != 1 {
+		t.Fatalf("stats %+v, want 1 written, 1 lost, 0 rejected", s)
+	}
+}
