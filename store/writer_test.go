@@ -806,8 +806,11 @@ func TestWriterRecoversWithoutSpool(t *testing.T) {
 	fb := &flakyBackend{Backend: NewPostgres(pool)}
 	opts := fastRetry(t, t.TempDir())
 	w := newTestWriter(t, fb, opts)
-	// The first segment's name is taken by a directory: every spool append fails.
-	if err := os.Mkdir(filepath.Join(opts.SpoolPath, fmt.Sprintf("%s%020d%s", segmentPrefix, 1, segmentSuffix)), 0o700); err != nil {
+	// The spool's directory is moved away and a file takes its name: every spool append fails.
+	if err := os.Rename(opts.SpoolPath, opts.SpoolPath+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(opts.SpoolPath, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -236,9 +236,23 @@ func (s *Spool) abandonLocked(written int, cause error) error {
 }
 
 func (s *Spool) startSegment() error {
-	seg := &Segment{Seq: s.nextSeq}
-	seg.Path = filepath.Join(s.dir, fmt.Sprintf("%s%020d%s", s.opts.Prefix, seg.Seq, s.opts.Suffix))
-	f, err := os.OpenFile(seg.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	var (
+		seg *Segment
+		f   *os.File
+		err error
+	)
+	for {
+		seg = &Segment{Seq: s.nextSeq}
+		seg.Path = filepath.Join(s.dir, fmt.Sprintf("%s%020d%s", s.opts.Prefix, seg.Seq, s.opts.Suffix))
+		f, err = os.OpenFile(seg.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+		// A segment this Spool did not list at Open (written by the previous process after
+		// its Close released the lock): leave it for the next Open and take the next number,
+		// rather than fail this append and every later one on the same name.
+		s.nextSeq++
+	}
 	if err != nil {
 		return fmt.Errorf("spool: create segment: %w", err)
 	}

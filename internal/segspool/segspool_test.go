@@ -423,3 +423,41 @@ func TestAppendThatSealsReportsWhatItWrote(t *testing.T) {
 		t.Fatalf("read %v (spool counts %d lines), want %v", got, s.Lines(), want)
 	}
 }
+
+// TestAppendSkipsATakenSegmentName: a segment file that appears after Open under the next
+// number (a previous process's append after its Close released the lock) must not make every
+// append of this spool fail: the spool moves on to the next free number, and the foreign file
+// is left on disk, untouched, for the next Open.
+func TestAppendSkipsATakenSegmentName(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, "segment-00000000000000000001.jsonl")
+	if err := os.WriteFile(foreign, []byte("{\"n\":0}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if err := s.Append([]byte(fmt.Sprintf("{\"n\":%d}\n", i)), 1); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readSegments(t, s), []read{{`{"n":1}`, false}, {`{"n":2}`, false}}; !slices.Equal(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
+	}
+	if b, err := os.ReadFile(foreign); err != nil || string(b) != "{\"n\":0}\n" {
+		t.Fatalf("foreign segment = %q, %v", b, err)
+	}
+	s2, err := Open(dir, testOptions(1024))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.Lines() != 3 {
+		t.Fatalf("reopened lines = %d, want 3", s2.Lines())
+	}
+}
