@@ -365,8 +365,22 @@ func (s *Spool) AppendDeadLetter(record []byte) error {
 	if err != nil {
 		return fmt.Errorf("spool: dead-letter open: %w", err)
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("spool: dead-letter stat: %w", err)
+	}
 	_, werr := f.Write(record)
 	serr := f.Sync()
+	if werr != nil || serr != nil {
+		// Cut what the disk took of a failed append (a full disk takes part of it), so the next
+		// record does not start on the end of a torn line and become unreadable too.
+		if err := f.Truncate(fi.Size()); err != nil {
+			serr = errors.Join(serr, fmt.Errorf("cut failed append: %w", err))
+		} else {
+			serr = errors.Join(serr, f.Sync())
+		}
+	}
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		return fmt.Errorf("spool: dead-letter write: %w", err)
