@@ -79,6 +79,11 @@ func decodeExecRequest(w http.ResponseWriter, r *http.Request, maxBytes int64, m
 		w.Header().Set("Accept-Encoding", "identity")
 		return nil, fmt.Errorf("%w: Content-Encoding %q, send the body uncompressed", errUnsupportedMediaType, coding)
 	}
+	if r.ContentLength > maxBytes {
+		// Refused unread: reading would cost the cap in transfer first, and would tell a
+		// client waiting on "Expect: 100-continue" to send the whole body.
+		return nil, &http.MaxBytesError{Limit: maxBytes}
+	}
 	body, err := readAll(http.MaxBytesReader(w, r.Body, maxBytes), r.ContentLength, maxBytes)
 	if err != nil {
 		var tooBig *http.MaxBytesError

@@ -337,3 +337,31 @@ func FuzzDecodeExecRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestDeclaredOversizedBodyIsRefusedUnread: a Content-Length past the cap is answered 413 at
+// once. Read first, the body cost up to the cap in transfer before the refusal, and a client
+// that asked "Expect: 100-continue" was told to go ahead and send all of it.
+func TestDeclaredOversizedBodyIsRefusedUnread(t *testing.T) {
+	h := newHarness(t) // MaxBodyBytes 4096
+	srv := httptest.NewServer(h.srv.Handler())
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // the test's own bound, not a speed check
+	if _, err := io.WriteString(conn, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// No byte of the body is sent: the answer must come without it.
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code":"body_too_large"`) {
+		t.Fatalf("declared 50 MB against a 4 KiB cap: %d %s", resp.StatusCode, body)
+	}
+}
