@@ -17,6 +17,9 @@ import (
 // errPaymentRequired means the request carried no credential that any rail accepts.
 var errPaymentRequired = errors.New("payment_required")
 
+// railGateway names the gateway itself as the refuser of a credential no rail accepts.
+const railGateway = "gateway"
+
 // headerInternalKey carries INTERNAL_API_KEY for internal callers, who skip payment.
 const headerInternalKey = "X-Internal-Key"
 
@@ -98,7 +101,9 @@ func (g *paymentGate) authorize(ctx context.Context, r *http.Request, price paym
 		return payment{protocol: rail.Name(), price: price, auth: a, rail: rail}, nil
 	}
 	if scheme := credentialScheme(r); scheme != "" {
-		return payment{}, &payments.PaymentError{Rail: scheme, Reason: "unsupported_credential",
+		// The gateway refuses, not a rail: the scheme is the caller's text, and as Rail it
+		// could pass for a rail's own refusal (its problem type, its offer's error).
+		return payment{}, &payments.PaymentError{Rail: railGateway, Reason: "unsupported_credential",
 			Detail: fmt.Sprintf("no enabled payment rail accepts an Authorization credential of scheme %q", scheme)}
 	}
 	return payment{}, errPaymentRequired

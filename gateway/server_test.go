@@ -385,6 +385,24 @@ func TestInternalKeyIsOneHeader(t *testing.T) {
 	}
 }
 
+// TestUnsupportedCredentialNamesNoRail: an Authorization scheme no enabled rail accepts is the
+// gateway's refusal, whatever its text: a scheme spelled as a rail's name ("mpp" with the MPP
+// rail off, "fake" where the fake rail wants "Fake") must not pass for that rail's refusal, in
+// the problem type or in the offer that rail is told its credential was refused.
+func TestUnsupportedCredentialNamesNoRail(t *testing.T) {
+	h := newHarness(t)
+	for _, scheme := range []string{"mpp", "fake", "Bearer"} {
+		w := h.do("POST", "/exec/tool", `{"tool":{"name":"echo","args":{"text":"x"}}}`, "Authorization", scheme+" abc")
+		b := decode[map[string]any](t, w)
+		if w.Code != 402 || b["code"] != "unsupported_credential" || b["type"] != "https://paymentauth.org/problems/payment-required" {
+			t.Errorf("scheme %q: %d %v", scheme, w.Code, b)
+		}
+	}
+	if len(h.rail.refused) != 0 {
+		t.Fatalf("the fake rail's offer was told its credential was refused: %v", h.rail.refused)
+	}
+}
+
 // TestPathsAreNotCleaned: a path mux would clean is an unknown path, answered with a problem,
 // not a bare redirect.
 func TestPathsAreNotCleaned(t *testing.T) {
