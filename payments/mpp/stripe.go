@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
@@ -16,6 +15,7 @@ import (
 	"github.com/stripe/stripe-go/v76/paymentintent"
 	"github.com/stripe/stripe-go/v76/refund"
 
+	"github.com/secureexec/secureexec/internal/capread"
 	"github.com/secureexec/secureexec/payments"
 )
 
@@ -97,7 +97,7 @@ func NewStripe(cfg StripeConfig) (*Stripe, error) {
 		return nil, errors.New("mpp: STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_… or rk_…)")
 	}
 	bc := &stripe.BackendConfig{
-		HTTPClient:        &http.Client{Transport: capTransport{base: cfg.Transport, max: cfg.MaxResponseBytes}},
+		HTTPClient:        &http.Client{Transport: capread.Transport(cfg.Transport, cfg.MaxResponseBytes, errResponseTooLarge)},
 		MaxNetworkRetries: stripe.Int64(0), // retries are ours: see ChargeSPT for why
 		LeveledLogger:     slogBridge{cfg.Logger},
 	}
@@ -392,47 +392,8 @@ func classifyStripe(op string, err error) (retry bool, why string, refusal *Stri
 	return false, "", r
 }
 
-// capTransport cuts response bodies at max bytes: whatever answers as Stripe is still network
-// input.
-type capTransport struct {
-	base http.RoundTripper
-	max  int64
-}
-
-func (t capTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(r)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body = &cappedBody{rc: resp.Body, left: t.max}
-	return resp, nil
-}
-
-type cappedBody struct {
-	rc   io.ReadCloser
-	left int64
-}
-
+// errResponseTooLarge is an answer of Stripe's past Config.MaxResponseBytes.
 var errResponseTooLarge = errors.New("mpp: stripe response exceeds the size cap")
-
-func (b *cappedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		// One byte more tells a body of exactly the cap from a longer one.
-		var one [1]byte
-		if n, _ := b.rc.Read(one[:]); n > 0 {
-			return 0, errResponseTooLarge
-		}
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.rc.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // slogBridge sends stripe-go's own log lines to slog at debug level: the rail logs what
 // matters itself, with its fields, and stripe-go's error lines would only repeat it. Its
