@@ -13,25 +13,32 @@ import (
 	"github.com/secureexec/secureexec/store"
 )
 
-// TestEPDenialWithNULIsStillAudited: EP is unauthenticated and its violations are untrusted
-// text. A denial whose violation holds U+0000 must still be sealed as a denial and be storable,
-// or the audit writer dead-letters it and GET /exec/jobs/{jobId} never finds it.
-func TestEPDenialWithNULIsStillAudited(t *testing.T) {
-	ep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"valid":false,"risk_score":"HIGH","violations":["over\u0000limit"]}`)
-	}))
-	defer ep.Close()
+// newEPHarness is a gateway whose IAM asks the EP served by ep, failing closed.
+func newEPHarness(t *testing.T, ep http.HandlerFunc) *harness {
+	t.Helper()
+	srv := httptest.NewServer(ep)
+	t.Cleanup(srv.Close)
 	iam, err := identity.New(identity.Config{
-		EP:     identity.EPConfig{URL: ep.URL + "/ep/validate", Mode: identity.FailClosed},
+		EP:     identity.EPConfig{URL: srv.URL + "/ep/validate", Mode: identity.FailClosed},
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer iam.Close()
+	t.Cleanup(func() { _ = iam.Close() })
 	h := newHarness(t)
 	h.srv.iam = iam
+	return h
+}
+
+// TestEPDenialWithNULIsStillAudited: EP is unauthenticated and its violations are untrusted
+// text. A denial whose violation holds U+0000 must still be sealed as a denial and be storable,
+// or the audit writer dead-letters it and GET /exec/jobs/{jobId} never finds it.
+func TestEPDenialWithNULIsStillAudited(t *testing.T) {
+	h := newEPHarness(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"valid":false,"risk_score":"HIGH","violations":["over\u0000limit"]}`)
+	})
 
 	w := h.do("POST", "/exec/simulate", `{"agentId":"alice","tool":{"name":"echo","args":{"text":"x"}}}`)
 	if w.Code != 403 {
@@ -60,20 +67,9 @@ func TestEPDenialWithNULIsStillAudited(t *testing.T) {
 // Retry-After (a 403 told clients never to retry), still sealed and audited as a denial, and
 // an answer EP actually gave ("no") stays a 403.
 func TestEPUnavailableFailClosedIs503(t *testing.T) {
-	ep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h := newEPHarness(t, func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "upstream down", http.StatusBadGateway)
-	}))
-	defer ep.Close()
-	iam, err := identity.New(identity.Config{
-		EP:     identity.EPConfig{URL: ep.URL + "/ep/validate", Mode: identity.FailClosed},
-		Logger: slog.New(slog.DiscardHandler),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer iam.Close()
-	h := newHarness(t)
-	h.srv.iam = iam
 
 	w := h.do("POST", "/exec/simulate", `{"agentId":"alice","tool":{"name":"echo","args":{"text":"x"}}}`)
 	p := decode[problem](t, w)
