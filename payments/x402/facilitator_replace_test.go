@@ -170,6 +170,26 @@ func TestFacilitatorNonceUsedIsNeverNotCharged(t *testing.T) {
 		t.Fatalf("after the refusal: %s %q; want still open", p.Status, p.ErrorReason)
 	}
 	node.behind.Store(false)
+	// The facilitator's transaction is mined on the dev chain's own clock: recovery is asked
+	// once the node shows the authorization used (before that, it rightly keeps waiting).
+	auth, err := authorizationOf(r.payment(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		used, err := reader.AuthorizationState(ctx, r.net.Asset, auth.From, auth.Nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the facilitator's transaction was never mined")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	if err := w.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
