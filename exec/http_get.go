@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Defaults of HTTPGetConfig.
@@ -327,6 +329,20 @@ func (h *HTTPGet) checkURL(raw string) (*url.URL, uint16, error) {
 		port = uint16(n)
 	}
 	host := u.Hostname()
+	if !isASCIIHost(host) {
+		// net/http looks up and dials a non-ASCII name in its IDNA Lookup form ("ⓛⓞⓒⓐⓛⓗⓞⓢⓣ"
+		// is "localhost", fullwidth digits are an address): checked, and shown by a dry run,
+		// in the form that would be dialled.
+		ascii, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return nil, 0, Failf("invalid_url", "%s: the host is not a valid internationalized name: %v", httpGetRedact(u), err)
+		}
+		host = ascii
+		u.Host = host
+		if p := u.Port(); p != "" {
+			u.Host = net.JoinHostPort(host, p)
+		}
+	}
 	if addr, err := netip.ParseAddr(host); err == nil {
 		if err := h.policy.check(netip.AddrPortFrom(addr, port)); err != nil {
 			return nil, 0, deny("%s", err.Error())
@@ -462,4 +478,14 @@ func httpGetRedact(u *url.URL) string {
 	c := *u
 	c.User = nil
 	return c.String()
+}
+
+// isASCIIHost reports whether host needs no IDNA mapping.
+func isASCIIHost(host string) bool {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -168,6 +168,8 @@ func TestHTTPGetRefusesInternalDestinations(t *testing.T) {
 		{"short IPv4", "http://127.1:" + p + "/", "numeric host", nil},
 		{"localhost", "http://localhost:" + p + "/", "localhost names", nil},
 		{"localhost subdomain", "http://api.localhost/", "localhost names", nil},
+		{"localhost in enclosed letters", "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ:" + p + "/", "localhost names", nil},
+		{"loopback in fullwidth digits", "http://１２７.０.０.１:" + p + "/", "loopback address", nil},
 		{"credentials", "http://user:pw@public.test/", "credentials", nil},
 		{"ftp", "ftp://public.test/", "scheme", nil},
 		{"file", "file:///etc/passwd", "scheme", nil},
@@ -753,4 +755,26 @@ func TestHTTPGetIgnoresProxyEnvironment(t *testing.T) {
 	if n := proxyConns.Load(); n != 0 {
 		t.Errorf("the proxy accepted %d connection(s)", n)
 	}
+}
+
+// A dry run is faithful about internationalized names: it names the host in the form that
+// would be looked up and dialled, and refuses one whose form is a refused destination.
+func TestHTTPGetSimulateMapsInternationalizedHosts(t *testing.T) {
+	h, _, _ := newTestHTTPGet(t, HTTPGetConfig{})
+	out, err := h.Simulate(context.Background(), json.RawMessage(`{"url":"https://ⓔⓧⓐⓜⓟⓛⓔ.com/x"}`))
+	if err != nil {
+		t.Fatalf("Simulate: %v", err)
+	}
+	b, _ := json.Marshal(out)
+	var got struct {
+		WouldRequest HTTPGetPlan `json:"wouldRequest"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.WouldRequest.Host != "example.com" || got.WouldRequest.URL != "https://example.com/x" {
+		t.Errorf("wouldRequest %+v; want the host as it would be dialled", got.WouldRequest)
+	}
+	_, err = h.Simulate(context.Background(), json.RawMessage(`{"url":"http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/"}`))
+	toolsAWantCode(t, err, "destination_not_allowed", "localhost names")
 }
