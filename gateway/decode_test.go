@@ -271,13 +271,22 @@ func TestSlowBodyIsATimeout(t *testing.T) {
 	srv.Config.ReadTimeout = 300 * time.Millisecond
 	srv.Start()
 	defer srv.Close()
+	status, body := rawExchange(t, srv, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tool\":")
+	if status != http.StatusRequestTimeout || !strings.Contains(body, `"code":"body_timeout"`) || strings.Contains(body, "127.0.0.1") {
+		t.Fatalf("slow body: %d %s", status, body)
+	}
+}
+
+// rawExchange writes request as is on a new connection to srv and reads one response.
+func rawExchange(t *testing.T, srv *httptest.Server, request string) (status int, body string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // the test's own bound, not a speed check
-	if _, err := io.WriteString(conn, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tool\":"); err != nil {
+	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -285,10 +294,8 @@ func TestSlowBodyIsATimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"code":"body_timeout"`) || strings.Contains(string(body), "127.0.0.1") {
-		t.Fatalf("slow body: %d %s", resp.StatusCode, body)
-	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestAgentIDIsDisplayable: an agent id with a control, formatting or invisible character is
@@ -345,23 +352,9 @@ func TestDeclaredOversizedBodyIsRefusedUnread(t *testing.T) {
 	h := newHarness(t) // MaxBodyBytes 4096
 	srv := httptest.NewServer(h.srv.Handler())
 	defer srv.Close()
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // the test's own bound, not a speed check
-	if _, err := io.WriteString(conn, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
 	// No byte of the body is sent: the answer must come without it.
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code":"body_too_large"`) {
-		t.Fatalf("declared 50 MB against a 4 KiB cap: %d %s", resp.StatusCode, body)
+	status, body := rawExchange(t, srv, "POST /exec/simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+	if status != http.StatusRequestEntityTooLarge || !strings.Contains(body, `"code":"body_too_large"`) {
+		t.Fatalf("declared 50 MB against a 4 KiB cap: %d %s", status, body)
 	}
 }
